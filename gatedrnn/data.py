@@ -1,0 +1,204 @@
+"""Byte corpora, the 90/10 train/validation split, and batches of parallel streams.
+
+A corpus is any file (plain, .gz, .bz2, .xz, or a .zip with one member) read as raw bytes, or
+the built-in corpus: the English text of the Python documentation topics that ships with every
+CPython (``pydoc_data.topics``, about 465 KB).
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import lzma
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "BUILTIN",
+    "DataError",
+    "Corpus",
+    "load_corpus",
+    "StreamSampler",
+    "validation_streams",
+    "ngram_cross_entropies",
+]
+
+BUILTIN = "builtin:pydoc_topics"
+VAL_FRACTION = 0.1
+
+
+class DataError(ValueError):
+    """A corpus that cannot be used: missing, unreadable, empty or too short."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str  # the file's name, or BUILTIN
+    path: str | None
+    sha256: str
+    data: np.ndarray  # uint8, the whole corpus
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def n_train(self) -> int:
+        return int(len(self) * (1 - VAL_FRACTION))
+
+    @property
+    def train(self) -> np.ndarray:
+        return self.data[: self.n_train]
+
+    @property
+    def val(self) -> np.ndarray:
+        return self.data[self.n_train :]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "sha256": self.sha256, "bytes": len(self)}
+
+
+def _builtin_bytes() -> bytes:
+    from pydoc_data.topics import topics
+
+    return "".join(topics[k] for k in sorted(topics)).encode("utf-8")
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, str]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        elif suffix == ".bz2":
+            with bz2.open(path, "rb") as f:
+                raw = f.read()
+        elif suffix in (".xz", ".lzma"):
+            with lzma.open(path, "rb") as f:
+                raw = f.read()
+        elif suffix == ".zip":
+            with zipfile.ZipFile(path) as z:
+                members = [m for m in z.infolist() if not m.is_dir()]
+                if len(members) != 1:
+                    raise DataError(f"{path}: a zip corpus must hold exactly one file, found {len(members)}")
+                raw = z.read(members[0])
+        else:
+            if path.stat().st_size == 0:
+                raise DataError(f"{path}: the corpus file is empty")
+            data = np.memmap(path, dtype=np.uint8, mode="r")
+            digest = hashlib.sha256()
+            for start in range(0, len(data), 1 << 24):
+                digest.update(data[start : start + (1 << 24)])
+            return data, digest.hexdigest()
+    except DataError:
+        raise
+    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as e:
+        raise DataError(f"{path}: cannot read the corpus ({e.__class__.__name__}: {e})") from None
+    return np.frombuffer(raw, dtype=np.uint8), hashlib.sha256(raw).hexdigest()
+
+
+def load_corpus(path: str | os.PathLike | None = None) -> Corpus:
+    """Load a corpus file (or the built-in corpus when ``path`` is None) as uint8 bytes."""
+    if path is None or str(path) == BUILTIN:
+        raw = _builtin_bytes()
+        return Corpus(BUILTIN, None, hashlib.sha256(raw).hexdigest(), np.frombuffer(raw, dtype=np.uint8))
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such corpus file")
+    if not p.is_file():
+        raise DataError(f"{p}: the corpus is not a file")
+    data, sha = _read_file(p)
+    if len(data) == 0:
+        raise DataError(f"{p}: the corpus is empty")
+    return Corpus(p.name, str(p.resolve()), sha, data)
+
+
+def check_length(corpus: Corpus, history: int) -> None:
+    """Both splits must hold at least one window of ``history`` + 1 bytes."""
+    need = history + 1
+    where = corpus.path or corpus.name
+    if corpus.n_train < need or len(corpus.val) < 2:
+        raise DataError(
+            f"{where}: {len(corpus)} bytes is too short for history {history}: the training split "
+            f"(90 %) needs at least {need} bytes, i.e. a corpus of at least {int(np.ceil(need / 0.9)) + 1} bytes"
+        )
+
+
+class StreamSampler:
+    """Windows of ``batch_size`` parallel streams over the training split.
+
+    A window picks ``batch_size`` random offsets (from its own seeded generator) and yields
+    ``history + 1`` consecutive bytes from each, as a (history + 1, batch) int64 tensor built
+    by one vectorised gather. Position j of the window is read at step j and row j + 1 is
+    its target.
+    """
+
+    def __init__(self, train: np.ndarray, batch_size: int, history: int, seed: int, device) -> None:
+        self.batch_size = batch_size
+        self.history = history
+        self.device = torch.device(device)
+        self.data = torch.from_numpy(np.array(train, dtype=np.uint8)).to(self.device)  # (T,) uint8, a private copy
+        self.generator = torch.Generator().manual_seed(seed)
+        self._arange = torch.arange(history + 1, device=self.device)
+
+    def next_offsets(self) -> Tensor:
+        high = self.data.numel() - self.history  # offset + history must be a valid index
+        return torch.randint(0, high, (self.batch_size,), generator=self.generator)
+
+    def window(self, offsets: Tensor) -> Tensor:
+        idx = offsets.to(self.device)[None, :] + self._arange[:, None]  # (history+1, batch)
+        return self.data[idx].long()
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def validation_streams(val: np.ndarray, history: int, max_streams: int) -> np.ndarray:
+    """Fixed validation windows: up to ``max_streams`` non-overlapping streams of ``history`` + 1
+    bytes, spread evenly over the held-out split. Returns (length + 1, streams) uint8."""
+    length = min(history, len(val) - 1)
+    streams = max(1, min(max_streams, (len(val) - 1) // length))
+    last_start = len(val) - 1 - length
+    starts = np.linspace(0, last_start, streams).astype(np.int64) if streams > 1 else np.zeros(1, np.int64)
+    idx = starts[None, :] + np.arange(length + 1)[:, None]
+    return np.asarray(val)[idx]
+
+
+def ngram_cross_entropies(corpus: Corpus, orders=(1, 2, 3), prior: float = 1.0) -> dict[int, float]:
+    """Held-out cross-entropy (nats per byte) of byte n-gram models fitted on the training split.
+
+    Order k predicts a byte from the k - 1 bytes before it. Each order is smoothed towards the
+    order below with a Dirichlet prior of strength ``prior`` (order 1 towards uniform):
+    ``p_k(c | ctx) = (count(ctx c) + prior * p_{k-1}(c | ctx')) / (count(ctx) + prior)``.
+    """
+    train = np.asarray(corpus.train, dtype=np.int64)
+    val = np.asarray(corpus.val, dtype=np.int64)
+    top = max(orders)
+    out: dict[int, float] = {}
+    # probabilities of each validation byte (from position top-1 on) under each order
+    target = val[top - 1 :]
+    p_lower = np.full(target.shape, 1.0 / 256)
+    for k in range(1, top + 1):
+        n_ctx = 256 ** (k - 1)
+        grams = np.zeros(len(train) - k + 1, dtype=np.int64)
+        for j in range(k):
+            grams = grams * 256 + train[j : len(train) - k + 1 + j]
+        counts = np.bincount(grams, minlength=n_ctx * 256)
+        ctx_counts = counts.reshape(n_ctx, 256).sum(axis=1)
+        vgrams = np.zeros(len(target), dtype=np.int64)
+        for j in range(k):
+            vgrams = vgrams * 256 + val[top - k + j : len(val) - k + 1 + j]  # byte i-k+1+j
+        p = (counts[vgrams] + prior * p_lower) / (ctx_counts[vgrams // 256] + prior)
+        if k in orders:
+            out[k] = float(-np.log(p).mean())
+        p_lower = p
+    return out

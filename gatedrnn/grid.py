@@ -1,0 +1,139 @@
+"""Enumerate the sweep's grid and merge it into ``rnn_configs.json``.
+
+The default grid (DESIGN.md): every combination of the seven switches except those with neither
+``use_new_state`` nor ``use_old_state``, times ``n_layers`` in {1, 2, 3}, times ``state_size`` in
+{32, 256}, leaving out ``state_size`` < 256 without ``use_residual``: 432 configurations.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import filelock
+
+from ._atomic import atomic_write_bytes
+from .config import SWITCHES, RNNConfig
+
+__all__ = [
+    "ConfigFileError",
+    "default_grid",
+    "read_configs",
+    "merge_configs",
+    "refine",
+    "DEFAULT_STATE_SIZES",
+    "DEFAULT_LAYERS",
+]
+
+DEFAULT_STATE_SIZES = (32, 256)
+DEFAULT_LAYERS = (1, 2, 3)
+VOCAB = 256
+
+
+class ConfigFileError(ValueError):
+    """``rnn_configs.json`` cannot be used as it is; the message names the file and the entry."""
+
+
+def default_grid(
+    state_sizes: Sequence[int] = DEFAULT_STATE_SIZES,
+    layers: Sequence[int] = DEFAULT_LAYERS,
+    seeds: Sequence[int] | None = None,
+) -> list[RNNConfig]:
+    """The grid, in a fixed order: seeds outermost, then switches, layers, state sizes."""
+    out = []
+    for seed in (seeds if seeds else [None]):
+        for flags in itertools.product((False, True), repeat=len(SWITCHES)):
+            sw = dict(zip(SWITCHES, flags))
+            if not (sw["use_new_state"] or sw["use_old_state"]):
+                continue
+            for n_layers in layers:
+                for size in state_sizes:
+                    if size < VOCAB and not sw["use_residual"]:
+                        continue  # a state smaller than the vocabulary needs the residual path
+                    out.append(RNNConfig(**sw, n_layers=n_layers, state_size=size, seed=seed))
+    return out
+
+
+def read_configs(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read and validate a configuration list; raises :class:`ConfigFileError` naming the
+    file and the entry at fault. Returns the entries as written (each with its ``id``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigFileError(f"{path}: no such configuration file (create it with init_experiments.py)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigFileError(f"{path}: cannot read ({e})") from None
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigFileError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    if not isinstance(entries, list):
+        raise ConfigFileError(f"{path}: expected a JSON list of configurations, got {type(entries).__name__}")
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        try:
+            config = RNNConfig.from_dict(entry)
+        except (TypeError, ValueError) as e:
+            raise ConfigFileError(f"{path}: entry {i}: {e}") from None
+        if "id" not in entry:
+            raise ConfigFileError(f"{path}: entry {i}: missing 'id' (expected {config.id})")
+        if config.id in seen:
+            raise ConfigFileError(f"{path}: entry {i} repeats entry {seen[config.id]} (id {config.id})")
+        seen[config.id] = i
+    return entries
+
+
+def _render(entries: list[dict[str, Any]]) -> bytes:
+    # one configuration per line: diffable, and the same bytes for the same list
+    lines = [json.dumps(e, sort_keys=False) for e in entries]
+    return ("[\n" + ",\n".join(lines) + "\n]\n").encode("utf-8")
+
+
+def merge_configs(path: str | os.PathLike, configs: Iterable[RNNConfig], lock_timeout: float = 60) -> tuple[int, int]:
+    """Append the configurations not yet in ``path`` (creating it if absent), never reordering or
+    dropping existing ones. Safe against concurrent writers (a lock beside the file) and against
+    readers (atomic replace). A file already up to date is not rewritten. Returns (added, total)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(path) + ".lock", timeout=lock_timeout):
+        entries = read_configs(path) if path.exists() else []
+        known = {e["id"] for e in entries}
+        added = 0
+        for config in configs:
+            d = config.to_dict(with_id=True)
+            if d["id"] not in known:
+                entries.append(d)
+                known.add(d["id"])
+                added += 1
+        if added or not path.exists():
+            atomic_write_bytes(path, _render(entries))
+    return added, len(entries)
+
+
+def refine(results: "Any", top: float, state_size: int = 512, min_layers: int = 3) -> list[RNNConfig]:
+    """Second-stage configurations: the best ``top`` fraction of the finished runs in the results
+    DataFrame (by ``min loss``), each with ``state_size`` and at least ``min_layers`` layers."""
+    if not 0 < top <= 1:
+        raise ValueError(f"--top must be in (0, 1], got {top}")
+    df = results
+    if "status" in df:
+        df = df[df["status"].isna() | (df["status"] == "done")]
+    df = df[df["min loss"].notna()]
+    if df.empty:
+        return []
+    n = max(1, math.ceil(top * len(df)))
+    best = df.sort_values("min loss", kind="stable").head(n)
+    out, seen = [], set()
+    for _, row in best.iterrows():
+        # the architecture only: a swept seed of the first stage is not carried over
+        config = RNNConfig(**{k: bool(row[k]) for k in SWITCHES},
+                           n_layers=max(int(row["n_layers"]), min_layers), state_size=state_size)
+        if config.id not in seen:
+            seen.add(config.id)
+            out.append(config)
+    return out

@@ -1,0 +1,1 @@
+"""Read a results folder into pandas (placeholder until the analysis issue; see load())."""

@@ -1,0 +1,411 @@
+"""Train one configuration without backpropagation through time (DESIGN.md).
+
+Every byte position is one optimizer step: the model reads byte j of each of ``batch_size``
+parallel streams, predicts byte j + 1, and takes one Adam step; the layers' states are then
+detached, so no gradient ever crosses a time step. Windows of ``history`` bytes start from zero
+states at random offsets of the training split.
+
+``Run`` holds the whole state of a run (model, optimizer, step, metrics, every random generator,
+the data cursor) and can be saved to and restored from a checkpoint for an identical resume.
+``train()`` drives a run to the end and returns the result record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import platform
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._atomic import atomic_write
+from ._malloc import keep_freed_memory
+from .config import RNNConfig, TrainSettings
+from .data import Corpus, check_length, load_corpus, StreamSampler, validation_streams
+from .model import ByteModel
+
+__all__ = [
+    "train",
+    "Run",
+    "Interrupted",
+    "CheckpointMismatch",
+    "resolve_device",
+    "MA_START",
+    "MA_DECAY",
+]
+
+MA_START = 3.0  # the original study's moving average starts here ...
+MA_DECAY = 0.95  # ... and follows ma = 0.95 * ma + 0.05 * loss
+CHECKPOINT_FORMAT = 1
+# Settings that change what a run computes; a checkpoint made under other values is refused.
+_RESUME_KEYS = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams")
+
+
+class Interrupted(Exception):
+    """Raised by :func:`train` when ``should_stop`` asked it to stop; the checkpoint is saved."""
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint made with other settings, configuration or corpus than this run's."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but torch sees no CUDA device")
+    return device
+
+
+def _versions() -> dict[str, str]:
+    from . import __version__
+
+    return {"gatedrnn": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda max allocated"
+    # ru_maxrss is KiB on Linux, bytes on macOS
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (rss / 2**20 if sys.platform == "darwin" else rss / 2**10), "process peak RSS"
+
+
+def _flatten_parameters(model: torch.nn.Module) -> torch.nn.Parameter:
+    """Make every parameter of ``model`` (and its gradient) a view into one flat buffer.
+
+    Adam then updates one tensor per step instead of one per parameter, and the gradients are
+    zeroed by one fill: on small models this per-tensor overhead is a large part of a step
+    (benchmarks/bench_train.py, configuration a). Backward accumulates into the gradient views
+    in place, so the flat gradient is always current.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    total = sum(p.numel() for p in params)
+    ref = params[0]
+    flat = torch.nn.Parameter(torch.empty(total, dtype=ref.dtype, device=ref.device))
+    flat.grad = torch.zeros_like(flat)
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            n = p.numel()
+            flat[offset:offset + n].copy_(p.reshape(-1))
+            p.data = flat.data[offset:offset + n].view_as(p)
+            p.grad = flat.grad[offset:offset + n].view_as(p)
+            offset += n
+    return flat
+
+
+class Run:
+    """The complete state of one training run."""
+
+    def __init__(self, config: RNNConfig, settings: TrainSettings, corpus: Corpus | None = None) -> None:
+        self.config = config
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
+        self.corpus = corpus if corpus is not None else load_corpus(settings.data)
+        check_length(self.corpus, settings.history)
+        self.seed = config.seed if config.seed is not None else settings.seed
+        # one seed for the model's initial weights, one for the order of the data
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(2 * self.seed)
+            self.model = ByteModel(config)
+        self.model.to(self.device)
+        self.flat = _flatten_parameters(self.model)
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.Adam([self.flat], lr=settings.lr, fused=fused,
+                                          foreach=None if fused else True)
+        self.sampler = StreamSampler(self.corpus.train, settings.batch_size, settings.history,
+                                     seed=2 * self.seed + 1, device=self.device)
+        self.val_windows = torch.from_numpy(
+            validation_streams(self.corpus.val, settings.history, settings.val_streams)
+        ).to(self.device).long()  # (length + 1, streams)
+
+        self.step = 0
+        self.pos = 0  # position inside the current window
+        self.offsets: torch.Tensor | None = None
+        self.window: torch.Tensor | None = None
+        self.states = self.model.initial_state(settings.batch_size)
+        self.ma = torch.tensor(MA_START, device=self.device)  # stays on the device between logs
+        self.curve: list[float] = []
+        self.val_curve: list[list[float]] = []  # [step, val loss]
+        self.train_seconds = 0.0
+        self.start_time = time.time()
+        self.resumes = 0
+        self.diverged_at: int | None = None
+        self.checkpoint_problems: list[str] = []
+
+    # ---------------------------------------------------------------- training
+    def _new_window(self) -> None:
+        self.offsets = self.sampler.next_offsets()
+        self.window = self.sampler.window(self.offsets)
+        self.states = self.model.initial_state(self.settings.batch_size)
+
+    def train_steps(self, until: int, should_stop: Callable[[], bool] | None = None,
+                    on_boundary: Callable[["Run"], None] | None = None) -> None:
+        """Step until ``step == until``, divergence, or ``should_stop()``.
+
+        ``on_boundary(run)`` is called at every log point (after the curve point is recorded).
+        """
+        s = self.settings
+        model, optimizer, history = self.model, self.optimizer, s.history
+        flat_grad = self.flat.grad
+        model.train()
+        t0 = time.perf_counter()
+        try:
+            while self.step < until:
+                if self.window is None:
+                    self._new_window()
+                x, y = self.window[self.pos], self.window[self.pos + 1]  # (N,), (N,)
+                logits, new_states = model.step(x, self.states)
+                loss = F.cross_entropy(logits, y)
+                flat_grad.zero_()
+                loss.backward()
+                optimizer.step()
+                self.states = [state.detach() for state in new_states]  # no gradient crosses time
+                self.ma.lerp_(loss.detach(), 1 - MA_DECAY)
+                self.step += 1
+                self.pos += 1
+                if self.pos == history:
+                    self.pos, self.window = 0, None
+                if self.step % s.log_every == 0:
+                    value = self.ma.item()
+                    if not math.isfinite(value):
+                        self.diverged_at = self.step
+                        return
+                    self.curve.append(value)
+                    if on_boundary is not None:
+                        self.train_seconds += time.perf_counter() - t0
+                        t0 = time.perf_counter()
+                        on_boundary(self)
+                if should_stop is not None and should_stop():
+                    return
+        finally:
+            self.train_seconds += time.perf_counter() - t0
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Validation loss (nats per byte) on the fixed held-out streams, stepwise from zero states."""
+        was_training = self.model.training
+        self.model.eval()
+        windows = self.val_windows
+        states = self.model.initial_state(windows.size(1))
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for j in range(windows.size(0) - 1):
+            logits, states = self.model.step(windows[j], states)
+            total += F.cross_entropy(logits, windows[j + 1], reduction="sum").double()
+        self.model.train(was_training)
+        return (total / ((windows.size(0) - 1) * windows.size(1))).item()
+
+    # ---------------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(with_id=True),
+            "settings": self.settings.to_dict(),
+            "dataset sha256": self.corpus.sha256,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "pos": self.pos,
+            "offsets": None if self.offsets is None or self.window is None else self.offsets.cpu(),
+            "states": [s.cpu() for s in self.states],
+            "ma": self.ma.cpu(),
+            "curve": list(self.curve),
+            "val curve": [list(p) for p in self.val_curve],
+            "sampler": self.sampler.state_dict(),
+            "rng": rng,
+            "train seconds": self.train_seconds,
+            "start time": self.start_time,
+            "resumes": self.resumes,
+            "diverged at": self.diverged_at,
+            "checkpoint problems": list(self.checkpoint_problems),
+        }
+
+    def check_compatible(self, state: dict[str, Any], where: str) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointMismatch(f"{where}: checkpoint format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+        if state["config"].get("id") != self.config.id:
+            raise CheckpointMismatch(f"{where}: checkpoint is for configuration {state['config'].get('id')}, not {self.config.id}")
+        saved = state["settings"]
+        mine = self.settings.to_dict()
+        for key in _RESUME_KEYS:
+            if saved.get(key) != mine[key]:
+                raise CheckpointMismatch(
+                    f"{where}: the checkpoint was made with {key}={saved.get(key)!r} but this run has "
+                    f"{key}={mine[key]!r}; rerun with the original value, or delete the checkpoint to start over"
+                )
+        if state["dataset sha256"] != self.corpus.sha256:
+            raise CheckpointMismatch(
+                f"{where}: the checkpoint was trained on another corpus (sha256 {state['dataset sha256'][:12]}…, "
+                f"this run's is {self.corpus.sha256[:12]}…)"
+            )
+
+    def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
+        self.check_compatible(state, where)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.pos = state["step"], state["pos"]
+        self.offsets = state["offsets"]
+        self.window = None if self.offsets is None else self.sampler.window(self.offsets)
+        self.states = [s.to(self.device) for s in state["states"]]
+        self.ma = state["ma"].to(self.device)
+        self.curve = list(state["curve"])
+        self.val_curve = [list(p) for p in state["val curve"]]
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.train_seconds = state["train seconds"]
+        self.start_time = state["start time"]
+        self.resumes = state["resumes"] + 1
+        self.diverged_at = state["diverged at"]
+        self.checkpoint_problems = list(state["checkpoint problems"])
+
+    def save(self, path: str | Path) -> None:
+        state = self.state_dict()
+        atomic_write(path, lambda f: torch.save(state, f))
+
+    def restore(self, path: str | Path) -> bool:
+        """Resume from ``path`` if it exists. An unreadable checkpoint is reported, set aside
+        as ``<name>.corrupt`` and the run starts from scratch (returns False); a checkpoint of
+        another configuration or other settings raises :class:`CheckpointMismatch`."""
+        path = Path(path)
+        if not path.exists():
+            return False
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or "format" not in state:
+                raise ValueError("not a gatedrnn checkpoint")
+        except Exception as e:  # truncated, garbage, wrong pickle: all mean "cannot resume"
+            problem = f"{path}: unreadable checkpoint ({e.__class__.__name__}: {str(e).splitlines()[0][:200]}); restarting from scratch"
+            warnings.warn(problem, RuntimeWarning, stacklevel=2)
+            self.checkpoint_problems.append(problem)
+            path.replace(path.with_name(path.name + ".corrupt"))
+            return False
+        self.load_state_dict(state, where=str(path))
+        return True
+
+    # ---------------------------------------------------------------- result
+    def weights_sha256(self) -> str:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def result(self) -> dict[str, Any]:
+        s = self.settings
+        diverged = self.diverged_at is not None
+        val_loss = None if diverged or not self.val_curve else self.val_curve[-1][1]
+        peak, peak_kind = _peak_memory_mb(self.device)
+        record: dict[str, Any] = self.config.to_dict(with_id=True)
+        record.update({
+            "start time": self.start_time,
+            "end time": time.time(),
+            "loss": list(self.curve),
+            "min loss": min(self.curve) if self.curve else None,
+            "training steps": self.step,
+            "batch size": s.batch_size,
+            "history size": s.history,
+            "dataset": self.corpus.name,
+            "dataset sha256": self.corpus.sha256,
+            "status": "diverged" if diverged else "done",
+            "val loss": val_loss,
+            "val bpb": None if val_loss is None else val_loss / math.log(2),
+            "val curve": [list(p) for p in self.val_curve],
+            "log every": s.log_every,
+            "steps per second": self.step / self.train_seconds if self.train_seconds > 0 else None,
+            "train seconds": self.train_seconds,
+            "parameters": self.model.num_parameters(),
+            "peak memory MB": peak,
+            "peak memory kind": peak_kind,
+            "device": str(self.device),
+            "seed": self.seed,
+            "resumes": self.resumes,
+            "settings": s.to_dict(),
+            "versions": _versions(),
+            "final weights sha256": self.weights_sha256(),
+        })
+        if diverged:
+            record["diverged at step"] = self.diverged_at
+        if self.checkpoint_problems:
+            record["checkpoint problems"] = list(self.checkpoint_problems)
+        return record
+
+
+def train(
+    config: RNNConfig,
+    settings: TrainSettings,
+    *,
+    checkpoint: str | Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    before_checkpoint: Callable[[], None] | None = None,
+    on_progress: Callable[[Run], None] | None = None,
+    corpus: Corpus | None = None,
+) -> dict[str, Any]:
+    """Train ``config`` under ``settings`` and return the result record.
+
+    checkpoint: file to resume from (if it exists) and to save to every
+        ``settings.checkpoint_every`` steps and when stopped.
+    should_stop: polled after every step; when it returns True the run is checkpointed and
+        :class:`Interrupted` is raised.
+    before_checkpoint: called before each checkpoint write; it may raise to abort the run
+        (the worker uses it to check that it still owns its claim).
+    on_progress: called with the run at every log point.
+    """
+    if not isinstance(config, RNNConfig):
+        raise TypeError(f"config must be an RNNConfig, got {type(config).__name__}")
+    if not isinstance(settings, TrainSettings):
+        raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}")
+    run = Run(config, settings, corpus)
+    if checkpoint is not None:
+        run.restore(checkpoint)
+
+    def save() -> None:
+        if checkpoint is not None:
+            if before_checkpoint is not None:
+                before_checkpoint()
+            run.save(checkpoint)
+
+    s = settings
+    stopped = False
+    while run.step < s.steps and run.diverged_at is None:
+        # run to the next event: evaluation, checkpoint or the end
+        targets = [s.steps]
+        if s.eval_every:
+            targets.append((run.step // s.eval_every + 1) * s.eval_every)
+        if s.checkpoint_every and checkpoint is not None:
+            targets.append((run.step // s.checkpoint_every + 1) * s.checkpoint_every)
+        until = min(targets)
+        run.train_steps(until, should_stop, on_progress)
+        if run.diverged_at is not None:
+            break
+        if run.step == until:
+            if s.eval_every and run.step % s.eval_every == 0 and run.step < s.steps:
+                run.val_curve.append([run.step, run.evaluate()])
+            if s.checkpoint_every and run.step % s.checkpoint_every == 0 and run.step < s.steps:
+                save()
+        if run.step < s.steps and should_stop is not None and should_stop():
+            stopped = True
+            break
+    if stopped:
+        save()
+        raise Interrupted(f"stopped at step {run.step} of {s.steps}")
+    if run.diverged_at is None and (not run.val_curve or run.val_curve[-1][0] != run.step):
+        run.val_curve.append([run.step, run.evaluate()])
+    return run.result()

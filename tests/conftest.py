@@ -1,0 +1,24 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# keep the suite predictable on a 2-core machine
+torch.set_num_threads(1)
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path):
+    """A small corpus file made by the test: repeated English-like text."""
+    from gatedrnn.data import _builtin_bytes
+
+    path = tmp_path / "tiny.txt"
+    path.write_bytes(_builtin_bytes()[:60_000])
+    return path
