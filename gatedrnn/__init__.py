@@ -1,25 +1,48 @@
 """gatedrnn: which parts of a gated RNN layer matter when it is trained without BPTT.
 
 Public API (DESIGN.md): the configuration and settings, the layer, the sequence module, the
-byte model, one training run, and the results loader.
+byte model, one training run, and the results loader. Names are imported on first use, so the
+command-line tools that need no torch (the grid, the analysis) start quickly.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .config import RNNConfig, TrainSettings, config_id
-from .layers import GatedLayer, GatedRNN
-from .model import ByteModel
-from .trainer import train
-from . import results
+_EXPORTS = {
+    "RNNConfig": "config",
+    "TrainSettings": "config",
+    "config_id": "config",
+    "GatedLayer": "layers",
+    "GatedRNN": "layers",
+    "ByteModel": "model",
+    "train": "trainer",
+}
+_MODULES = ("results", "config", "layers", "model", "data", "grid", "queue", "trainer", "worker", "analysis")
 
-__all__ = [
-    "__version__",
-    "RNNConfig",
-    "TrainSettings",
-    "config_id",
-    "GatedLayer",
-    "GatedRNN",
-    "ByteModel",
-    "train",
-    "results",
-]
+__all__ = ["__version__", *_EXPORTS, "results"]
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from . import results
+    from .config import RNNConfig, TrainSettings, config_id
+    from .layers import GatedLayer, GatedRNN
+    from .model import ByteModel
+    from .trainer import train
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'gatedrnn' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,1 +1,81 @@
-"""Read a results folder into pandas (placeholder until the analysis issue; see load())."""
+"""Read a results folder into pandas: ours, and the original study's result files.
+
+A result file is any ``*.json`` in the folder holding the nine configuration keys and ``loss``.
+Files that are half-written, foreign JSON or not JSON at all are skipped with a warning that
+names them, so the folder can be read while workers are still writing to it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import CONFIG_KEYS, config_id
+
+__all__ = ["load", "ResultsError", "SKIPPED"]
+
+SKIPPED = "skipped"
+
+
+class ResultsError(ValueError):
+    """The results folder cannot be read (missing, not a folder)."""
+
+
+def _row(path: Path) -> dict[str, Any] | str:
+    """The record of a result file, or the reason it is skipped."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    except json.JSONDecodeError as e:
+        return f"not valid JSON (half-written?): {e.msg} at line {e.lineno}"
+    except OSError as e:
+        return f"unreadable: {e.strerror or e}"
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    missing = [k for k in (*CONFIG_KEYS, "loss") if k not in rec]
+    if missing:
+        return f"not a result file (no {missing[0]!r})"
+    if not isinstance(rec["loss"], list):
+        return "'loss' is not a list"
+    rec = dict(rec)
+    rec.setdefault("status", "done")  # the original study wrote only finished runs
+    if "id" not in rec:
+        rec["id"] = config_id({k: rec[k] for k in CONFIG_KEYS})
+    if rec.get("min loss") is None and rec["loss"] and rec["status"] != "failed":
+        finite = [v for v in rec["loss"] if isinstance(v, (int, float)) and math.isfinite(v)]
+        rec["min loss"] = min(finite) if finite else None
+    rec["file"] = path.name
+    return rec
+
+
+def load(results_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per result file, with the configuration keys, ``id``, ``status``, ``min loss``,
+    ``val loss`` (NaN where absent), ``loss`` (the curve, a list) and every other key found."""
+    folder = Path(results_dir)
+    if not folder.exists():
+        raise ResultsError(f"{folder}: no such results folder")
+    if not folder.is_dir():
+        raise ResultsError(f"{folder}: not a folder")
+    rows = []
+    for path in sorted(folder.glob("*.json")):
+        rec = _row(path)
+        if isinstance(rec, str):
+            warnings.warn(f"{path}: {SKIPPED}, {rec}", RuntimeWarning, stacklevel=2)
+            continue
+        rows.append(rec)
+    columns = [*CONFIG_KEYS, "id", "status", "min loss", "val loss", "loss", "file"]
+    df = pd.DataFrame(rows)
+    for col in columns:
+        if col not in df:
+            df[col] = pd.Series(dtype=object if col in ("loss", "status", "id", "file") else float)
+    for col in ("min loss", "val loss"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    rest = [c for c in df.columns if c not in columns]
+    return df[columns + rest].reset_index(drop=True)

@@ -1,0 +1,409 @@
+"""Workers over the queue: the worker loop, launching N workers, signals and live progress.
+
+A worker claims a configuration, trains it with checkpoints, heartbeats from a background
+thread, and completes it; it exits when nothing is left to claim (or after ``max_runs``).
+SIGINT/SIGTERM make it checkpoint at the next step, release its claim and exit. The launcher
+starts N workers as child processes (``python -m gatedrnn.worker``), forwards SIGINT/SIGTERM to
+them and shows the sweep's progress until they are done.
+
+Exit statuses: 0 every configuration has a result and none failed; 1 some failed;
+2 bad input (one line on stderr); 3 stopped (by a signal or ``--max-runs``) with work left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+
+__all__ = ["WorkerOptions", "run_worker", "launch", "format_status", "main",
+           "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_STOPPED"]
+
+
+@dataclass
+class WorkerOptions:
+    config_file: str
+    results_dir: str
+    settings: Any  # TrainSettings
+    lease_seconds: float = 120.0
+    lock: str = "file"
+    max_runs: int | None = None
+    threads: int | None = None
+    name: str | None = None
+
+
+class ClaimLost(Exception):
+    """Another worker took this worker's claim over (its lease expired)."""
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes the claim every ``interval`` seconds; notes when the claim is lost."""
+
+    def __init__(self, queue, claim, interval: float) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{claim.id[:8]}")
+        self.queue, self.claim, self.interval = queue, claim, interval
+        self.progress: dict[str, Any] = {}
+        self.lost = False
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.beat()
+
+    def beat(self) -> None:
+        try:
+            if not self.queue.heartbeat(self.claim, self.progress):
+                self.lost = True
+        except Exception:  # a transient file-system error: try again at the next beat
+            pass
+
+    def verify(self) -> None:
+        """Before a checkpoint: a fresh heartbeat, or ClaimLost."""
+        if not self.lost:
+            self.beat()
+        if self.lost:
+            raise ClaimLost(self.claim.id)
+
+    def update(self, run) -> None:
+        self.progress = {"step": run.step, "steps": run.settings.steps, "loss": run.curve[-1] if run.curve else None,
+                         "steps per second": run.step / run.train_seconds if run.train_seconds else None,
+                         "resumes": run.resumes, "time": time.time()}
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+def _say(name: str, message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} {name}] {message}", flush=True)
+
+
+def run_worker(options: WorkerOptions) -> int:
+    """The worker loop. Returns an exit status (see the module's docstring)."""
+    import torch
+
+    from .config import RNNConfig
+    from .data import check_length, load_corpus
+    from .grid import read_configs
+    from .queue import Queue
+    from .trainer import CheckpointMismatch, Interrupted, train
+
+    name = options.name or f"{os.uname().nodename}-{os.getpid()}"
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signal.Signals(signum).name
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    queue = Queue(options.results_dir, lease_seconds=options.lease_seconds, lock=options.lock)
+    settings = options.settings
+    corpus = load_corpus(settings.data)
+    check_length(corpus, settings.history)
+    interval = min(5.0, options.lease_seconds / 4)
+    runs = 0
+    _say(name, f"started (pid {os.getpid()}, device {settings.device}, {torch.get_num_threads()} threads)")
+    while stop["signal"] is None and (options.max_runs is None or runs < options.max_runs):
+        configs = read_configs(options.config_file)
+        claim = queue.claim(configs, name)
+        if claim is None:
+            _say(name, "nothing left to claim")
+            break
+        config = RNNConfig.from_dict(claim.config)
+        ckpt = queue.checkpoint_path(claim.id)
+        how = "resuming" if ckpt.exists() else "starting"
+        if claim.took_over is not None:
+            how += f" (took over from stale claim of {claim.took_over.get('worker')})"
+        _say(name, f"{how} {config.short()} {claim.id[:12]} attempt {claim.attempt}")
+        hb = _Heartbeat(queue, claim, interval)
+        hb.start()
+        try:
+            result = train(config, settings, checkpoint=ckpt, corpus=corpus,
+                           should_stop=lambda: stop["signal"] is not None or hb.lost,
+                           before_checkpoint=hb.verify, on_progress=hb.update)
+        except (Interrupted, ClaimLost) as e:
+            hb.stop()
+            if hb.lost or isinstance(e, ClaimLost):
+                _say(name, f"lost the claim on {claim.id[:12]} (its lease expired and another worker took it); "
+                           "no result written")
+                continue
+            queue.release(claim)
+            _say(name, f"{stop['signal']}: checkpointed {claim.id[:12]} ({e}) and released it")
+            break
+        except CheckpointMismatch as e:
+            hb.stop()
+            queue.release(claim)
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            return EXIT_BAD_INPUT
+        except Exception:
+            hb.stop()
+            tb = traceback.format_exc()
+            outcome = queue.fail(claim, tb)
+            _say(name, f"{claim.id[:12]} raised {tb.strip().splitlines()[-1]} -> "
+                       f"{'recorded as failed' if outcome == 'failed' else 'will be retried'}")
+            continue
+        hb.stop()
+        result["attempts"] = claim.attempt
+        result["worker"] = name
+        if queue.complete(claim, result):
+            runs += 1
+            _say(name, f"finished {config.short()} {claim.id[:12]}: {result['status']}, min loss "
+                       f"{result['min loss']:.4f}, val loss {result['val loss'] if result['val loss'] is None else round(result['val loss'], 4)}"
+                       if result["min loss"] is not None else f"finished {claim.id[:12]}: {result['status']}")
+        else:
+            _say(name, f"lost the claim on {claim.id[:12]} before completing; result discarded")
+    if stop["signal"] is not None:
+        return EXIT_STOPPED
+    if options.max_runs is not None and runs >= options.max_runs:
+        return EXIT_STOPPED
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- progress
+def _duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def format_status(status: dict[str, Any], steps: int, labels: dict[str, str]) -> list[str]:
+    c = status["counts"]
+    running = status["running"]
+    rates = [r["progress"].get("steps per second") for r in running if r.get("progress")]
+    rate = sum(x for x in rates if x)
+    remaining = c["pending"] * steps + sum(
+        max(0, steps - (r.get("progress") or {}).get("step", 0)) for r in running)
+    eta = remaining / rate if rate else None
+    lines = [f"done {c['done']} · diverged {c['diverged']} · failed {c['failed']} · running {c['running']} · "
+             f"pending {c['pending']} (of {status['total']}) · ETA {_duration(eta) if remaining else '0m00s'}"]
+    for r in sorted(running, key=lambda r: r.get("worker", "")):
+        p = r.get("progress") or {}
+        loss = p.get("loss")
+        sps = p.get("steps per second")
+        lines.append(f"  {r.get('worker', '?'):<24} {labels.get(r['id'], r['id'][:12]):<22} "
+                     f"step {p.get('step', 0):>7}/{steps:<7} loss {loss if loss is None else f'{loss:.4f}'}  "
+                     f"{'?' if not sps else f'{sps:.0f}'} steps/s")
+    return lines
+
+
+def _exit_status(status: dict[str, Any]) -> int:
+    c = status["counts"]
+    if c["pending"] or c["running"]:
+        return EXIT_STOPPED
+    return EXIT_FAILED if c["failed"] else EXIT_OK
+
+
+# ---------------------------------------------------------------------- launcher
+def launch(argv_for_worker: list[str], options: WorkerOptions, workers: int, refresh: float | None = None) -> int:
+    """Start ``workers`` worker processes, show progress, forward signals, return the exit status."""
+    from .config import RNNConfig
+    from .grid import read_configs
+    from .queue import Queue
+
+    queue = Queue(options.results_dir, lease_seconds=options.lease_seconds, lock=options.lock)
+    tty = sys.stdout.isatty()
+    refresh = refresh if refresh is not None else (2.0 if tty else 30.0)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    procs: list[tuple[subprocess.Popen, Path]] = []
+    gpu_count = 0
+    if options.settings.device == "auto":
+        import torch
+
+        gpu_count = torch.cuda.device_count()
+    env = dict(os.environ)  # the workers import this very package, installed or not
+    package_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    for k in range(workers):
+        name = f"{os.uname().nodename}-{os.getpid()}-w{k}"
+        log = queue.logs_dir / f"{stamp}-{name}.log"
+        extra = ["--worker-name", name]
+        if gpu_count > 1:
+            extra += ["--device", f"cuda:{k % gpu_count}"]
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "gatedrnn.worker", *argv_for_worker, *extra],
+                                    stdout=out, stderr=subprocess.STDOUT, env=env)
+        procs.append((proc, log))
+    print(f"started {workers} worker(s); logs in {queue.logs_dir}/{stamp}-*.log", flush=True)
+
+    stopping = {"signal": None}
+
+    def forward(signum, _frame):
+        stopping["signal"] = signum
+        for proc, _ in procs:
+            if proc.poll() is None:
+                try:
+                    proc.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    last_print, last_lines = 0.0, None
+    try:
+        while True:
+            alive = [p for p, _ in procs if p.poll() is None]
+            configs = read_configs(options.config_file)
+            labels = {c["id"]: RNNConfig.from_dict(c).short() for c in configs}
+            lines = format_status(queue.status(configs), options.settings.steps, labels)
+            now = time.time()
+            if tty:
+                sys.stdout.write("\x1b[2K" + "\n\x1b[2K".join(lines) + "\n")
+                if alive:
+                    sys.stdout.write(f"\x1b[{len(lines)}A")
+                sys.stdout.flush()
+            elif (lines[0] != (last_lines or [""])[0] and now - last_print > 1) or now - last_print >= refresh or not alive:
+                print(f"[{time.strftime('%H:%M:%S')}] " + "\n".join(lines), flush=True)
+                last_print = now
+            last_lines = lines
+            if not alive:
+                break
+            time.sleep(min(refresh, 1.0) if tty else 0.5)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    codes = [p.returncode for p, _ in procs]
+    for (proc, log), code in zip(procs, codes):
+        if code == EXIT_BAD_INPUT:
+            tail = log.read_text(errors="replace").strip().splitlines()
+            msg = next((ln for ln in reversed(tail) if ln.startswith("error:")), f"error: a worker exited with status 2 (see {log})")
+            print(msg, file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if code not in (EXIT_OK, EXIT_STOPPED, EXIT_FAILED):
+            print(f"warning: worker pid {proc.pid} exited with status {code}; see {log}", file=sys.stderr)
+    final = _exit_status(queue.status(read_configs(options.config_file)))
+    if stopping["signal"] is not None:
+        print("stopped: every worker checkpointed and released its run; rerun the same command to resume")
+    return final
+
+
+# ---------------------------------------------------------------------- command line
+def add_training_arguments(p: argparse.ArgumentParser) -> None:
+    from .config import TrainSettings
+
+    d = TrainSettings()
+    g = p.add_argument_group("training settings")
+    g.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (= bytes per stream) per run (%(default)s)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="parallel streams (%(default)s)")
+    g.add_argument("--history", type=int, default=d.history, help="bytes per window before the state resets (%(default)s)")
+    g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (%(default)s)")
+    g.add_argument("--log-every", type=int, default=d.log_every, help="steps between loss-curve points (%(default)s)")
+    g.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between validations, 0: only at the end (%(default)s)")
+    g.add_argument("--data", default=None, help="corpus file (plain, .gz, .bz2, .xz, .zip); default: the built-in corpus")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (%(default)s)")
+    g.add_argument("--seed", type=int, default=d.seed, help="training seed; a configuration's own seed key wins (%(default)s)")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints (%(default)s)")
+    g.add_argument("--val-streams", type=int, default=d.val_streams, help="at most this many validation streams (%(default)s)")
+    q = p.add_argument_group("queue")
+    q.add_argument("--config-file", default="rnn_configs.json", help="the configuration list (%(default)s)")
+    q.add_argument("--results-dir", default="results_01_all", help="results folder (%(default)s)")
+    q.add_argument("--lease-seconds", type=float, default=120.0, help="a claim without heartbeat for this long is stale (%(default)s)")
+    q.add_argument("--lock", choices=("file", "soft"), default="file",
+                   help="queue lock: file (fcntl; local disks) or soft (marker file; NFS without working locks, several hosts)")
+    q.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
+    q.add_argument("--max-runs", type=int, default=None, help="runs per worker, then exit")
+
+
+def options_from_args(args: argparse.Namespace) -> WorkerOptions:
+    from .config import TrainSettings
+
+    settings = TrainSettings(
+        steps=args.steps, batch_size=args.batch_size, history=args.history, lr=args.lr,
+        log_every=args.log_every, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+        data=None if args.data is None else str(Path(args.data).resolve()), device=args.device,
+        seed=args.seed, val_streams=args.val_streams,
+    )
+    return WorkerOptions(config_file=args.config_file, results_dir=args.results_dir, settings=settings,
+                         lease_seconds=args.lease_seconds, lock=args.lock, max_runs=args.max_runs,
+                         threads=args.threads, name=getattr(args, "worker_name", None))
+
+
+def validate(options: WorkerOptions) -> None:
+    """Every check a worker would fail on, before anything starts; raises with one line."""
+    from .data import check_length, load_corpus
+    from .grid import read_configs
+    from .queue import Queue
+    from .trainer import resolve_device
+
+    read_configs(options.config_file)
+    Queue(options.results_dir, lease_seconds=options.lease_seconds, lock=options.lock)
+    check_length(load_corpus(options.settings.data), options.settings.history)
+    resolve_device(options.settings.device)
+    if options.max_runs is not None and options.max_runs < 1:
+        raise ValueError(f"--max-runs must be >= 1, got {options.max_runs}")
+    if options.threads is not None and options.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {options.threads}")
+
+
+def _passthrough(argv: Sequence[str]) -> list[str]:
+    """The training/queue arguments to hand to each worker (everything but --workers)."""
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a == "--workers":
+            skip = True
+            continue
+        if a.startswith("--workers="):
+            continue
+        out.append(a)
+    return out
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``training_01_all.py``: launch N workers (default), or be one (``-m gatedrnn.worker``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog=prog, description="Train the sweep's configurations with N workers "
+                                "over a file-lock queue; kill and rerun at any time.")
+    p.add_argument("--workers", type=int, default=1, help="worker processes to start on this machine (%(default)s)")
+    add_training_arguments(p)
+    p.add_argument("--worker-name", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    from .config import TrainSettings  # noqa: F401  (import cost paid before the checks)
+    from .data import DataError
+    from .grid import ConfigFileError
+    from .queue import QueueError
+
+    try:
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        options = options_from_args(args)
+        if not args.as_worker:
+            validate(options)
+    except (ValueError, TypeError, ConfigFileError, DataError, QueueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.as_worker:
+        try:
+            return run_worker(options)
+        except (ConfigFileError, DataError, QueueError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            return EXIT_BAD_INPUT
+    if options.threads is None:
+        options.threads = max(1, (os.cpu_count() or 1) // args.workers)
+    passthrough = _passthrough(argv)
+    if args.threads is None:
+        passthrough += ["--threads", str(options.threads)]
+    return launch(["--as-worker", *passthrough], options, args.workers)
+
+
+if __name__ == "__main__":
+    # ``python -m gatedrnn.worker`` is one worker process (the launcher passes --as-worker)
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Run the repository's scripts as a user would: real processes, in a temporary folder."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_ARGS = ["--steps", "150", "--batch-size", "8", "--history", "50", "--device", "cpu",
+             "--checkpoint-every", "50", "--val-streams", "8", "--threads", "1"]
+
+
+def env():
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    e["PYTHONUNBUFFERED"] = "1"
+    e["MPLBACKEND"] = "Agg"
+    return e
+
+
+def script(name, *args, cwd, timeout=300, check=False):
+    proc = subprocess.run([sys.executable, str(ROOT / name), *map(str, args)], cwd=cwd, env=env(),
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{name} {args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def start_worker(*args, cwd, name="w", log=None):
+    """One bare worker process (what training_01_all.py starts), its output to ``log``."""
+    out = open(log or Path(cwd) / f"{name}.log", "wb")
+    return subprocess.Popen([sys.executable, "-m", "gatedrnn.worker", "--as-worker", "--worker-name", name,
+                             *map(str, args)], cwd=cwd, env=env(), stdout=out, stderr=subprocess.STDOUT)
+
+
+def write_configs(cwd, configs):
+    from gatedrnn.grid import merge_configs
+
+    (Path(cwd) / "results_01_all").mkdir(exist_ok=True)
+    merge_configs(Path(cwd) / "rnn_configs.json", configs)
+
+
+def claims(cwd):
+    d = Path(cwd) / "results_01_all" / ".queue" / "claims"
+    return [json.loads(p.read_text()) for p in d.glob("*.json")] if d.exists() else []
+
+
+def results(cwd):
+    return {p.stem: json.loads(p.read_text()) for p in (Path(cwd) / "results_01_all").glob("*.json")}
+
+
+def wait_for(predicate, timeout=120, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def progress_step(cwd):
+    """The step of the (single) running claim, from its heartbeat, or 0."""
+    cs = claims(cwd)
+    return (cs[0].get("progress") or {}).get("step", 0) if cs else 0
+
+
+def kill(proc, sig=signal.SIGKILL):
+    proc.send_signal(sig)
+    return proc.wait(timeout=120)

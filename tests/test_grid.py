@@ -1,0 +1,84 @@
+import json
+
+import pytest
+
+from gatedrnn.grid import ConfigFileError, default_grid, merge_configs, read_configs, refine
+from helpers import script
+
+
+def test_init_writes_the_default_grid_and_the_results_folder(tmp_path):
+    proc = script("init_experiments.py", cwd=tmp_path, check=True)
+    entries = json.loads((tmp_path / "rnn_configs.json").read_text())
+    assert len(entries) == 432 and (tmp_path / "results_01_all").is_dir()
+    assert [e["id"] for e in entries] == [c.id for c in default_grid()]
+    assert "432 configurations (432 new)" in proc.stdout
+
+
+def test_init_is_idempotent_and_only_appends(tmp_path):
+    script("init_experiments.py", "--layers", "1", cwd=tmp_path, check=True)
+    f = tmp_path / "rnn_configs.json"
+    first = f.read_bytes()
+    mtime = f.stat().st_mtime_ns
+    script("init_experiments.py", "--layers", "1", cwd=tmp_path, check=True)
+    assert f.read_bytes() == first and f.stat().st_mtime_ns == mtime  # not even rewritten
+    script("init_experiments.py", "--layers", "1", "2", cwd=tmp_path, check=True)
+    old, new = json.loads(first), json.loads(f.read_text())
+    assert new[: len(old)] == old and len(new) == 2 * len(old)
+
+
+def test_seeds_give_one_entry_per_seed(tmp_path):
+    script("init_experiments.py", "--layers", "1", "--state-sizes", "32", "--seeds", "0", "1",
+           "--config-file", "s.json", cwd=tmp_path, check=True)
+    entries = json.loads((tmp_path / "s.json").read_text())
+    assert len(entries) == 96 and {e["seed"] for e in entries} == {0, 1}
+
+
+@pytest.mark.parametrize("content, words", [
+    ("[{not json", "invalid JSON"),
+    (json.dumps([{"use_input_gate": True}]), "entry 0"),
+    (json.dumps([{**default_grid()[0].to_dict(), "colour": "red", "id": "x"}]), "entry 0: unknown configuration key 'colour'"),
+    (json.dumps([{**default_grid()[0].to_dict(), "id": "f" * 64}]), "entry 0: id"),
+    (json.dumps({"a": 1}), "expected a JSON list"),
+])
+def test_a_broken_config_file_is_refused_and_left_untouched(tmp_path, content, words):
+    f = tmp_path / "rnn_configs.json"
+    f.write_text(content)
+    proc = script("init_experiments.py", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "rnn_configs.json" in lines[0] and words in lines[0]
+    assert f.read_text() == content
+    with pytest.raises(ConfigFileError, match="rnn_configs.json"):
+        read_configs(f)
+
+
+def test_refine_takes_the_best_fraction_at_512_and_3_layers(tmp_path):
+    import pandas as pd
+
+    grid = default_grid(state_sizes=[32], layers=[2])[:20]
+    df = pd.DataFrame([{**c.to_dict(), "min loss": float(i), "status": "done"} for i, c in enumerate(grid)])
+    out = refine(df, 0.1)
+    assert len(out) == 2
+    assert all(c.state_size == 512 and c.n_layers == 3 for c in out)
+    assert [c.switches for c in out] == [grid[0].switches, grid[1].switches]
+
+
+def test_refine_from_a_results_folder_by_script(tmp_path):
+    res = tmp_path / "res"
+    res.mkdir()
+    grid = default_grid(state_sizes=[32], layers=[1])[:10]
+    for i, c in enumerate(grid):
+        (res / f"{c.id}.json").write_text(json.dumps({**c.to_dict(with_id=True), "loss": [3.0, 2.0 + i],
+                                                      "min loss": 2.0 + i, "status": "done"}))
+    script("init_experiments.py", "--refine-from", res, "--top", "0.2", "--config-file", "stage2.json",
+           cwd=tmp_path, check=True)
+    entries = json.loads((tmp_path / "stage2.json").read_text())
+    assert len(entries) == 2 and all(e["state_size"] == 512 and e["n_layers"] == 3 for e in entries)
+    assert [e["use_old_state"] for e in entries] == [grid[0].use_old_state, grid[1].use_old_state]
+
+
+def test_merge_skips_known_ids(tmp_path):
+    f = tmp_path / "c.json"
+    grid = default_grid(layers=[1])
+    assert merge_configs(f, grid[:5]) == (5, 5)
+    assert merge_configs(f, grid[3:8]) == (3, 8)

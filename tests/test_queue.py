@@ -1,0 +1,141 @@
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gatedrnn.grid import default_grid
+from gatedrnn.queue import HOST, Queue, QueueError, pid_alive
+
+CONFIGS = [c.to_dict(with_id=True) for c in default_grid(state_sizes=[8], layers=[1])[:3]]
+
+
+@pytest.fixture(params=["file", "soft"])
+def queue(request, tmp_path):
+    (tmp_path / "res").mkdir()
+    q = Queue(tmp_path / "res", lease_seconds=30, lock=request.param)
+    # the case really is the lock it names
+    import filelock
+
+    assert isinstance(q._lock, filelock.SoftFileLease if request.param == "soft" else filelock.FileLock)
+    return q
+
+
+def dead_pid():
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def plant_claim(queue, cid, **fields):
+    rec = {"id": cid, "worker": "other", "host": HOST, "pid": os.getpid(), "token": "t" * 32,
+           "claimed": time.time(), "heartbeat": time.time(), "attempt": 1, "progress": {}}
+    rec.update(fields)
+    (queue.claims_dir / f"{cid}.json").write_text(json.dumps(rec))
+
+
+def test_claims_go_in_order_and_never_twice(queue):
+    got = [queue.claim(CONFIGS, "w") for _ in range(4)]
+    assert [c.id for c in got[:3]] == [c["id"] for c in CONFIGS]
+    assert got[3] is None
+
+
+def test_complete_writes_once_and_only_for_the_owner(queue):
+    a = queue.claim(CONFIGS, "a")
+    assert queue.complete(a, {"x": 1})
+    assert json.loads(queue.result_path(a.id).read_text()) == {"x": 1}
+    assert not queue.complete(a, {"x": 2})  # already complete, claim gone
+    assert json.loads(queue.result_path(a.id).read_text()) == {"x": 1}
+    assert queue.claim(CONFIGS[:1], "b") is None  # a finished config is never claimed
+
+
+def test_a_stale_claim_of_a_dead_pid_is_taken_over_at_once(queue):
+    cid = CONFIGS[0]["id"]
+    plant_claim(queue, cid, pid=dead_pid())
+    c = queue.claim(CONFIGS[:1], "new")
+    assert c is not None and c.took_over["worker"] == "other"
+
+
+def test_a_live_claim_is_never_taken_over(queue):
+    plant_claim(queue, CONFIGS[0]["id"])  # this very process: alive, fresh heartbeat
+    assert queue.claim(CONFIGS[:1], "new") is None
+    assert queue.status(CONFIGS[:1])["counts"]["running"] == 1
+
+
+def test_other_hosts_claims_expire_with_the_lease_only(queue):
+    cid = CONFIGS[0]["id"]
+    plant_claim(queue, cid, host="elsewhere", pid=dead_pid())  # pid means nothing on another host
+    assert queue.claim(CONFIGS[:1], "new") is None
+    plant_claim(queue, cid, host="elsewhere", heartbeat=time.time() - 31)
+    assert queue.claim(CONFIGS[:1], "new") is not None
+
+
+def test_a_worker_that_lost_its_claim_can_do_nothing(queue):
+    a = queue.claim(CONFIGS[:1], "a")
+    plant_claim(queue, a.id, pid=dead_pid())  # a's claim went stale
+    b = queue.claim(CONFIGS[:1], "b")
+    assert b is not None
+    assert not queue.heartbeat(a) and not queue.release(a) and queue.fail(a, "x") is None
+    assert not queue.complete(a, {"from": "a"})
+    assert queue.complete(b, {"from": "b"})
+    assert json.loads(queue.result_path(a.id).read_text()) == {"from": "b"}
+
+
+def test_three_failures_make_a_failed_result(queue):
+    for attempt in (1, 2, 3):
+        c = queue.claim(CONFIGS[:1], "w")
+        assert c.attempt == attempt
+        assert queue.fail(c, f"Traceback...\nValueError: boom {attempt}") == ("failed" if attempt == 3 else "retry")
+    rec = json.loads(queue.result_path(CONFIGS[0]["id"]).read_text())
+    assert rec["status"] == "failed" and rec["attempts"] == 3 and rec["error"] == "ValueError: boom 3"
+    assert len(rec["errors"]) == 3
+    assert queue.claim(CONFIGS[:1], "w") is None
+
+
+def test_release_makes_it_claimable_again(queue):
+    a = queue.claim(CONFIGS[:1], "a")
+    assert queue.release(a)
+    assert queue.claim(CONFIGS[:1], "b") is not None
+
+
+def test_pid_alive_sees_zombies_and_reused_pids():
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    time.sleep(0.5)  # exited but not reaped: a zombie
+    assert not pid_alive(p.pid)
+    p.wait()
+    assert pid_alive(os.getpid())
+    assert not pid_alive(os.getpid(), start="not-my-start-time")
+
+
+def test_unusable_results_folders_are_clear_errors(tmp_path):
+    with pytest.raises(QueueError, match="no such results folder"):
+        Queue(tmp_path / "missing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(QueueError, match="not a directory"):
+        Queue(tmp_path / "file")
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        with pytest.raises(QueueError, match="not writable"):
+            Queue(ro)
+
+
+def test_lock_timeout_names_the_holder(tmp_path):
+    (tmp_path / "res").mkdir()
+    q = Queue(tmp_path / "res", lock="soft", lock_timeout=0.3)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, %r); from gatedrnn.queue import Queue\n"
+        "q = Queue(%r, lock='soft')\n"
+        "with q.locked():\n    print('in', flush=True); time.sleep(30)") % (str(__import__('helpers').ROOT), str(tmp_path / "res"))],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "in"
+        with pytest.raises(QueueError, match=f"{HOST}:{holder.pid}"):
+            q.claim(CONFIGS, "w")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert q.claim(CONFIGS, "w") is not None  # a dead holder's soft lock is cleared
