@@ -39,7 +39,7 @@ import filelock
 
 from ._atomic import atomic_write_json
 
-__all__ = ["Queue", "Claim", "QueueError", "LOCK_KINDS", "HOST", "pid_alive"]
+__all__ = ["Queue", "Claim", "QueueError", "LOCK_KINDS", "HOST", "pid_alive", "claim_is_live", "sweep_status"]
 
 LOCK_KINDS = ("file", "soft")
 HOST = socket.gethostname()
@@ -195,12 +195,7 @@ class Queue:
         return out
 
     def is_live(self, rec: Mapping[str, Any], now: float | None = None) -> bool:
-        now = time.time() if now is None else now
-        if now - float(rec.get("heartbeat", 0)) > self.lease:
-            return False
-        if rec.get("host") == HOST and not pid_alive(int(rec.get("pid", -1)), rec.get("pid start")):
-            return False
-        return True
+        return claim_is_live(rec, self.lease, now)
 
     def attempts(self, config_id: str) -> dict[str, Any]:
         rec = _read_json(self.attempts_dir / f"{config_id}.json")
@@ -228,7 +223,7 @@ class Queue:
                 rec = {
                     "id": cid, "worker": worker, "host": HOST, "pid": os.getpid(),
                     "pid start": _process_start(os.getpid()), "token": secrets.token_hex(16),
-                    "claimed": now, "heartbeat": now, "attempt": attempt, "progress": {},
+                    "claimed": now, "heartbeat": now, "lease": self.lease, "attempt": attempt, "progress": {},
                 }
                 atomic_write_json(self._claim_path(cid), rec)
                 return Claim(cid, dict(config), rec["token"], attempt, worker, took_over=old, record=rec)
@@ -293,22 +288,59 @@ class Queue:
 
     # ------------------------------------------------------------------ status
     def status(self, configs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-        """Counts (done, diverged, failed, running, pending) over ``configs`` and the live claims.
-        Reads without the lock: it is a snapshot for display."""
-        ids = [c["id"] for c in configs]
-        finished = self.finished_ids()
-        claims = self.claims()
-        now = time.time()
-        counts = {"done": 0, "diverged": 0, "failed": 0, "running": 0, "pending": 0}
-        running = []
-        for cid in ids:
-            if cid in finished:
-                rec = _read_json(self.result_path(cid))
-                status = rec.get("status", "done") if isinstance(rec, dict) else "done"
-                counts[status if status in counts else "done"] += 1
-            elif cid in claims and self.is_live(claims[cid], now):
-                counts["running"] += 1
-                running.append(claims[cid])
-            else:
-                counts["pending"] += 1
-        return {"total": len(ids), "counts": counts, "running": running}
+        return sweep_status(self.dir, configs, self.lease)
+
+
+def claim_is_live(rec: Mapping[str, Any], lease: float, now: float | None = None) -> bool:
+    """Live while the heartbeat is fresher than the claimant's lease (``lease`` for records
+    that do not state theirs); on this host, only while its process runs."""
+    now = time.time() if now is None else now
+    if now - float(rec.get("heartbeat", 0)) > float(rec.get("lease", lease)):
+        return False
+    if rec.get("host") == HOST and not pid_alive(int(rec.get("pid", -1)), rec.get("pid start")):
+        return False
+    return True
+
+
+def sweep_status(results_dir: str | os.PathLike, configs: Iterable[Mapping[str, Any]],
+                 lease: float = 120.0) -> dict[str, Any]:
+    """Counts (done, diverged, failed, running, pending) over ``configs`` and the live claims.
+    Reads the folder without the lock and writes nothing: a snapshot for display and analysis."""
+    folder = Path(results_dir)
+    ids = [c["id"] for c in configs]
+    finished = {p[:-5] for p in os.listdir(folder) if p.endswith(".json") and _ID.match(p[:-5])} if folder.is_dir() else set()
+    claims_dir = folder / ".queue" / "claims"
+    claims = {}
+    if claims_dir.is_dir():
+        for name in os.listdir(claims_dir):
+            rec = _read_json(claims_dir / name) if name.endswith(".json") else None
+            if isinstance(rec, dict):
+                claims[name[:-5]] = rec
+    now = time.time()
+    counts = {"done": 0, "diverged": 0, "failed": 0, "running": 0, "pending": 0}
+    running = []
+    for cid in ids:
+        if cid in finished:
+            status = _result_status(folder / f"{cid}.json")
+            counts[status if status in counts else "done"] += 1
+        elif cid in claims and claim_is_live(claims[cid], lease, now):
+            counts["running"] += 1
+            running.append(claims[cid])
+        else:
+            counts["pending"] += 1
+    return {"total": len(ids), "counts": counts, "running": running}
+
+
+_STATUS_CACHE: dict[tuple[str, int], str] = {}
+
+
+def _result_status(path: Path) -> str:
+    """A result's status; results never change once written, so each file is read once."""
+    try:
+        key = (str(path), path.stat().st_ino)
+    except OSError:
+        return "done"
+    if key not in _STATUS_CACHE:
+        rec = _read_json(path)
+        _STATUS_CACHE[key] = rec.get("status", "done") if isinstance(rec, dict) else "done"
+    return _STATUS_CACHE[key]

@@ -46,8 +46,11 @@ def _row(path: Path) -> dict[str, Any] | str:
         return "'loss' is not a list"
     rec = dict(rec)
     rec.setdefault("status", "done")  # the original study wrote only finished runs
+    nine = {k: rec[k] for k in CONFIG_KEYS}
     if "id" not in rec:
-        rec["id"] = config_id({k: rec[k] for k in CONFIG_KEYS})
+        rec["id"] = config_id(nine)
+    # our results record the training seed always; it is a swept key only when the id includes it
+    rec["seed swept"] = "seed" in rec and rec["id"] == config_id({**nine, "seed": rec["seed"]})
     if rec.get("min loss") is None and rec["loss"] and rec["status"] != "failed":
         finite = [v for v in rec["loss"] if isinstance(v, (int, float)) and math.isfinite(v)]
         rec["min loss"] = min(finite) if finite else None
@@ -57,7 +60,8 @@ def _row(path: Path) -> dict[str, Any] | str:
 
 def load(results_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per result file, with the configuration keys, ``id``, ``status``, ``min loss``,
-    ``val loss`` (NaN where absent), ``loss`` (the curve, a list) and every other key found."""
+    ``val loss`` (NaN where absent), ``loss`` (the curve, a list), ``seed swept`` (whether ``seed``
+    is part of the configuration) and every other key found."""
     folder = Path(results_dir)
     if not folder.exists():
         raise ResultsError(f"{folder}: no such results folder")
@@ -65,6 +69,8 @@ def load(results_dir: str | os.PathLike) -> pd.DataFrame:
         raise ResultsError(f"{folder}: not a folder")
     rows = []
     for path in sorted(folder.glob("*.json")):
+        if path.name.startswith("."):
+            continue  # caches and temp files of atomic writes
         rec = _row(path)
         if isinstance(rec, str):
             warnings.warn(f"{path}: {SKIPPED}, {rec}", RuntimeWarning, stacklevel=2)
