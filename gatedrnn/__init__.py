@@ -18,17 +18,18 @@ _EXPORTS = {
     "config_id": "config",
     "GatedLayer": "layers",
     "GatedRNN": "layers",
+    "RNN": "layers",
     "ByteModel": "model",
     "train": "trainer",
 }
-_MODULES = ("results", "config", "layers", "model", "data", "grid", "queue", "trainer", "worker", "analysis")
+_MODULES = ("results", "config", "cells", "layers", "model", "data", "grid", "queue", "trainer", "worker", "analysis")
 
 __all__ = ["__version__", *_EXPORTS, "results"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from . import results
     from .config import RNNConfig, TrainSettings, config_id
-    from .layers import GatedLayer, GatedRNN
+    from .layers import RNN, GatedLayer, GatedRNN
     from .model import ByteModel
     from .trainer import train
 

@@ -46,9 +46,10 @@ def filtered_name(threshold: float) -> str:
 
 def label(row: Any) -> str:
     """A compact label: the switches' letters (I F O S N O R, '.' when off), depth, size."""
+    from .results import config_of
+
     try:
-        cfg = RNNConfig(**{k: bool(row[k]) for k in SWITCHES}, n_layers=int(row["n_layers"]),
-                        state_size=int(row["state_size"]))
+        cfg = RNNConfig.from_dict(config_of(row))
     except (TypeError, ValueError, KeyError):
         return str(row.get("id", "?"))[:12]
     text = cfg.short()
@@ -58,8 +59,12 @@ def label(row: Any) -> str:
 
 
 def hyperparameters(df: pd.DataFrame) -> list[str]:
-    """The seven switches, n_layers, state_size, and any swept extra key with several values."""
+    """The seven switches, n_layers, state_size, and any swept extra key (seed, cell, bptt) with
+    several values."""
     keys = list(CONFIG_KEYS)
+    for key in ("cell", "bptt"):
+        if key in df and df[key].nunique(dropna=True) > 1:
+            keys.append(key)
     swept = df[df["seed swept"] == True] if "seed swept" in df else df.iloc[:0]  # noqa: E712
     for key in EXTRA_KEYS:
         if key in swept and swept[key].nunique(dropna=True) > 1 and key not in keys:
@@ -129,17 +134,24 @@ def plot_hyperparameters(df: pd.DataFrame, metric: str, title: str) -> plt.Figur
                              sharey=True, squeeze=False)
     biggest = max((data[k].value_counts().max() for k in keys if len(data)), default=0)
     size = float(np.clip(60 / max(biggest, 1) ** 0.5, 2.0, 6))
+    def show(v):
+        if isinstance(v, (bool, np.bool_)):
+            return "on" if v else "off"
+        return v if isinstance(v, str) else str(int(v))
+
     for ax, key in zip(axes.flat, keys):
-        values = data[key]
+        sub = data[data[key].notna()]  # a switch exists for the gated cell only
+        values = sub[key]
         if key in SWITCHES:
             order = [False, True]
-            x = values.astype(bool)
+            values = values.astype(bool)
+        elif key == "cell":
+            order = sorted(values.unique().tolist(), key=lambda c: (c != "gated", c))
         else:
-            order = sorted(values.dropna().unique().tolist())
-            x = values
-        x = x.map(lambda v: str(int(v)) if not isinstance(v, (bool, np.bool_)) else ("on" if v else "off"))
-        order = [("on" if v else "off") if isinstance(v, (bool, np.bool_)) else str(int(v)) for v in order]
-        plot_df = pd.DataFrame({"value": pd.Categorical(x, categories=order), metric: data[metric].to_numpy()})
+            order = sorted(values.unique().tolist())
+        order = [show(v) for v in order]
+        plot_df = pd.DataFrame({"value": pd.Categorical(values.map(show), categories=order),
+                                metric: sub[metric].to_numpy()})
         sns.stripplot(data=plot_df, x="value", y=metric, order=order, ax=ax, size=size, jitter=0.3,
                       alpha=0.85 if biggest < 50 else 0.55, color="tab:blue")
         means = plot_df.groupby("value", observed=False)[metric].mean()
@@ -149,7 +161,8 @@ def plot_hyperparameters(df: pd.DataFrame, metric: str, title: str) -> plt.Figur
                 ax.annotate(f"mean {means[v]:.3f}", xy=(i, means[v]), xytext=(0, 3), textcoords="offset points",
                             fontsize=7, color="crimson", ha="center", va="bottom", zorder=6,
                             bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.7))
-        ax.set_title(key.replace("use_", "").replace("_", " "), fontsize=10)
+        note = f" ({len(sub)} gated runs)" if key in SWITCHES and len(sub) < len(data) else ""
+        ax.set_title(key.replace("use_", "").replace("_", " ") + note, fontsize=10)
         ax.set_xlabel("")
         ax.set_ylabel(metric)
         ax.grid(axis="y", alpha=0.3)
@@ -178,7 +191,19 @@ def linear_model(df: pd.DataFrame, metric: str, seed: int = 0) -> dict[str, Any]
     keys = [k for k in hyperparameters(df) if data[k].nunique() > 1] if len(data) else []
     if len(data) < 10 or not keys:
         return None
-    X = data[keys].astype(float).to_numpy()
+    columns = {}
+    for k in keys:
+        if k == "cell":  # categorical: one indicator per cell kind but the first
+            for c in sorted(data[k].unique())[1:]:
+                columns[f"cell={c}"] = (data[k] == c).astype(float)
+        else:  # a switch a cell does not have counts as off
+            columns[k] = data[k].astype(float).fillna(0.0)
+    frame = pd.DataFrame(columns)
+    frame = frame.loc[:, frame.std() > 0]
+    keys = list(frame.columns)
+    if not keys:
+        return None
+    X = frame.to_numpy()
     X = (X - X.mean(0)) / X.std(0)
     y = data[metric].to_numpy(dtype=float)
     idx = np.random.default_rng(seed).permutation(len(y))
@@ -276,7 +301,8 @@ def _md_table(df: pd.DataFrame) -> str:
 
 
 def _summary_table(df: pd.DataFrame, configs: list[dict] | None, status: dict[str, str]) -> pd.DataFrame:
-    keys = [*CONFIG_KEYS, *[k for k in EXTRA_KEYS if k in df or (configs and any(k in c for c in configs))]]
+    optional = [*EXTRA_KEYS, "density", "spectral_radius", "input_scaling", "leak", "readout"]
+    keys = [*CONFIG_KEYS, *[k for k in optional if k in df or (configs and any(k in c for c in configs))]]
     metrics = ["status", "min loss", "val loss", "val bpb", "final loss", "training steps", "parameters",
                "steps per second", "resumes", "attempts", "error", "file"]
     rows = []

@@ -23,6 +23,10 @@ def init_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--layers", type=int, nargs="+", default=list(DEFAULT_LAYERS), metavar="N", help="depths (%(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="N",
                    help="give each configuration a seed key, one entry per seed (overrides training's --seed)")
+    p.add_argument("--cells", nargs="+", default=["gated"], metavar="CELL",
+                   help="cell kinds: gated gru lstm rnn esn esgp (%(default)s); esn enters with both readouts")
+    p.add_argument("--bptt", type=int, nargs="+", default=[1], metavar="K",
+                   help="truncation: 1 = detach every step (default), K > 1 = BPTT over K steps")
     p.add_argument("--refine-from", default=None, metavar="DIR",
                    help="instead of the grid: the best --top fraction of the finished runs in DIR, "
                         "with state size 512 and at least 3 layers")
@@ -46,7 +50,9 @@ def init_main(argv: Sequence[str] | None = None) -> int:
             if not configs:
                 raise ValueError(f"{args.refine_from}: no finished runs to refine from")
         else:
-            configs = default_grid(args.state_sizes, args.layers, args.seeds)
+            if any(k < 1 for k in args.bptt):
+                raise ValueError(f"--bptt must be >= 1, got {args.bptt}")
+            configs = default_grid(args.state_sizes, args.layers, args.seeds, args.cells, args.bptt)
         results = Path(args.results_dir)
         if results.exists() and not results.is_dir():
             raise ValueError(f"{results}: exists and is not a folder")

@@ -1,4 +1,5 @@
-"""The architecture configuration (nine keys), its id, and the training settings.
+"""The architecture configuration (nine keys, or a cell kind and its keys), its id, and the
+training settings.
 
 A configuration is the JSON object of DESIGN.md: seven boolean switches, ``n_layers`` and
 ``state_size``. Its id is the SHA-256 of its canonical JSON (sorted keys, no ``id``), so the same
@@ -18,6 +19,8 @@ __all__ = [
     "SWITCHES",
     "CONFIG_KEYS",
     "EXTRA_KEYS",
+    "CELLS",
+    "CELL_KEYS",
     "RNNConfig",
     "TrainSettings",
     "config_id",
@@ -33,8 +36,20 @@ SWITCHES = (
     "use_residual",
 )
 CONFIG_KEYS = SWITCHES + ("n_layers", "state_size")
-# Keys a sweep may add when the user sweeps them; absent means "not swept".
-EXTRA_KEYS = ("seed",)
+# Keys a sweep may add when the user sweeps them; absent means "not swept" (or the default).
+EXTRA_KEYS = ("seed", "cell", "bptt")
+CELLS = ("gated", "gru", "lstm", "rnn", "esn", "esgp")
+# Each cell's own keys with their defaults (the gated cell's are the seven switches).
+CELL_KEYS: dict[str, dict[str, Any]] = {
+    "gated": {},
+    "gru": {},
+    "lstm": {},
+    "rnn": {},
+    "esn": {"density": 0.1, "spectral_radius": 0.9, "input_scaling": 1.0, "leak": 1.0, "readout": "sgd"},
+    "esgp": {"density": 0.1, "spectral_radius": 0.9},
+}
+READOUTS = ("sgd", "ridge")
+RIDGE_ALPHA = 1e-3
 
 
 def config_id(config: Mapping[str, Any]) -> str:
@@ -50,35 +65,79 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
 
 
+def _check_float(name: str, value: Any, low: float, high: float, low_open: bool = True) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    ok = (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value!r}")
+
+
 @dataclass(frozen=True)
 class RNNConfig:
-    """One architecture of the sweep: seven switches, depth and state size.
+    """One architecture of the sweep.
 
-    ``seed`` is an optional swept key: when set it overrides the training seed and is part of
-    the configuration (and so of its id); when ``None`` it is absent from the JSON form.
+    The default cell, ``gated``, takes the seven switches, ``n_layers`` and ``state_size``: the
+    nine-key form of DESIGN.md, whose id never changes. Other cells (``gru``, ``lstm``, ``rnn``,
+    ``esn``, ``esgp``) take no switches and their own keys (``CELL_KEYS``). Optional swept
+    keys: ``seed`` (overrides the training seed) and ``bptt`` (1, the default: the state is
+    detached after every step; k > 1: truncated BPTT over k steps, one optimizer step per k
+    bytes). A key at its default is absent from the JSON form, so it does not change the id.
     """
 
-    use_input_gate: bool
-    use_forget_gate: bool
-    use_output_gate: bool
-    use_state_gate: bool
-    use_new_state: bool
-    use_old_state: bool
-    use_residual: bool
-    n_layers: int
-    state_size: int
+    use_input_gate: bool | None = None
+    use_forget_gate: bool | None = None
+    use_output_gate: bool | None = None
+    use_state_gate: bool | None = None
+    use_new_state: bool | None = None
+    use_old_state: bool | None = None
+    use_residual: bool | None = None
+    n_layers: int = 1
+    state_size: int = 256
     seed: int | None = None
+    cell: str = "gated"
+    bptt: int = 1
+    density: float | None = None
+    spectral_radius: float | None = None
+    input_scaling: float | None = None
+    leak: float | None = None
+    readout: str | None = None
 
     def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         for name in SWITCHES:
             value = getattr(self, name)
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be true or false, got {value!r}")
+            if self.cell == "gated":
+                if not isinstance(value, bool):
+                    raise TypeError(f"{name} must be true or false, got {value!r}")
+            elif value is not None:
+                raise ValueError(f"{name} belongs to the gated cell only, not to cell {self.cell!r}")
         _check_int("n_layers", self.n_layers, 1)
         _check_int("state_size", self.state_size, 1)
+        _check_int("bptt", self.bptt, 1)
         if self.seed is not None:
             _check_int("seed", self.seed, 0)
-        if not (self.use_new_state or self.use_old_state):
+        own = CELL_KEYS[self.cell]
+        for key in ("density", "spectral_radius", "input_scaling", "leak", "readout"):
+            value = getattr(self, key)
+            if key not in own:
+                if value is not None:
+                    raise ValueError(f"{key} is not a key of cell {self.cell!r}")
+                continue
+            if value is None:
+                object.__setattr__(self, key, own[key])
+        if self.cell in ("esn", "esgp"):
+            _check_float("density", self.density, 0.0, 1.0)
+            _check_float("spectral_radius", self.spectral_radius, 0.0, 100.0, low_open=False)
+        if self.cell == "esn":
+            _check_float("input_scaling", self.input_scaling, 0.0, 1e6, low_open=False)
+            _check_float("leak", self.leak, 0.0, 1.0)
+            if self.readout not in READOUTS:
+                raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {self.readout!r}")
+            if self.readout == "ridge" and self.bptt != 1:
+                raise ValueError("bptt does not apply to the ridge readout (nothing is trained by gradient)")
+        if self.cell == "gated" and not (self.use_new_state or self.use_old_state):
             raise ValueError(
                 "use_new_state and use_old_state are both false: the layer would have no state "
                 "to read out"
@@ -86,10 +145,24 @@ class RNNConfig:
 
     @property
     def switches(self) -> dict[str, bool]:
+        if self.cell != "gated":
+            return {}
         return {name: getattr(self, name) for name in SWITCHES}
 
+    @property
+    def cell_options(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in CELL_KEYS[self.cell]}
+
     def to_dict(self, with_id: bool = False) -> dict[str, Any]:
-        d: dict[str, Any] = {k: getattr(self, k) for k in CONFIG_KEYS}
+        d: dict[str, Any] = {}
+        if self.cell != "gated":
+            d["cell"] = self.cell
+        d.update(self.switches)
+        d["n_layers"] = self.n_layers
+        d["state_size"] = self.state_size
+        d.update(self.cell_options)
+        if self.bptt != 1:
+            d["bptt"] = self.bptt
         if self.seed is not None:
             d["seed"] = self.seed
         if with_id:
@@ -106,26 +179,34 @@ class RNNConfig:
         does not match the content is an error."""
         if not isinstance(d, Mapping):
             raise TypeError(f"a configuration must be a JSON object, got {type(d).__name__}")
-        allowed = set(CONFIG_KEYS) | set(EXTRA_KEYS) | {"id"}
+        cell = d.get("cell", "gated")
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
+        required = (CONFIG_KEYS if cell == "gated" else ("n_layers", "state_size"))
+        allowed = set(required) | {"seed", "cell", "bptt", "id"} | set(CELL_KEYS[cell])
         unknown = sorted(set(d) - allowed)
         if unknown:
-            raise ValueError(f"unknown configuration key {unknown[0]!r}")
-        missing = [k for k in CONFIG_KEYS if k not in d]
+            where = "" if cell == "gated" or unknown[0] not in SWITCHES else f" for cell {cell!r}"
+            raise ValueError(f"unknown configuration key {unknown[0]!r}{where}")
+        missing = [k for k in required if k not in d]
         if missing:
             raise ValueError(f"missing configuration key {missing[0]!r}")
-        config = cls(**{k: d[k] for k in CONFIG_KEYS}, seed=d.get("seed"))
+        config = cls(**{k: d[k] for k in d if k != "id"})
         if "id" in d and d["id"] != config.id:
             raise ValueError(f"id {d['id']!r} does not match the configuration (expected {config.id})")
         return config
 
     def short(self) -> str:
-        """A compact human label, e.g. ``IFOS-NR L2 d256``."""
-        letters = "".join(
-            ch if getattr(self, key) else "."
-            for ch, key in zip("IFOSNOR", SWITCHES)
-        )
+        """A compact human label, e.g. ``IFOS-NR L2 d256`` or ``esn(ridge) L1 d256``."""
+        if self.cell == "gated":
+            head = "".join(ch if getattr(self, key) else "." for ch, key in zip("IFOSNOR", SWITCHES))
+        elif self.cell == "esn":
+            head = f"esn({self.readout})"
+        else:
+            head = self.cell
+        bptt = f" bptt{self.bptt}" if self.bptt != 1 else ""
         seed = f" s{self.seed}" if self.seed is not None else ""
-        return f"{letters} L{self.n_layers} d{self.state_size}{seed}"
+        return f"{head} L{self.n_layers} d{self.state_size}{bptt}{seed}"
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")

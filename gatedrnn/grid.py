@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import filelock
 
 from ._atomic import atomic_write_bytes
-from .config import SWITCHES, RNNConfig
+from .config import CELLS, READOUTS, SWITCHES, RNNConfig
 
 __all__ = [
     "ConfigFileError",
@@ -42,19 +42,37 @@ def default_grid(
     state_sizes: Sequence[int] = DEFAULT_STATE_SIZES,
     layers: Sequence[int] = DEFAULT_LAYERS,
     seeds: Sequence[int] | None = None,
+    cells: Sequence[str] = ("gated",),
+    bptt: Sequence[int] = (1,),
 ) -> list[RNNConfig]:
-    """The grid, in a fixed order: seeds outermost, then switches, layers, state sizes."""
+    """The grid, in a fixed order: seeds outermost, then truncation, cells, switches, layers,
+    state sizes. The gated cell's rule (a state smaller than the vocabulary needs the residual
+    path) applies to it alone; ``esn`` enters once per readout (sgd, ridge; the ridge readout
+    only with ``bptt`` 1, as nothing in it is trained by gradient)."""
+    unknown = [c for c in cells if c not in CELLS]
+    if unknown:
+        raise ValueError(f"unknown cell {unknown[0]!r}; cells are {', '.join(CELLS)}")
     out = []
     for seed in (seeds if seeds else [None]):
-        for flags in itertools.product((False, True), repeat=len(SWITCHES)):
-            sw = dict(zip(SWITCHES, flags))
-            if not (sw["use_new_state"] or sw["use_old_state"]):
-                continue
-            for n_layers in layers:
-                for size in state_sizes:
-                    if size < VOCAB and not sw["use_residual"]:
-                        continue  # a state smaller than the vocabulary needs the residual path
-                    out.append(RNNConfig(**sw, n_layers=n_layers, state_size=size, seed=seed))
+        for k in bptt:
+            for cell in cells:
+                if cell == "gated":
+                    for flags in itertools.product((False, True), repeat=len(SWITCHES)):
+                        sw = dict(zip(SWITCHES, flags))
+                        if not (sw["use_new_state"] or sw["use_old_state"]):
+                            continue
+                        for n_layers in layers:
+                            for size in state_sizes:
+                                if size < VOCAB and not sw["use_residual"]:
+                                    continue  # a state smaller than the vocabulary needs the residual path
+                                out.append(RNNConfig(**sw, n_layers=n_layers, state_size=size, seed=seed, bptt=k))
+                    continue
+                variants = [{"readout": r} for r in READOUTS if not (r == "ridge" and k != 1)] if cell == "esn" else [{}]
+                for variant in variants:
+                    for n_layers in layers:
+                        for size in state_sizes:
+                            out.append(RNNConfig(cell=cell, n_layers=n_layers, state_size=size, seed=seed,
+                                                 bptt=k, **variant))
     return out
 
 
@@ -115,6 +133,10 @@ def merge_configs(path: str | os.PathLike, configs: Iterable[RNNConfig], lock_ti
     return added, len(entries)
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def refine(results: "Any", top: float, state_size: int = 512, min_layers: int = 3) -> list[RNNConfig]:
     """Second-stage configurations: the best ``top`` fraction of the finished runs in the results
     DataFrame (by ``min loss``), each with ``state_size`` and at least ``min_layers`` layers."""
@@ -129,9 +151,15 @@ def refine(results: "Any", top: float, state_size: int = 512, min_layers: int = 
     n = max(1, math.ceil(top * len(df)))
     best = df.sort_values("min loss", kind="stable").head(n)
     out, seen = [], set()
+    from .config import CELL_KEYS
+
     for _, row in best.iterrows():
         # the architecture only: a swept seed of the first stage is not carried over
-        config = RNNConfig(**{k: bool(row[k]) for k in SWITCHES},
+        cell = row.get("cell") if isinstance(row.get("cell"), str) else "gated"
+        own = {k: row[k] for k in CELL_KEYS[cell] if k in row and not _missing(row[k])}
+        switches = {k: bool(row[k]) for k in SWITCHES} if cell == "gated" else {}
+        bptt = int(row["bptt"]) if "bptt" in row and not _missing(row["bptt"]) else 1
+        config = RNNConfig(**switches, **own, cell=cell, bptt=bptt,
                            n_layers=max(int(row["n_layers"]), min_layers), state_size=state_size)
         if config.id not in seen:
             seen.add(config.id)

@@ -1,4 +1,5 @@
-"""The gated layer of DESIGN.md (one step) and a torch.nn.GRU-style sequence module over it."""
+"""The gated layer of DESIGN.md (one step), and torch.nn.GRU-style sequence modules over it and
+over every other cell kind (``RNN(cell=...)``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import Tensor, nn
 
 from .config import SWITCHES
 
-__all__ = ["GatedLayer", "GatedRNN"]
+__all__ = ["GatedLayer", "GatedRNN", "RNN"]
 
 
 class GatedLayer(nn.Module):
@@ -72,6 +73,7 @@ class GatedLayer(nn.Module):
             raise ValueError("use_new_state and use_old_state cannot both be False")
         self.input_size = input_size
         self.hidden_size = hidden_size
+        self.state_width = hidden_size
         for name, value in switches.items():
             setattr(self, name, value)
 
@@ -193,22 +195,25 @@ class GatedLayer(nn.Module):
     step = forward
 
 
-class GatedRNN(nn.Module):
-    r"""A stack of :class:`GatedLayer` over whole sequences, with torch.nn.GRU's conventions.
+class RNN(nn.Module):
+    r"""A stack of recurrent layers of any cell kind over whole sequences, with torch.nn.GRU's
+    conventions.
 
     Args:
         input_size: features of the input ``x`` (H_in).
-        hidden_size: features of the state and of the output (H).
+        hidden_size: features of each layer's output and hidden state (H).
         num_layers: stacked layers; layer k > 0 reads layer k-1's output.
         batch_first: input and output are (N, L, H) instead of (L, N, H).
-        **switches: the seven ``use_*`` switches of :class:`GatedLayer`, shared by all layers.
+        cell: ``gated`` (the default), ``gru``, ``lstm``, ``rnn``, ``esn`` or ``esgp``.
+        **options: the seven ``use_*`` switches for ``gated``; ``density``, ``spectral_radius``
+            (and for ``esn`` ``input_scaling``, ``leak``) for the reservoirs; shared by all layers.
 
     ``forward(input, h0=None) -> (output, h_n)``:
         input: (L, N, H_in), (N, L, H_in) if ``batch_first``, or unbatched (L, H_in).
-        h0: (num_layers, N, H) or (num_layers, H) unbatched; zeros on the input's device and
-            dtype when omitted.
+        h0: (num_layers, N, S) or (num_layers, S) unbatched, S the cell's state width (H; 2H for
+            the LSTM, whose state is [h, c]); zeros on the input's device and dtype when omitted.
         output: the last layer's output at every step, (L, N, H) / (N, L, H) / (L, H).
-        h_n: every layer's state after the last step, (num_layers, N, H) / (num_layers, H).
+        h_n: every layer's state after the last step, (num_layers, N, S) / (num_layers, S).
 
     Gradients flow through time here, as in torch.nn.GRU; training without BPTT (detaching the
     state every step) is the trainer's business, not this module's.
@@ -220,32 +225,40 @@ class GatedRNN(nn.Module):
         hidden_size: int,
         num_layers: int = 1,
         batch_first: bool = False,
+        cell: str = "gated",
         device=None,
         dtype=None,
-        **switches: bool,
+        **options,
     ) -> None:
         super().__init__()
+        from .cells import make_cell
+
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
-        unknown = sorted(set(switches) - set(SWITCHES))
-        if unknown:
-            raise TypeError(f"unknown switch {unknown[0]!r}; switches are {', '.join(SWITCHES)}")
+        if cell == "gated":
+            unknown = sorted(set(options) - set(SWITCHES))
+            if unknown:
+                raise TypeError(f"unknown switch {unknown[0]!r}; switches are {', '.join(SWITCHES)}")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.batch_first = batch_first
+        self.cell = cell
         self.layers = nn.ModuleList(
-            GatedLayer(input_size if k == 0 else hidden_size, hidden_size,
-                       device=device, dtype=dtype, **switches)
+            make_cell(cell, input_size if k == 0 else hidden_size, hidden_size, **options)
             for k in range(num_layers)
         )
+        self.layers.to(device=device, dtype=dtype)
+        self.state_width = self.layers[0].state_width
 
     def reset_parameters(self) -> None:
         for layer in self.layers:
-            layer.reset_parameters()
+            if hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, batch_first={self.batch_first}"
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"batch_first={self.batch_first}, cell={self.cell!r}")
 
     def forward(self, input: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if input.dim() not in (2, 3):
@@ -259,9 +272,9 @@ class GatedRNN(nn.Module):
             input = input.transpose(0, 1)  # (L, N, H_in)
         n = input.size(1)
         if h0 is None:
-            h0 = input.new_zeros(self.num_layers, n, self.hidden_size)
+            h0 = input.new_zeros(self.num_layers, n, self.state_width)
         else:
-            expected = (self.num_layers, self.hidden_size) if unbatched else (self.num_layers, n, self.hidden_size)
+            expected = (self.num_layers, self.state_width) if unbatched else (self.num_layers, n, self.state_width)
             if tuple(h0.shape) != expected:
                 raise ValueError(f"h0 has shape {tuple(h0.shape)}, expected {expected}")
             if unbatched:
@@ -279,3 +292,12 @@ class GatedRNN(nn.Module):
         if self.batch_first:
             output = output.transpose(0, 1)
         return output, h_n
+
+
+class GatedRNN(RNN):
+    """:class:`RNN` with the gated cell: ``GatedRNN(input_size, hidden_size, num_layers=1,
+    batch_first=False, **switches)``."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, batch_first: bool = False,
+                 device=None, dtype=None, **switches: bool) -> None:
+        super().__init__(input_size, hidden_size, num_layers, batch_first, "gated", device, dtype, **switches)

@@ -16,15 +16,37 @@ from typing import Any
 
 import pandas as pd
 
-from .config import CONFIG_KEYS, config_id
+from .config import CELL_KEYS, CELLS, CONFIG_KEYS, SWITCHES, config_id
 
-__all__ = ["load", "ResultsError", "SKIPPED"]
+__all__ = ["load", "config_of", "ResultsError", "SKIPPED"]
 
 SKIPPED = "skipped"
 
 
 class ResultsError(ValueError):
     """The results folder cannot be read (missing, not a folder)."""
+
+
+def config_of(rec: Any) -> dict[str, Any]:
+    """The configuration part of a result record (or a DataFrame row): its cell's keys."""
+    get = rec.get
+    cell = get("cell")
+    cell = cell if isinstance(cell, str) else "gated"
+    keys = (list(SWITCHES) if cell == "gated" else []) + ["n_layers", "state_size", *CELL_KEYS.get(cell, {})]
+    d: dict[str, Any] = {} if cell == "gated" else {"cell": cell}
+    for k in keys:
+        v = get(k)
+        if k in SWITCHES:
+            v = bool(v)
+        elif k in ("n_layers", "state_size"):
+            v = int(v)
+        elif hasattr(v, "item"):  # numpy scalars from a DataFrame
+            v = v.item()
+        d[k] = v
+    bptt = get("bptt")
+    if bptt is not None and not (isinstance(bptt, float) and math.isnan(bptt)) and int(bptt) != 1:
+        d["bptt"] = int(bptt)
+    return d
 
 
 def _row(path: Path) -> dict[str, Any] | str:
@@ -39,18 +61,27 @@ def _row(path: Path) -> dict[str, Any] | str:
         return f"unreadable: {e.strerror or e}"
     if not isinstance(rec, dict):
         return "not a JSON object"
-    missing = [k for k in (*CONFIG_KEYS, "loss") if k not in rec]
+    cell = rec.get("cell", "gated")
+    if cell not in CELLS:
+        return f"unknown cell {cell!r}"
+    required = (*(CONFIG_KEYS if cell == "gated" else ("n_layers", "state_size")), "loss")
+    missing = [k for k in required if k not in rec]
     if missing:
         return f"not a result file (no {missing[0]!r})"
     if not isinstance(rec["loss"], list):
         return "'loss' is not a list"
     rec = dict(rec)
     rec.setdefault("status", "done")  # the original study wrote only finished runs
-    nine = {k: rec[k] for k in CONFIG_KEYS}
+    try:
+        config = config_of(rec)
+    except (TypeError, ValueError) as e:
+        return f"bad configuration keys ({e})"
     if "id" not in rec:
-        rec["id"] = config_id(nine)
+        rec["id"] = config_id(config)
     # our results record the training seed always; it is a swept key only when the id includes it
-    rec["seed swept"] = "seed" in rec and rec["id"] == config_id({**nine, "seed": rec["seed"]})
+    rec["seed swept"] = "seed" in rec and rec["id"] == config_id({**config, "seed": rec["seed"]})
+    rec["cell"] = cell
+    rec.setdefault("bptt", 1)
     if rec.get("min loss") is None and rec["loss"] and rec["status"] != "failed":
         finite = [v for v in rec["loss"] if isinstance(v, (int, float)) and math.isfinite(v)]
         rec["min loss"] = min(finite) if finite else None

@@ -122,10 +122,22 @@ class Run:
             torch.manual_seed(2 * self.seed)
             self.model = ByteModel(config)
         self.model.to(self.device)
-        self.flat = _flatten_parameters(self.model)
-        fused = self.device.type in ("cpu", "cuda")
-        self.optimizer = torch.optim.Adam([self.flat], lr=settings.lr, fused=fused,
-                                          foreach=None if fused else True)
+        self.ridge = config.cell == "esn" and config.readout == "ridge"
+        if self.ridge:
+            # closed-form readout: sufficient statistics of [features, 1] -> one-hot next byte
+            self.flat, self.optimizer = None, None
+            width = self.model.readout.in_features + 1
+            self.xtx = torch.zeros(width, width, dtype=torch.float64, device=self.device)
+            self.xty = torch.zeros(width, 256, dtype=torch.float64, device=self.device)
+            self.n_seen = 0
+            with torch.no_grad():
+                self.model.readout.weight.zero_()
+                self.model.readout.bias.zero_()
+        else:
+            self.flat = _flatten_parameters(self.model)
+            fused = self.device.type in ("cpu", "cuda")
+            self.optimizer = torch.optim.Adam([self.flat], lr=settings.lr, fused=fused,
+                                              foreach=None if fused else True)
         self.sampler = StreamSampler(self.corpus.train, settings.batch_size, settings.history,
                                      seed=2 * self.seed + 1, device=self.device)
         self.val_windows = torch.from_numpy(
@@ -158,6 +170,10 @@ class Run:
 
         ``on_boundary(run)`` is called at every log point (after the curve point is recorded).
         """
+        if self.ridge:
+            return self._ridge_steps(until, should_stop, on_boundary)
+        if self.config.bptt > 1:
+            return self._bptt_steps(until, should_stop, on_boundary)
         s = self.settings
         model, optimizer, history = self.model, self.optimizer, s.history
         flat_grad = self.flat.grad
@@ -194,6 +210,104 @@ class Run:
         finally:
             self.train_seconds += time.perf_counter() - t0
 
+    def _log_point(self, on_boundary, t0: float) -> float | None:
+        """Record the curve point; returns the new t0, or None when the run diverged."""
+        value = self.ma.item()
+        if not math.isfinite(value):
+            self.diverged_at = self.step
+            return None
+        self.curve.append(value)
+        if on_boundary is not None:
+            self.train_seconds += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            on_boundary(self)
+        return t0
+
+    def _bptt_steps(self, until, should_stop, on_boundary) -> None:
+        """Truncated BPTT over ``bptt`` = k steps: the mean loss of k consecutive steps is
+        backpropagated through those k steps, then one Adam step, then the state is detached.
+        A window's end closes a chunk early. Returns only between chunks (nothing pending), so
+        that checkpoints and stops fall where an uninterrupted run has no graph either."""
+        s, k = self.settings, self.config.bptt
+        model, optimizer, history = self.model, self.optimizer, s.history
+        flat_grad = self.flat.grad
+        model.train()
+        total, pending = None, 0
+        t0 = time.perf_counter()
+        try:
+            while True:
+                if pending == 0 and (self.step >= until or (should_stop is not None and self.step and should_stop())):
+                    return
+                if self.window is None:
+                    self._new_window()
+                x, y = self.window[self.pos], self.window[self.pos + 1]
+                logits, self.states = model.step(x, self.states)  # not detached: the chunk's graph
+                loss = F.cross_entropy(logits, y)
+                self.ma.lerp_(loss.detach(), 1 - MA_DECAY)
+                total = loss if total is None else total + loss
+                pending += 1
+                self.step += 1
+                self.pos += 1
+                window_end = self.pos == history
+                if pending == k or window_end or self.step == s.steps:
+                    flat_grad.zero_()
+                    (total / pending).backward()
+                    optimizer.step()
+                    self.states = [state.detach() for state in self.states]
+                    total, pending = None, 0
+                if window_end:
+                    self.pos, self.window = 0, None
+                if self.step % s.log_every == 0:
+                    t0 = self._log_point(on_boundary, t0)
+                    if t0 is None:
+                        return
+        finally:
+            self.train_seconds += time.perf_counter() - t0
+
+    @torch.no_grad()
+    def _ridge_steps(self, until, should_stop, on_boundary) -> None:
+        """The ESN's closed-form readout: walk the same windows, accumulate the statistics of
+        the reservoir's features, and re-solve the ridge regression onto the next byte's one-hot
+        at every log point; the curve is the moving average of the cross-entropy of the softmax
+        of the current readout, as for the other cells."""
+        s, model = self.settings, self.model
+        t0 = time.perf_counter()
+        try:
+            while self.step < until:
+                if self.window is None:
+                    self._new_window()
+                x, y = self.window[self.pos], self.window[self.pos + 1]
+                features, self.states = model.features(x, self.states)
+                loss = F.cross_entropy(model.readout(features), y)
+                self.ma.lerp_(loss, 1 - MA_DECAY)
+                f1 = torch.cat((features, features.new_ones(features.size(0), 1)), dim=1).double()
+                self.xtx += f1.t() @ f1
+                self.xty.index_add_(1, y, f1.t())
+                self.n_seen += f1.size(0)
+                self.step += 1
+                self.pos += 1
+                if self.pos == s.history:
+                    self.pos, self.window = 0, None
+                if self.step % s.log_every == 0 or self.step == s.steps:
+                    self.solve_ridge()
+                if self.step % s.log_every == 0:
+                    t0 = self._log_point(on_boundary, t0)
+                    if t0 is None:
+                        return
+                if should_stop is not None and should_stop():
+                    return
+        finally:
+            self.train_seconds += time.perf_counter() - t0
+
+    def solve_ridge(self) -> None:
+        from .config import RIDGE_ALPHA
+
+        n = max(self.n_seen, 1)
+        eye = torch.eye(self.xtx.size(0), dtype=torch.float64, device=self.device)
+        w = torch.linalg.solve(self.xtx / n + RIDGE_ALPHA * eye, self.xty / n)  # (D + 1, 256)
+        self.model.readout.weight.copy_(w[:-1].t())
+        self.model.readout.bias.copy_(w[-1])
+
     @torch.no_grad()
     def evaluate(self) -> float:
         """Validation loss (nats per byte) on the fixed held-out streams, stepwise from zero states."""
@@ -219,7 +333,8 @@ class Run:
             "settings": self.settings.to_dict(),
             "dataset sha256": self.corpus.sha256,
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "ridge": {"xtx": self.xtx.cpu(), "xty": self.xty.cpu(), "n": self.n_seen} if self.ridge else None,
             "step": self.step,
             "pos": self.pos,
             "offsets": None if self.offsets is None or self.window is None else self.offsets.cpu(),
@@ -258,7 +373,12 @@ class Run:
     def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
         self.check_compatible(state, where)
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.ridge:
+            self.xtx = state["ridge"]["xtx"].to(self.device)
+            self.xty = state["ridge"]["xty"].to(self.device)
+            self.n_seen = state["ridge"]["n"]
         self.step, self.pos = state["step"], state["pos"]
         self.offsets = state["offsets"]
         self.window = None if self.offsets is None else self.sampler.window(self.offsets)
@@ -384,22 +504,27 @@ def train(
 
     s = settings
     stopped = False
+
+    def after(step: int, every: int) -> int:
+        return (step // every + 1) * every
+
+    next_eval = after(run.step, s.eval_every) if s.eval_every else None
+    next_ckpt = after(run.step, s.checkpoint_every) if s.checkpoint_every and checkpoint is not None else None
     while run.step < s.steps and run.diverged_at is None:
-        # run to the next event: evaluation, checkpoint or the end
-        targets = [s.steps]
-        if s.eval_every:
-            targets.append((run.step // s.eval_every + 1) * s.eval_every)
-        if s.checkpoint_every and checkpoint is not None:
-            targets.append((run.step // s.checkpoint_every + 1) * s.checkpoint_every)
-        until = min(targets)
+        # run to the next event: evaluation, checkpoint or the end (with truncated BPTT the
+        # run passes an event's step to the end of its chunk)
+        until = min(x for x in (s.steps, next_eval, next_ckpt) if x is not None)
         run.train_steps(until, should_stop, on_progress)
         if run.diverged_at is not None:
             break
-        if run.step == until:
-            if s.eval_every and run.step % s.eval_every == 0 and run.step < s.steps:
+        if next_eval is not None and run.step >= next_eval:
+            if run.step < s.steps:
                 run.val_curve.append([run.step, run.evaluate()])
-            if s.checkpoint_every and run.step % s.checkpoint_every == 0 and run.step < s.steps:
+            next_eval = after(run.step, s.eval_every)
+        if next_ckpt is not None and run.step >= next_ckpt:
+            if run.step < s.steps:
                 save()
+            next_ckpt = after(run.step, s.checkpoint_every)
         if run.step < s.steps and should_stop is not None and should_stop():
             stopped = True
             break
