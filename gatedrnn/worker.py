@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 
-__all__ = ["WorkerOptions", "run_worker", "launch", "format_status", "main",
+__all__ = ["WorkerOptions", "run_worker", "launch", "watch", "worker_argv", "format_status", "main",
            "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_STOPPED"]
 
 
@@ -42,6 +42,7 @@ class WorkerOptions:
     max_runs: int | None = None
     threads: int | None = None
     name: str | None = None
+    stop: Any = None  # a threading.Event that asks the worker to stop (checkpoint, release, exit)
 
 
 class ClaimLost(Exception):
@@ -107,8 +108,17 @@ def run_worker(options: WorkerOptions) -> int:
     def on_signal(signum, _frame):
         stop["signal"] = signal.Signals(signum).name
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+    if options.stop is not None:  # a stop asked from another thread (the Slurm time limit)
+        event = options.stop
+
+        def watch():
+            event.wait()
+            stop["signal"] = stop["signal"] or "stop request"
+
+        threading.Thread(target=watch, daemon=True, name="stop-watch").start()
 
     queue = Queue(options.results_dir, lease_seconds=options.lease_seconds, lock=options.lock)
     settings = options.settings
@@ -211,15 +221,42 @@ def _exit_status(status: dict[str, Any]) -> int:
 
 
 # ---------------------------------------------------------------------- launcher
-def launch(argv_for_worker: list[str], options: WorkerOptions, workers: int, refresh: float | None = None) -> int:
-    """Start ``workers`` worker processes, show progress, forward signals, return the exit status."""
+def watch(options: WorkerOptions, alive, refresh: float | None = None) -> dict[str, Any]:
+    """Show the sweep's progress until ``alive()`` is False; returns the last status."""
     from .config import RNNConfig
+    from .grid import read_configs
+    from .queue import sweep_status
+
+    tty = sys.stdout.isatty()
+    refresh = refresh if refresh is not None else (2.0 if tty else 30.0)
+    last_print, last_lines = 0.0, None
+    while True:
+        running = alive()
+        configs = read_configs(options.config_file)
+        labels = {c["id"]: RNNConfig.from_dict(c).short() for c in configs}
+        status = sweep_status(options.results_dir, configs, options.lease_seconds)
+        lines = format_status(status, options.settings.steps, labels)
+        now = time.time()
+        if tty:
+            sys.stdout.write("\x1b[2K" + "\n\x1b[2K".join(lines) + "\n")
+            if running:
+                sys.stdout.write(f"\x1b[{len(lines)}A")
+            sys.stdout.flush()
+        elif (lines[0] != (last_lines or [""])[0] and now - last_print > 1) or now - last_print >= refresh or not running:
+            print(f"[{time.strftime('%H:%M:%S')}] " + "\n".join(lines), flush=True)
+            last_print = now
+        last_lines = lines
+        if not running:
+            return status
+        time.sleep(min(refresh, 1.0) if tty else 0.5)
+
+
+def launch(worker_argv: list[str], options: WorkerOptions, workers: int, refresh: float | None = None) -> int:
+    """Start ``workers`` worker processes, show progress, forward signals, return the exit status."""
     from .grid import read_configs
     from .queue import Queue
 
     queue = Queue(options.results_dir, lease_seconds=options.lease_seconds, lock=options.lock)
-    tty = sys.stdout.isatty()
-    refresh = refresh if refresh is not None else (2.0 if tty else 30.0)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     procs: list[tuple[subprocess.Popen, Path]] = []
     gpu_count = 0
@@ -237,7 +274,7 @@ def launch(argv_for_worker: list[str], options: WorkerOptions, workers: int, ref
         if gpu_count > 1:
             extra += ["--device", f"cuda:{k % gpu_count}"]
         with open(log, "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "gatedrnn.worker", *argv_for_worker, *extra],
+            proc = subprocess.Popen([sys.executable, "-m", "gatedrnn.worker", "--as-worker", *worker_argv, *extra],
                                     stdout=out, stderr=subprocess.STDOUT, env=env)
         procs.append((proc, log))
     print(f"started {workers} worker(s); logs in {queue.logs_dir}/{stamp}-*.log", flush=True)
@@ -254,30 +291,12 @@ def launch(argv_for_worker: list[str], options: WorkerOptions, workers: int, ref
                     pass
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    last_print, last_lines = 0.0, None
     try:
-        while True:
-            alive = [p for p, _ in procs if p.poll() is None]
-            configs = read_configs(options.config_file)
-            labels = {c["id"]: RNNConfig.from_dict(c).short() for c in configs}
-            lines = format_status(queue.status(configs), options.settings.steps, labels)
-            now = time.time()
-            if tty:
-                sys.stdout.write("\x1b[2K" + "\n\x1b[2K".join(lines) + "\n")
-                if alive:
-                    sys.stdout.write(f"\x1b[{len(lines)}A")
-                sys.stdout.flush()
-            elif (lines[0] != (last_lines or [""])[0] and now - last_print > 1) or now - last_print >= refresh or not alive:
-                print(f"[{time.strftime('%H:%M:%S')}] " + "\n".join(lines), flush=True)
-                last_print = now
-            last_lines = lines
-            if not alive:
-                break
-            time.sleep(min(refresh, 1.0) if tty else 0.5)
+        watch(options, lambda: any(p.poll() is None for p, _ in procs), refresh)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    codes = [p.returncode for p, _ in procs]
+    codes = [p.wait() for p, _ in procs]
     for (proc, log), code in zip(procs, codes):
         if code == EXIT_BAD_INPUT:
             tail = log.read_text(errors="replace").strip().splitlines()
@@ -313,8 +332,9 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--config-file", default="rnn_configs.json", help="the configuration list (%(default)s)")
     q.add_argument("--results-dir", default="results_01_all", help="results folder (%(default)s)")
     q.add_argument("--lease-seconds", type=float, default=120.0, help="a claim without heartbeat for this long is stale (%(default)s)")
-    q.add_argument("--lock", choices=("file", "soft"), default="file",
-                   help="queue lock: file (fcntl; local disks) or soft (marker file; NFS without working locks, several hosts)")
+    q.add_argument("--lock", choices=("file", "soft"), default=None,
+                   help="queue lock: file (flock; local disks; the default) or soft (marker file; NFS, several "
+                        "hosts; the default under --slurm)")
     q.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
     q.add_argument("--max-runs", type=int, default=None, help="runs per worker, then exit")
 
@@ -350,43 +370,70 @@ def validate(options: WorkerOptions) -> None:
         raise ValueError(f"--threads must be >= 1, got {options.threads}")
 
 
-def _passthrough(argv: Sequence[str]) -> list[str]:
-    """The training/queue arguments to hand to each worker (everything but --workers)."""
-    out, skip = [], False
-    for i, a in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        if a == "--workers":
-            skip = True
-            continue
-        if a.startswith("--workers="):
-            continue
-        out.append(a)
-    return out
+def worker_argv(options: WorkerOptions) -> list[str]:
+    """The command-line arguments that make a worker process with these options (absolute
+    paths, so that a worker started elsewhere, a Slurm task say, finds the same files)."""
+    st = options.settings
+    argv = ["--steps", st.steps, "--batch-size", st.batch_size, "--history", st.history, "--lr", repr(st.lr),
+            "--log-every", st.log_every, "--eval-every", st.eval_every, "--checkpoint-every", st.checkpoint_every,
+            "--device", st.device, "--seed", st.seed, "--val-streams", st.val_streams,
+            "--config-file", Path(options.config_file).resolve(), "--results-dir", Path(options.results_dir).resolve(),
+            "--lease-seconds", options.lease_seconds, "--lock", options.lock]
+    if st.data is not None:
+        argv += ["--data", st.data]
+    if options.threads is not None:
+        argv += ["--threads", options.threads]
+    if options.max_runs is not None:
+        argv += ["--max-runs", options.max_runs]
+    return [str(a) for a in argv]
 
 
-def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """``training_01_all.py``: launch N workers (default), or be one (``-m gatedrnn.worker``)."""
+def add_slurm_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Slurm (pip install 'gatedrnn[slurm]')")
+    g.add_argument("--slurm", action="store_true", help="submit the workers as one Slurm job array and return")
+    g.add_argument("--wait", action="store_true", help="with --slurm: stay and show progress until the array ends")
+    g.add_argument("--partition", default=None, help="Slurm partition")
+    g.add_argument("--gpus-per-worker", type=int, default=0, help="GPUs per array task (%(default)s)")
+    g.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs per array task; also its torch threads (%(default)s)")
+    g.add_argument("--mem-per-worker", type=float, default=None, metavar="GB", help="memory per array task, in GB")
+    g.add_argument("--time-minutes", type=int, default=60, help="time limit of each task; it is requeued past it (%(default)s)")
+    g.add_argument("--signal-delay-seconds", type=int, default=90,
+                   help="Slurm signals a task this long before its time limit, to checkpoint and requeue (%(default)s)")
+    g.add_argument("--slurm-extra", nargs="+", default=[], metavar="KEY=VALUE", help="further sbatch options, e.g. account=abc")
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None, stop_event: Any = None) -> int:
+    """``training_01_all.py``: launch N workers (default), submit them to Slurm (``--slurm``),
+    or be one worker (``--as-worker``, as the launcher and the Slurm tasks start it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog=prog, description="Train the sweep's configurations with N workers "
                                 "over a file-lock queue; kill and rerun at any time.")
-    p.add_argument("--workers", type=int, default=1, help="worker processes to start on this machine (%(default)s)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes to start (%(default)s)")
     add_training_arguments(p)
+    add_slurm_arguments(p)
     p.add_argument("--worker-name", default=None, help=argparse.SUPPRESS)
     p.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    from .config import TrainSettings  # noqa: F401  (import cost paid before the checks)
     from .data import DataError
     from .grid import ConfigFileError
     from .queue import QueueError
 
+    if args.lock is None:
+        args.lock = "soft" if args.slurm else "file"
     try:
         if args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
         options = options_from_args(args)
+        options.stop = stop_event
         if not args.as_worker:
             validate(options)
+        extra = None
+        if args.slurm:
+            from .slurm import parse_extra
+
+            extra = parse_extra(args.slurm_extra)
+            if args.cpus_per_worker < 1 or args.time_minutes < 1:
+                raise ValueError("--cpus-per-worker and --time-minutes must be >= 1")
     except (ValueError, TypeError, ConfigFileError, DataError, QueueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -396,12 +443,37 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         except (ConfigFileError, DataError, QueueError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
             return EXIT_BAD_INPUT
+    if args.slurm:
+        return _submit_to_slurm(args, options, extra)
     if options.threads is None:
         options.threads = max(1, (os.cpu_count() or 1) // args.workers)
-    passthrough = _passthrough(argv)
-    if args.threads is None:
-        passthrough += ["--threads", str(options.threads)]
-    return launch(["--as-worker", *passthrough], options, args.workers)
+    return launch(worker_argv(options), options, args.workers)
+
+
+def _submit_to_slurm(args: argparse.Namespace, options: WorkerOptions, extra: dict[str, str]) -> int:
+    from .slurm import ArrayWatch, submit
+
+    if options.threads is None:
+        options.threads = args.cpus_per_worker
+    try:
+        jobs = submit(worker_argv(options), options.results_dir, args.workers, partition=args.partition,
+                      gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+                      mem_per_worker_gb=args.mem_per_worker, time_minutes=args.time_minutes,
+                      signal_delay_seconds=args.signal_delay_seconds, extra=extra)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as e:  # sbatch refused: say what it said, on one line
+        print(f"error: Slurm submission failed: {' '.join(str(e).split())[:500]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    array = jobs[0].job_id.split("_")[0]
+    print(f"submitted Slurm job array {array} with {len(jobs)} worker(s); logs in "
+          f"{Path(options.results_dir).resolve() / '.queue' / 'slurm'}", flush=True)
+    if not args.wait:
+        print(f"follow it with: squeue -j {array}   or rerun with --wait", flush=True)
+        return EXIT_OK
+    status = watch(options, ArrayWatch(jobs))
+    return _exit_status(status)
 
 
 if __name__ == "__main__":

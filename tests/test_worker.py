@@ -221,3 +221,32 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     assert proc.returncode == 2
     assert "batch_size=8" in proc.stderr and "batch_size=16" in proc.stderr
     assert claims(tmp_path) == []  # the refusing worker gave its claim back
+
+
+def test_slurm_options_are_checked_before_anything_is_submitted(tmp_path):
+    write_configs(tmp_path, [LONG])
+    proc = script("training_01_all.py", "--slurm", "--slurm-extra", "account", *TINY_ARGS, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: --slurm-extra expects KEY=VALUE, got 'account'"
+    assert not (tmp_path / "results_01_all/.queue/slurm").exists()
+
+
+def test_worker_arguments_round_trip_and_slurm_defaults_to_the_soft_lock(tmp_path, monkeypatch):
+    import argparse
+
+    from gatedrnn import worker as w
+    from gatedrnn.slurm import parse_extra
+
+    p = argparse.ArgumentParser()
+    w.add_training_arguments(p)
+    w.add_slurm_arguments(p)
+    args = p.parse_args(["--steps", "77", "--lr", "0.003", "--data", "x.txt", "--max-runs", "2", "--lock", "soft"])
+    options = w.options_from_args(args)
+    again = w.options_from_args(p.parse_args(w.worker_argv(options)))
+    assert again.settings == options.settings and again.lock == "soft" and again.max_runs == 2
+    assert parse_extra(["account=lab", "--qos=normal"]) == {"account": "lab", "qos": "normal"}
+    seen = {}
+    monkeypatch.setattr(w, "_submit_to_slurm", lambda args, options, extra: seen.update(lock=options.lock) or 0)
+    write_configs(tmp_path, [LONG])
+    monkeypatch.chdir(tmp_path)
+    assert w.main(["--slurm", *TINY_ARGS]) == 0 and seen["lock"] == "soft"
