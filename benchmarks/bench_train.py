@@ -10,7 +10,9 @@ For three reference configurations at batch 256, history 1000, prints:
   batch share      share of step time spent building batches (window gather)
   peak MB          peak memory of the run (process RSS on CPU, max allocated on CUDA)
 
-Steps and yardstick are each the best of five timings (the host's cores are shared).
+The host's cores are shared and its throughput drifts, so the run alternates five rounds of
+(a training chunk, the yardstick): steps/s and bound steps/s are the best round's, and the ratio
+is the median of the five rounds' ratios, each taken under the same conditions.
 
 Usage: python benchmarks/bench_train.py [--steps 300] [--device cpu] [--only a b c]
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -66,7 +69,8 @@ def _time(fn, device, min_seconds=0.1, repeats=5) -> float:
 
 
 def compute_bound(model: ByteModel, batch: int, device: torch.device) -> tuple[float, float]:
-    """(seconds, FLOPs) of one step's matmuls at one-Linear-per-W shapes, fwd + both bwd."""
+    """(seconds, FLOPs) of one step's matmuls at one-Linear-per-W shapes, fwd + both bwd.
+    Each shape's time is the best of a few short timings."""
     seconds = flops = 0.0
     for _name, n_in, n_out in model.weight_shapes():
         x = torch.randn(batch, n_in, device=device)
@@ -78,7 +82,7 @@ def compute_bound(model: ByteModel, batch: int, device: torch.device) -> tuple[f
             torch.mm(dy, w)  # grad wrt input
             torch.mm(dy.t(), x)  # grad wrt weight
 
-        seconds += _time(products, device)
+        seconds += _time(products, device, min_seconds=0.03, repeats=3)
         flops += 3 * 2 * batch * n_in * n_out
     return seconds, flops
 
@@ -89,24 +93,27 @@ def bench(name: str, config: RNNConfig, steps: int, device: str, corpus) -> dict
     dev = run.device
     run.train_steps(min(50, steps // 4))  # warm-up
     chunk = max(1, steps // 5)
-    step_seconds = float("inf")
-    for _ in range(5):  # best of five chunks, as for the yardstick
+    step_times, bound_times, ratios = [], [], []
+    for _ in range(5):  # rounds of (training chunk, yardstick): each ratio under the same conditions
         _sync(dev)
         t0 = time.perf_counter()
         run.train_steps(run.step + chunk)
         _sync(dev)
-        step_seconds = min(step_seconds, (time.perf_counter() - t0) / chunk)
+        step_times.append((time.perf_counter() - t0) / chunk)
+        bound_seconds, flops = compute_bound(run.model, settings.batch_size, dev)
+        bound_times.append(bound_seconds)
+        ratios.append(bound_seconds / step_times[-1])
+    step_seconds = min(step_times)
     window_seconds = _time(lambda: run.sampler.window(run.sampler.next_offsets()), dev)
     batch_share = window_seconds / (settings.history * step_seconds)
-    bound_seconds, flops = compute_bound(run.model, settings.batch_size, dev)
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "name": name, "config": config.short(), "params": run.model.num_parameters(),
-        "steps/s": 1 / step_seconds, "bound steps/s": 1 / bound_seconds,
-        "ratio": bound_seconds / step_seconds, "GFLOP/s": flops / step_seconds / 1e9,
+        "steps/s": 1 / step_seconds, "bound steps/s": 1 / min(bound_times),
+        "ratio": statistics.median(ratios), "GFLOP/s": flops / step_seconds / 1e9,
         "batch share": batch_share, "peak MB": peak,
     }
 
