@@ -32,10 +32,10 @@ def keep_freed_memory(threshold_bytes: int = 1 << 28) -> bool:
     except (OSError, AttributeError):
         return False  # not glibc (musl has no mallopt)
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    ok = all(mallopt(param, value) == 1 for param, value in (
-        (_M_MMAP_THRESHOLD, min(threshold_bytes, 1 << 30)),  # glibc caps this at 32 MiB on some builds
-        (_M_TRIM_THRESHOLD, threshold_bytes),
-        (_M_TOP_PAD, 1 << 26),
-    ))
+    settings = ((_M_MMAP_THRESHOLD, threshold_bytes), (_M_TRIM_THRESHOLD, threshold_bytes), (_M_TOP_PAD, 1 << 26))
+    applied = [mallopt(param, value) == 1 for param, value in settings]  # each on its own
+    if not applied[0]:  # some builds cap the mmap threshold (32 MiB on 64-bit): take the cap
+        applied[0] = mallopt(_M_MMAP_THRESHOLD, 1 << 25) == 1
+    ok = all(applied)
     _done = ok
     return ok
