@@ -104,6 +104,24 @@ def _read_json(path: Path) -> Any | None:
         return None
 
 
+def _finished_ids(folder: Path) -> set[str]:
+    """Ids with a result file in ``folder``."""
+    if not folder.is_dir():
+        return set()
+    return {p[:-5] for p in os.listdir(folder) if p.endswith(".json") and _ID.match(p[:-5])}
+
+
+def _read_claims(claims_dir: Path) -> dict[str, dict[str, Any]]:
+    """The readable claim records in ``claims_dir``, by id."""
+    out: dict[str, dict[str, Any]] = {}
+    if claims_dir.is_dir():
+        for name in os.listdir(claims_dir):
+            rec = _read_json(claims_dir / name) if name.endswith(".json") else None
+            if isinstance(rec, dict):
+                out[name[:-5]] = rec
+    return out
+
+
 class Queue:
     """Claim, heartbeat, release, complete and fail configurations in a results folder."""
 
@@ -183,16 +201,10 @@ class Queue:
         return self.claims_dir / f"{config_id}.json"
 
     def finished_ids(self) -> set[str]:
-        return {p[:-5] for p in os.listdir(self.dir) if p.endswith(".json") and _ID.match(p[:-5])}
+        return _finished_ids(self.dir)
 
     def claims(self) -> dict[str, dict[str, Any]]:
-        out = {}
-        for name in os.listdir(self.claims_dir):
-            if name.endswith(".json"):
-                rec = _read_json(self.claims_dir / name)
-                if isinstance(rec, dict):
-                    out[name[:-5]] = rec
-        return out
+        return _read_claims(self.claims_dir)
 
     def is_live(self, rec: Mapping[str, Any], now: float | None = None) -> bool:
         return claim_is_live(rec, self.lease, now)
@@ -308,14 +320,8 @@ def sweep_status(results_dir: str | os.PathLike, configs: Iterable[Mapping[str, 
     Reads the folder without the lock and writes nothing: a snapshot for display and analysis."""
     folder = Path(results_dir)
     ids = [c["id"] for c in configs]
-    finished = {p[:-5] for p in os.listdir(folder) if p.endswith(".json") and _ID.match(p[:-5])} if folder.is_dir() else set()
-    claims_dir = folder / ".queue" / "claims"
-    claims = {}
-    if claims_dir.is_dir():
-        for name in os.listdir(claims_dir):
-            rec = _read_json(claims_dir / name) if name.endswith(".json") else None
-            if isinstance(rec, dict):
-                claims[name[:-5]] = rec
+    finished = _finished_ids(folder)
+    claims = _read_claims(folder / ".queue" / "claims")
     now = time.time()
     counts = {"done": 0, "diverged": 0, "failed": 0, "running": 0, "pending": 0}
     running = []

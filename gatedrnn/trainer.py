@@ -196,15 +196,10 @@ class Run:
                 if self.pos == history:
                     self.pos, self.window = 0, None
                 if self.step % s.log_every == 0:
-                    value = self.ma.item()
-                    if not math.isfinite(value):
-                        self.diverged_at = self.step
+                    t1 = self._log_point(on_boundary, t0)
+                    if t1 is None:
                         return
-                    self.curve.append(value)
-                    if on_boundary is not None:
-                        self.train_seconds += time.perf_counter() - t0
-                        t0 = time.perf_counter()
-                        on_boundary(self)
+                    t0 = t1
                 if should_stop is not None and should_stop():
                     return
         finally:
@@ -258,9 +253,10 @@ class Run:
                 if window_end:
                     self.pos, self.window = 0, None
                 if self.step % s.log_every == 0:
-                    t0 = self._log_point(on_boundary, t0)
-                    if t0 is None:
+                    t1 = self._log_point(on_boundary, t0)
+                    if t1 is None:
                         return
+                    t0 = t1
         finally:
             self.train_seconds += time.perf_counter() - t0
 
@@ -291,9 +287,10 @@ class Run:
                 if self.step % s.log_every == 0 or self.step == s.steps:
                     self.solve_ridge()
                 if self.step % s.log_every == 0:
-                    t0 = self._log_point(on_boundary, t0)
-                    if t0 is None:
+                    t1 = self._log_point(on_boundary, t0)
+                    if t1 is None:
                         return
+                    t0 = t1
                 if should_stop is not None and should_stop():
                     return
         finally:

@@ -171,9 +171,8 @@ def run_worker(options: WorkerOptions) -> int:
         result["worker"] = name
         if queue.complete(claim, result):
             runs += 1
-            _say(name, f"finished {config.short()} {claim.id[:12]}: {result['status']}, min loss "
-                       f"{result['min loss']:.4f}, val loss {result['val loss'] if result['val loss'] is None else round(result['val loss'], 4)}"
-                       if result["min loss"] is not None else f"finished {claim.id[:12]}: {result['status']}")
+            scores = ", ".join(f"{k} {result[k]:.4f}" for k in ("min loss", "val loss") if result.get(k) is not None)
+            _say(name, f"finished {config.short()} {claim.id[:12]}: {result['status']}" + (f", {scores}" if scores else ""))
         else:
             _say(name, f"lost the claim on {claim.id[:12]} before completing; result discarded")
     if stop["signal"] is not None:
