@@ -82,6 +82,23 @@ class GatedLayer(nn.Module):
         c_width = input_size + hidden_size
         h_width = d * (int(use_new_state) + int(use_old_state)) + (input_size if use_residual else 0)
         self.h_width = h_width
+        # the column blocks of h = [n | s' | x] whose gradient the hand-written backward needs,
+        # and the runs of adjacent ones
+        blocks, col = {}, 0
+        for name, on, width, needed in (("n", use_new_state, hidden_size, True),
+                                        ("s", use_old_state, hidden_size, use_input_gate),
+                                        ("x", use_residual, input_size, True)):
+            if on:
+                if needed:
+                    blocks[name] = (col, col + width)
+                col += width
+        spans: list[tuple[int, int]] = []
+        for a, b in blocks.values():
+            if spans and spans[-1][1] == a:
+                spans[-1] = (spans[-1][0], b)
+            else:
+                spans.append((a, b))
+        self._h_blocks, self._dh_spans = blocks, spans
         # Linear maps that read the same input are fused into one matrix:
         #   c_proj:  c -> [W_n c | W_g^c c | W_f^c c]   (the c-columns of W_g and W_f, with their bias)
         #   h_proj:  h -> [W_o h | W_og^h h]            (the h-columns of W_og, with its bias)
@@ -164,35 +181,168 @@ class GatedLayer(nn.Module):
         return out
 
     def forward(self, x: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        return self._step(x, s, None)
+
+    step = forward
+
+    def _step(self, x: Tensor, s: Tensor, keep: dict | None) -> tuple[Tensor, Tensor]:
+        """The step; with ``keep`` a dict, the activations that :meth:`backward_step` needs are
+        stored in it."""
         d = self.hidden_size
         c = torch.cat((x, s), dim=-1)  # (N, H_in + H)
+        a = None
         if self.input_gate is not None:
-            c = torch.sigmoid(self.input_gate(c)) * c  # [x', s'] = σ([W_ix; W_is] c) * [x, s]
-        pre = self.c_proj(c)  # (N, H * parts): [W_n c | W_g^c c | W_f^c c]
-        n = torch.tanh(pre[..., :d])  # (N, H)
+            a = torch.sigmoid(F.linear(c, self.input_gate.weight, self.input_gate.bias))  # σ([W_ix; W_is] c)
+            cg = a * c  # [x', s']
+        else:
+            cg = c
+        pre = F.linear(cg, self.c_proj.weight, self.c_proj.bias)  # (N, H * parts): [W_n c | W_g^c c | W_f^c c]
+        n0 = n1 = n = torch.tanh(pre[..., :d])  # (N, H)
+        g = f = None
         k = 1
         if self.state_gate_n is not None:
-            g = torch.sigmoid(torch.addmm(pre[..., k * d:(k + 1) * d], n, self.state_gate_n.weight.t()))
-            n = torch.lerp(s, n, g)  # g * n + (1 - g) * s
+            g = torch.sigmoid(torch.addmm(pre[..., k * d:(k + 1) * d], n0, self.state_gate_n.weight.t()))
+            n1 = n = torch.lerp(s, n0, g)  # g * n + (1 - g) * s
             k += 1
         if self.forget_gate_n is not None:
-            f = torch.sigmoid(torch.addmm(pre[..., k * d:(k + 1) * d], n, self.forget_gate_n.weight.t()))
-            n = f * n
+            f = torch.sigmoid(torch.addmm(pre[..., k * d:(k + 1) * d], n1, self.forget_gate_n.weight.t()))
+            n = f * n1
         parts = []
         if self.use_new_state:
             parts.append(n)
         if self.use_old_state:
-            parts.append(c[..., self.input_size:])  # s'
+            parts.append(cg[..., self.input_size:])  # s'
         if self.use_residual:
             parts.append(x)
         h = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)  # (N, h_width)
-        q = self.h_proj(h)  # (N, H) or (N, 2H): [W_o h | W_og^h h]
+        q = F.linear(h, self.h_proj.weight, self.h_proj.bias)  # (N, H) or (N, 2H): [W_o h | W_og^h h]
+        o = z = None
         if self.output_gate_o is None:
-            return F.silu(q), n  # o * σ(o)
-        o = q[..., :d]
-        return o * torch.sigmoid(torch.addmm(q[..., d:], o, self.output_gate_o.weight.t())), n
+            out = F.silu(q)  # o * σ(o)
+        else:
+            o = q[..., :d]
+            z = torch.sigmoid(torch.addmm(q[..., d:], o, self.output_gate_o.weight.t()))
+            out = o * z
+        if keep is not None:
+            keep.update(x=x, s=s, c=c, a=a, cg=cg, n0=n0, g=g, n1=n1, f=f, h=h, q=q, o=o, z=z)
+        return out, n
 
-    step = forward
+    def forward_keep(self, x: Tensor, s: Tensor) -> tuple[Tensor, Tensor, dict]:
+        """The step, also returning what :meth:`backward_step` needs. Call it under
+        ``torch.no_grad()``, as :meth:`ByteModel.train_step` does."""
+        keep: dict = {}
+        out, n = self._step(x, s, keep)
+        return out, n, keep
+
+    def backward_step(self, keep: dict, dout: Tensor | None, need_dx: bool = True) -> Tensor | None:
+        """The step's backward by hand, for training without BPTT.
+
+        ``keep`` is from :meth:`forward_keep`; ``dout`` is the gradient of the loss with respect
+        to the step's output (None: the loss does not depend on it). Writes every parameter's
+        gradient into its ``.grad`` (overwriting, so no zeroing is needed; the tensors must
+        exist) and returns the gradient with respect to the input ``x`` (None when it is zero or
+        ``need_dx`` is False). Call it under ``torch.no_grad()``.
+
+        The incoming state is a constant (it was detached), so no gradient with respect to it is
+        computed: the products that autograd would spend on the state's columns of ``W_n``,
+        ``W_o`` and the input gate are skipped. Dead ends (no new state in ``h``, no output
+        gradient) get zero gradients, as autograd after ``zero_grad`` would give.
+        """
+        d, i = self.hidden_size, self.input_size
+        sg, fg = self.state_gate_n, self.forget_gate_n
+        if dout is None:
+            for p in self.parameters():
+                p.grad.zero_()
+            return None
+        h, q = keep["h"], keep["q"]
+        w_h = self.h_proj.weight
+        if self.output_gate_o is None:
+            dq = torch.ops.aten.silu_backward(dout, q)
+        else:
+            o, z, w_og = keep["o"], keep["z"], self.output_gate_o.weight
+            dq = torch.empty_like(q)
+            dz = torch.ops.aten.sigmoid_backward.grad_input(dout * o, z, grad_input=dq[:, d:])
+            torch.addmm(dout * z, dz, w_og, out=dq[:, :d])  # do = dout * z + dz W_og^o
+            torch.mm(dz.t(), o, out=w_og.grad)
+        torch.mm(dq.t(), h, out=w_h.grad)
+        torch.sum(dq, 0, out=self.h_proj.bias.grad)
+
+        # h = [n | s' | x]: the gradient of s' is needed only through the input gate; one
+        # product per run of needed columns
+        dn = ds_old = dx_res = None
+        for start, stop in self._dh_spans:
+            dh = torch.mm(dq, w_h[:, start:stop])
+            for name, (a, b) in self._h_blocks.items():
+                if start <= a and b <= stop:
+                    block = dh if (a, b) == (start, stop) else dh[:, a - start:b - start]
+                    if name == "n":
+                        dn = block
+                    elif name == "s":
+                        ds_old = block
+                    else:
+                        dx_res = block
+
+        # the new state: n0 = tanh(.), n1 = lerp(s, n0, g), n = f * n1
+        w_c, cg = self.c_proj.weight, keep["cg"]
+        dcg = None  # gradient wrt cg = [x', s']: all columns with an input gate, else x' only
+        if dn is None:
+            for m in (self.c_proj, sg, fg):
+                if m is not None:
+                    for p in m.parameters():
+                        p.grad.zero_()
+        else:
+            n_parts = w_c.size(0) // d
+            dpre = torch.empty(dn.size(0), n_parts * d, dtype=dn.dtype, device=dn.device) if n_parts > 1 else None
+            k = n_parts
+            if fg is not None:
+                k -= 1
+                n1, f = keep["n1"], keep["f"]
+                df = torch.ops.aten.sigmoid_backward.grad_input(dn * n1, f, grad_input=dpre[:, k * d:(k + 1) * d])
+                torch.mm(df.t(), n1, out=fg.weight.grad)
+                dn = torch.addmm(dn * f, df, fg.weight)
+            if sg is not None:
+                k -= 1
+                n0, g, s = keep["n0"], keep["g"], keep["s"]
+                dg = torch.ops.aten.sigmoid_backward.grad_input(dn * (n0 - s), g, grad_input=dpre[:, k * d:(k + 1) * d])
+                torch.mm(dg.t(), n0, out=sg.weight.grad)
+                dn = torch.addmm(dn * g, dg, sg.weight)
+            if dpre is None:
+                dpre = torch.ops.aten.tanh_backward(dn, keep["n0"])
+            else:
+                torch.ops.aten.tanh_backward.grad_input(dn, keep["n0"], grad_input=dpre[:, :d])
+            torch.mm(dpre.t(), cg, out=w_c.grad)
+            torch.sum(dpre, 0, out=self.c_proj.bias.grad)
+            if self.input_gate is not None:
+                dcg = torch.mm(dpre, w_c)
+            elif need_dx:
+                dcg = torch.mm(dpre, w_c[:, :i])
+        if ds_old is not None:
+            if dcg is None:
+                dcg = torch.cat((torch.zeros_like(keep["x"]), ds_old), dim=1)
+            else:
+                dcg[:, i:] += ds_old
+
+        dx = None
+        if self.input_gate is not None:
+            gate = self.input_gate
+            if dcg is None:
+                gate.weight.grad.zero_()
+                gate.bias.grad.zero_()
+            else:
+                a, c = keep["a"], keep["c"]
+                da = torch.ops.aten.sigmoid_backward(dcg * c, a)
+                torch.mm(da.t(), c, out=gate.weight.grad)
+                torch.sum(da, 0, out=gate.bias.grad)
+                if need_dx:
+                    dx = torch.addmm(dcg[:, :i] * a[:, :i], da, gate.weight[:, :i])
+        else:
+            dx = dcg
+        if not need_dx:
+            return None
+        if dx_res is not None:
+            dx = dx_res if dx is None else dx.add_(dx_res)
+        return dx
+
 
 
 class RNN(nn.Module):

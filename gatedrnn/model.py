@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cells import make_cell
 from .config import RNNConfig
+from .layers import GatedLayer
 
 __all__ = ["ByteModel"]
 
@@ -68,6 +70,58 @@ class ByteModel(nn.Module):
         return self.readout(features), new_states  # (N, 256)
 
     forward = step
+
+    @property
+    def manual_backward(self) -> bool:
+        """Whether :meth:`train_step` can compute this model's gradients by hand (the gated cell)."""
+        return not self.reservoir and all(isinstance(layer, GatedLayer) for layer in self.layers)
+
+    @torch.no_grad()
+    def train_step(self, bytes_t: Tensor, targets: Tensor, states: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """One step of training without BPTT, forward and backward by hand (no autograd graph).
+
+        Returns the mean cross-entropy of predicting ``targets`` (N,) and the new states, and
+        writes the gradient of that loss, with the incoming ``states`` held constant, into every
+        parameter's ``.grad`` (which must exist; it is overwritten, not accumulated). Equal to
+        ``F.cross_entropy(self.step(bytes_t, states)[0], targets).backward()`` on zeroed gradients
+        with detached states (tests/test_layers.py), in fewer operations and without the
+        products for the state's gradient, which the detached state does not need.
+        Only for models of gated layers (:attr:`manual_backward`).
+        """
+        x = F.embedding(bytes_t, self.embedding.weight)  # (N, d)
+        keeps, new_states = [], []
+        for layer, s in zip(self.layers, states):
+            x, s, keep = layer.forward_keep(x, s)
+            keeps.append(keep)
+            new_states.append(s)
+        w = self.readout.weight
+        logp = torch.log_softmax(torch.addmm(self.readout.bias, x, w.t()), dim=1)  # (N, 256)
+        # the mean cross-entropy and its gradient (softmax - one-hot) / N, by the kernels that
+        # autograd runs for F.cross_entropy
+        aten = torch.ops.aten
+        loss, total = aten.nll_loss_forward(logp, targets, None, 1, -100)  # 1: mean
+        dnll = aten.nll_loss_backward(self._one(logp), logp, targets, None, 1, -100, total)
+        dlogits = aten._log_softmax_backward_data(dnll, logp, 1, logp.dtype)
+        torch.mm(dlogits.t(), x, out=w.grad)
+        torch.sum(dlogits, 0, out=self.readout.bias.grad)
+        dx = torch.mm(dlogits, w)
+        for layer, keep in zip(reversed(self.layers), reversed(keeps)):
+            dx = layer.backward_step(keep, dx)
+        grad = self.embedding.weight.grad
+        if dx is None:
+            grad.zero_()
+        elif grad.is_cuda:  # the deterministic kernel autograd uses, not atomics
+            grad.copy_(aten.embedding_dense_backward(dx, bytes_t, VOCAB, -1, False))
+        else:  # sequential on the CPU: deterministic, and cheaper than the above
+            grad.zero_().index_add_(0, bytes_t, dx)
+        return loss, new_states
+
+    def _one(self, like: Tensor) -> Tensor:
+        """A cached scalar 1 on ``like``'s device and dtype (the loss's own gradient)."""
+        one = getattr(self, "_one_cache", None)
+        if one is None or one.device != like.device or one.dtype != like.dtype:
+            one = self._one_cache = torch.ones((), dtype=like.dtype, device=like.device)
+        return one
 
     def weight_shapes(self) -> list[tuple[str, int, int]]:
         """(name, in, out) of every matrix multiply of one step of the gated cell, one Linear per W."""

@@ -161,3 +161,66 @@ def test_gated_rnn_lets_gradients_flow_through_time():
 
 def test_repr_names_the_switches():
     assert "forget_gate" in repr(GatedLayer(4, 4, use_forget_gate=True, use_new_state=True))
+
+
+@pytest.mark.parametrize("sw", COMBOS, ids=lambda sw: "".join(k[4] if v else "_" for k, v in sw.items()))
+def test_hand_written_backward_equals_autograd_of_the_equations(sw):
+    """backward_step against autograd through reference_step, with the state a constant."""
+    torch.manual_seed(0)
+    d_in, d = 7, 5
+    layer = GatedLayer(d_in, d, **sw).double()
+    params = list(layer.parameters())
+    x = torch.randn(4, d_in, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(4, d, dtype=torch.float64)
+    dout = torch.randn(4, d, dtype=torch.float64)
+    o_ref, _ = reference_step(x, s, layer.design_weights(), sw)
+    expected = torch.autograd.grad((o_ref * dout).sum(), params + [x], allow_unused=True)
+    expected = [torch.zeros_like(t) if g is None else g for t, g in zip(params + [x], expected)]
+
+    for p in params:
+        p.grad = torch.full_like(p, 7.0)  # stale values: every gradient must be overwritten
+    with torch.no_grad():
+        o, n, keep = layer.forward_keep(x, s)
+        dx = layer.backward_step(keep, dout)
+    torch.testing.assert_close(o, o_ref, rtol=1e-12, atol=1e-12)
+    for (name, p), g in zip(layer.named_parameters(), expected):
+        torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12, msg=name)
+    dx = torch.zeros_like(x) if dx is None else dx
+    torch.testing.assert_close(dx, expected[-1], rtol=1e-10, atol=1e-12)
+    # no gradient is wanted for the input: none is returned, the parameters' are the same
+    with torch.no_grad():
+        assert layer.backward_step(keep, dout, need_dx=False) is None
+    for p, g in zip(params, expected):
+        torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12)
+    # no gradient reaches the output: every parameter's gradient is zero
+    with torch.no_grad():
+        assert layer.backward_step(keep, None) is None
+    assert all(torch.count_nonzero(p.grad) == 0 for p in params)
+
+
+@pytest.mark.parametrize("sw", COMBOS, ids=lambda sw: "".join(k[4] if v else "_" for k, v in sw.items()))
+def test_byte_model_train_step_equals_autograd_cross_entropy(sw):
+    """The whole model's hand-written step (embedding, two layers, readout, cross-entropy)
+    against autograd with the incoming states detached."""
+    from gatedrnn import RNNConfig
+    from gatedrnn.model import ByteModel
+
+    torch.manual_seed(0)
+    model = ByteModel(RNNConfig(**sw, n_layers=2, state_size=6)).double()
+    assert model.manual_backward
+    params = list(model.parameters())
+    x, y = torch.randint(0, 256, (9,)), torch.randint(0, 256, (9,))
+    states = [torch.randn(9, 6, dtype=torch.float64) for _ in range(2)]
+    logits, new_states = model.step(x, states)
+    loss = torch.nn.functional.cross_entropy(logits, y)
+    expected = torch.autograd.grad(loss, params, allow_unused=True)
+    for p in params:
+        p.grad = torch.full_like(p, -3.0)
+    got_loss, got_states = model.train_step(x, y, states)
+    torch.testing.assert_close(got_loss, loss.detach(), rtol=1e-12, atol=1e-12)
+    for a, b in zip(got_states, new_states):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-12)
+        assert not a.requires_grad
+    for (name, p), g in zip(model.named_parameters(), expected):
+        g = torch.zeros_like(p) if g is None else g
+        torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12, msg=name)
