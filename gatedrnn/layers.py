@@ -260,10 +260,9 @@ class GatedLayer(nn.Module):
             dq = torch.ops.aten.silu_backward(dout, q)
         else:
             o, z, w_og = keep["o"], keep["z"], self.output_gate_o.weight
-            dq = torch.empty_like(q)
-            dz = torch.ops.aten.sigmoid_backward.grad_input(dout * o, z, grad_input=dq[:, d:])
-            torch.addmm(dout * z, dz, w_og, out=dq[:, :d])  # do = dout * z + dz W_og^o
+            dz = torch.ops.aten.sigmoid_backward(dout * o, z)
             torch.mm(dz.t(), o, out=w_og.grad)
+            dq = torch.cat((torch.mm(dz, w_og).addcmul_(dout, z), dz), dim=1)  # [do | dz], do = dz W_og^o + dout z
         torch.mm(dq.t(), h, out=w_h.grad)
         torch.sum(dq, 0, out=self.h_proj.bias.grad)
 
@@ -291,31 +290,30 @@ class GatedLayer(nn.Module):
                     for p in m.parameters():
                         p.grad.zero_()
         else:
-            n_parts = w_c.size(0) // d
-            dpre = torch.empty(dn.size(0), n_parts * d, dtype=dn.dtype, device=dn.device) if n_parts > 1 else None
-            k = n_parts
+            parts = []  # the gradients of pre = [n | g | f], gathered from the last
             if fg is not None:
-                k -= 1
                 n1, f = keep["n1"], keep["f"]
-                df = torch.ops.aten.sigmoid_backward.grad_input(dn * n1, f, grad_input=dpre[:, k * d:(k + 1) * d])
+                df = torch.ops.aten.sigmoid_backward(dn * n1, f)
                 torch.mm(df.t(), n1, out=fg.weight.grad)
-                dn = torch.addmm(dn * f, df, fg.weight)
+                dn = torch.mm(df, fg.weight).addcmul_(dn, f)
+                parts.append(df)
             if sg is not None:
-                k -= 1
                 n0, g, s = keep["n0"], keep["g"], keep["s"]
-                dg = torch.ops.aten.sigmoid_backward.grad_input(dn * (n0 - s), g, grad_input=dpre[:, k * d:(k + 1) * d])
+                dg = torch.ops.aten.sigmoid_backward(dn * (n0 - s), g)
                 torch.mm(dg.t(), n0, out=sg.weight.grad)
-                dn = torch.addmm(dn * g, dg, sg.weight)
-            if dpre is None:
-                dpre = torch.ops.aten.tanh_backward(dn, keep["n0"])
-            else:
-                torch.ops.aten.tanh_backward.grad_input(dn, keep["n0"], grad_input=dpre[:, :d])
+                dn = torch.mm(dg, sg.weight).addcmul_(dn, g)
+                parts.append(dg)
+            parts.append(torch.ops.aten.tanh_backward(dn, keep["n0"]))
+            # one product each for the fused map's weight and input gradients; computing the
+            # parts apart and joining them is faster here than writing them into slices
+            dpre = parts[0] if len(parts) == 1 else torch.cat(parts[::-1], dim=1)
             torch.mm(dpre.t(), cg, out=w_c.grad)
             torch.sum(dpre, 0, out=self.c_proj.bias.grad)
             if self.input_gate is not None:
                 dcg = torch.mm(dpre, w_c)
-            elif need_dx:
-                dcg = torch.mm(dpre, w_c[:, :i])
+            elif need_dx:  # the residual's gradient joins in the same call
+                dcg = torch.mm(dpre, w_c[:, :i]) if dx_res is None else torch.addmm(dx_res, dpre, w_c[:, :i])
+                dx_res = None
         if ds_old is not None:
             if dcg is None:
                 dcg = torch.cat((torch.zeros_like(keep["x"]), ds_old), dim=1)
@@ -334,7 +332,7 @@ class GatedLayer(nn.Module):
                 torch.mm(da.t(), c, out=gate.weight.grad)
                 torch.sum(da, 0, out=gate.bias.grad)
                 if need_dx:
-                    dx = torch.addmm(dcg[:, :i] * a[:, :i], da, gate.weight[:, :i])
+                    dx = torch.mm(da, gate.weight[:, :i]).addcmul_(dcg[:, :i], a[:, :i])
         else:
             dx = dcg
         if not need_dx:
