@@ -5,17 +5,16 @@ For three reference configurations at batch 256, history 1000, prints:
   bound steps/s    the compute bound: one step's matrix-multiply FLOPs (forward and both
                    backward products of one Linear per weight matrix of DESIGN.md, plus the
                    readout) divided by the matmul throughput torch reaches at exactly those
-                   shapes, measured in this process. A fixed yardstick: fusing shows as a gain.
-  ratio            steps/s / bound steps/s (the median of the rounds' ratios), and the range of
-                   the rounds' ratios
+                   shapes (each shape's products timed three times in a row), measured in this
+                   process. A fixed yardstick: fusing, or skipping products, shows as a gain.
+  ratio            steps/s / bound steps/s, and the interquartile range of the paired samples'
+                   ratios
   batch share      share of step time spent building batches (window gather)
   peak MB          peak memory of the run (process RSS on CPU, max allocated on CUDA)
 
-The host's cores are shared and its throughput drifts by tens of percent from minute to minute,
-so the run alternates seven rounds of (a training chunk, the yardstick), each ratio taken under
-the same conditions. Both sides use the same statistic: a chunk's step time is the median of its
-five parts, a shape's matmul time the median of five timings; steps/s, bound steps/s and the
-ratio are the medians over the rounds.
+The host's cores are shared and its throughput drifts by tens of percent within seconds, so the
+two sides are sampled in pairs a fraction of a second apart: 40 rounds of (a few training steps,
+one pass of the yardstick), and steps/s and bound steps/s are the medians of their samples.
 
 Usage: python benchmarks/bench_train.py [--steps 300] [--device cpu] [--only a b c] [--autograd]
 """
@@ -39,7 +38,6 @@ from gatedrnn.model import ByteModel  # noqa: E402
 from gatedrnn.trainer import Run, resolve_device  # noqa: E402
 
 F, T = False, True
-ROUNDS = 7
 REFERENCE = {
     "a": RNNConfig(F, F, F, F, T, F, T, n_layers=1, state_size=32),
     "b": RNNConfig(F, T, F, T, T, F, T, n_layers=2, state_size=256),
@@ -53,9 +51,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _time(fn, device, min_seconds=0.1, repeats=5) -> float:
-    """Median of ``repeats`` timings of ``fn`` (each at least ``min_seconds``), per call. The
-    median, as for the training chunks: the same statistic on both sides of the ratio, robust to
-    the moments when the shared host takes the cores away."""
+    """Median of ``repeats`` timings of ``fn`` (each at least ``min_seconds``), per call."""
     fn(); fn()
     _sync(device)
     times = []
@@ -73,46 +69,54 @@ def _time(fn, device, min_seconds=0.1, repeats=5) -> float:
     return statistics.median(times)
 
 
-def compute_bound(model: ByteModel, batch: int, device: torch.device) -> tuple[float, float]:
-    """(seconds, FLOPs) of one step's matmuls at one-Linear-per-W shapes, fwd + both bwd.
-    Each shape's time is the median of a few short timings."""
-    seconds = flops = 0.0
-    for _name, n_in, n_out in model.weight_shapes():
-        x = torch.randn(batch, n_in, device=device)
-        w = torch.randn(n_out, n_in, device=device)
-        dy = torch.randn(batch, n_out, device=device)
+class Yardstick:
+    """One step's matmuls at one-Linear-per-W shapes, forward and both backward products.
 
-        def products():
-            torch.mm(x, w.t())  # forward
-            torch.mm(dy, w)  # grad wrt input
-            torch.mm(dy.t(), x)  # grad wrt weight
+    :meth:`sample` times every shape's three products ``reps`` times in a row (after one
+    untimed call) and returns the sum over shapes of the mean time: one step's worth of matmul
+    time at the throughput torch reaches at those shapes, right now."""
 
-        seconds += _time(products, device, min_seconds=0.02, repeats=5)
-        flops += 3 * 2 * batch * n_in * n_out
-    return seconds, flops
+    def __init__(self, model: ByteModel, batch: int, device: torch.device) -> None:
+        self.device, self.flops, self.tensors = device, 0.0, []
+        for _name, n_in, n_out in model.weight_shapes():
+            self.tensors.append((torch.randn(batch, n_in, device=device), torch.randn(n_out, n_in, device=device),
+                                 torch.randn(batch, n_out, device=device)))
+            self.flops += 3 * 2 * batch * n_in * n_out
+
+    def sample(self, reps: int = 3) -> float:
+        total = 0.0
+        for x, w, dy in self.tensors:
+            for k in range(reps + 1):
+                if k == 1:
+                    _sync(self.device)
+                    t0 = time.perf_counter()
+                torch.mm(x, w.t())  # forward
+                torch.mm(dy, w)  # grad wrt input
+                torch.mm(dy.t(), x)  # grad wrt weight
+            _sync(self.device)
+            total += (time.perf_counter() - t0) / reps
+        return total
 
 
-def bench(name: str, config: RNNConfig, steps: int, device: str, corpus, autograd: bool = False) -> dict:
+def bench(name: str, config: RNNConfig, steps: int, device: str, corpus, autograd: bool = False,
+          rounds: int = 40) -> dict:
     settings = TrainSettings(steps=10 * steps, batch_size=256, history=1000, device=device, eval_every=0)
     run = Run(config, settings, corpus, autograd=autograd)
     dev = run.device
+    stick = Yardstick(run.model, settings.batch_size, dev)
     run.train_steps(min(50, steps // 4))  # warm-up
-    rounds, parts = ROUNDS, 5
-    sub = max(1, steps // (rounds * parts))
-    step_times, bound_times, ratios = [], [], []
-    for _ in range(rounds):  # rounds of (training chunk, yardstick): each ratio under the same conditions
-        times = []
-        for _ in range(parts):  # the chunk's step time: the median of its parts
-            _sync(dev)
-            t0 = time.perf_counter()
-            run.train_steps(run.step + sub)
-            _sync(dev)
-            times.append((time.perf_counter() - t0) / sub)
-        step_times.append(statistics.median(times))
-        bound_seconds, flops = compute_bound(run.model, settings.batch_size, dev)
-        bound_times.append(bound_seconds)
-        ratios.append(bound_seconds / step_times[-1])
-    step_seconds = statistics.median(step_times)
+    stick.sample()
+    chunk = max(1, steps // rounds)
+    step_times, bound_times = [], []
+    for _ in range(rounds):  # paired samples, a fraction of a second apart: the same conditions
+        _sync(dev)
+        t0 = time.perf_counter()
+        run.train_steps(run.step + chunk)
+        _sync(dev)
+        step_times.append((time.perf_counter() - t0) / chunk)
+        bound_times.append(stick.sample())
+    step_seconds, bound_seconds = statistics.median(step_times), statistics.median(bound_times)
+    pairs = sorted(b / s for b, s in zip(bound_times, step_times))
     window_seconds = _time(lambda: run.sampler.window(run.sampler.next_offsets()), dev)
     batch_share = window_seconds / (settings.history * step_seconds)
     if dev.type == "cuda":
@@ -121,9 +125,10 @@ def bench(name: str, config: RNNConfig, steps: int, device: str, corpus, autogra
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "name": name, "config": config.short(), "params": run.model.num_parameters(),
-        "steps/s": 1 / step_seconds, "bound steps/s": 1 / statistics.median(bound_times),
-        "ratio": statistics.median(ratios), "ratio range": (min(ratios), max(ratios)),
-        "GFLOP/s": flops / step_seconds / 1e9,
+        "steps/s": 1 / step_seconds, "bound steps/s": 1 / bound_seconds,
+        "ratio": bound_seconds / step_seconds,
+        "ratio range": (pairs[len(pairs) // 4], pairs[(3 * len(pairs)) // 4]),
+        "GFLOP/s": stick.flops / step_seconds / 1e9,
         "batch share": batch_share, "peak MB": peak,
     }
 

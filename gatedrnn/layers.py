@@ -111,6 +111,14 @@ class GatedLayer(nn.Module):
         self.h_proj = nn.Linear(h_width, d * (2 if use_output_gate else 1), **kw)
         self.output_gate_o = nn.Linear(d, d, bias=False, **kw) if use_output_gate else None
         self.reset_parameters()
+        # the parameters as plain attributes: each step reads them some thirty times, and a
+        # submodule's attribute costs two Module.__getattr__ calls. The Parameter objects stay
+        # the same through .to(), load_state_dict() and the trainer's flat buffer.
+        w = lambda m, name: None if m is None else getattr(m, name)  # noqa: E731
+        object.__setattr__(self, "_w", (
+            w(self.input_gate, "weight"), w(self.input_gate, "bias"), self.c_proj.weight, self.c_proj.bias,
+            w(self.state_gate_n, "weight"), w(self.forget_gate_n, "weight"), self.h_proj.weight,
+            self.h_proj.bias, w(self.output_gate_o, "weight")))
 
     @property
     def switches(self) -> dict[str, bool]:
@@ -189,23 +197,24 @@ class GatedLayer(nn.Module):
         """The step; with ``keep`` a dict, the activations that :meth:`backward_step` needs are
         stored in it."""
         d = self.hidden_size
+        w_ig, b_ig, w_c, b_c, w_sg, w_fg, w_h, b_h, w_og = self._w
         c = torch.cat((x, s), dim=-1)  # (N, H_in + H)
         a = None
-        if self.input_gate is not None:
-            a = torch.sigmoid(F.linear(c, self.input_gate.weight, self.input_gate.bias))  # σ([W_ix; W_is] c)
+        if w_ig is not None:
+            a = torch.sigmoid(F.linear(c, w_ig, b_ig))  # σ([W_ix; W_is] c)
             cg = a * c  # [x', s']
         else:
             cg = c
-        pre = F.linear(cg, self.c_proj.weight, self.c_proj.bias)  # (N, H * parts): [W_n c | W_g^c c | W_f^c c]
+        pre = F.linear(cg, w_c, b_c)  # (N, H * parts): [W_n c | W_g^c c | W_f^c c]
         n0 = n1 = n = torch.tanh(pre[..., :d])  # (N, H)
         g = f = None
         k = 1
-        if self.state_gate_n is not None:
-            g = torch.sigmoid(torch.addmm(pre[..., k * d:(k + 1) * d], n0, self.state_gate_n.weight.t()))
+        if w_sg is not None:
+            g = torch.sigmoid(torch.addmm(pre[..., k * d:(k + 1) * d], n0, w_sg.t()))
             n1 = n = torch.lerp(s, n0, g)  # g * n + (1 - g) * s
             k += 1
-        if self.forget_gate_n is not None:
-            f = torch.sigmoid(torch.addmm(pre[..., k * d:(k + 1) * d], n1, self.forget_gate_n.weight.t()))
+        if w_fg is not None:
+            f = torch.sigmoid(torch.addmm(pre[..., k * d:(k + 1) * d], n1, w_fg.t()))
             n = f * n1
         parts = []
         if self.use_new_state:
@@ -215,13 +224,13 @@ class GatedLayer(nn.Module):
         if self.use_residual:
             parts.append(x)
         h = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)  # (N, h_width)
-        q = F.linear(h, self.h_proj.weight, self.h_proj.bias)  # (N, H) or (N, 2H): [W_o h | W_og^h h]
+        q = F.linear(h, w_h, b_h)  # (N, H) or (N, 2H): [W_o h | W_og^h h]
         o = z = None
-        if self.output_gate_o is None:
+        if w_og is None:
             out = F.silu(q)  # o * σ(o)
         else:
             o = q[..., :d]
-            z = torch.sigmoid(torch.addmm(q[..., d:], o, self.output_gate_o.weight.t()))
+            z = torch.sigmoid(torch.addmm(q[..., d:], o, w_og.t()))
             out = o * z
         if keep is not None:
             keep.update(x=x, s=s, c=c, a=a, cg=cg, n0=n0, g=g, n1=n1, f=f, h=h, q=q, o=o, z=z)
@@ -249,22 +258,22 @@ class GatedLayer(nn.Module):
         gradient) get zero gradients, as autograd after ``zero_grad`` would give.
         """
         d, i = self.hidden_size, self.input_size
-        sg, fg = self.state_gate_n, self.forget_gate_n
+        w_ig, b_ig, w_c, b_c, w_sg, w_fg, w_h, b_h, w_og = self._w
         if dout is None:
-            for p in self.parameters():
-                p.grad.zero_()
+            for p in self._w:
+                if p is not None:
+                    p.grad.zero_()
             return None
         h, q = keep["h"], keep["q"]
-        w_h = self.h_proj.weight
-        if self.output_gate_o is None:
+        if w_og is None:
             dq = torch.ops.aten.silu_backward(dout, q)
         else:
-            o, z, w_og = keep["o"], keep["z"], self.output_gate_o.weight
+            o, z = keep["o"], keep["z"]
             dz = torch.ops.aten.sigmoid_backward(dout * o, z)
             torch.mm(dz.t(), o, out=w_og.grad)
             dq = torch.cat((torch.mm(dz, w_og).addcmul_(dout, z), dz), dim=1)  # [do | dz], do = dz W_og^o + dout z
         torch.mm(dq.t(), h, out=w_h.grad)
-        torch.sum(dq, 0, out=self.h_proj.bias.grad)
+        torch.sum(dq, 0, out=b_h.grad)
 
         # h = [n | s' | x]: the gradient of s' is needed only through the input gate; one
         # product per run of needed columns
@@ -282,34 +291,33 @@ class GatedLayer(nn.Module):
                         dx_res = block
 
         # the new state: n0 = tanh(.), n1 = lerp(s, n0, g), n = f * n1
-        w_c, cg = self.c_proj.weight, keep["cg"]
+        cg = keep["cg"]
         dcg = None  # gradient wrt cg = [x', s']: all columns with an input gate, else x' only
         if dn is None:
-            for m in (self.c_proj, sg, fg):
-                if m is not None:
-                    for p in m.parameters():
-                        p.grad.zero_()
+            for p in (w_c, b_c, w_sg, w_fg):
+                if p is not None:
+                    p.grad.zero_()
         else:
             parts = []  # the gradients of pre = [n | g | f], gathered from the last
-            if fg is not None:
+            if w_fg is not None:
                 n1, f = keep["n1"], keep["f"]
                 df = torch.ops.aten.sigmoid_backward(dn * n1, f)
-                torch.mm(df.t(), n1, out=fg.weight.grad)
-                dn = torch.mm(df, fg.weight).addcmul_(dn, f)
+                torch.mm(df.t(), n1, out=w_fg.grad)
+                dn = torch.mm(df, w_fg).addcmul_(dn, f)
                 parts.append(df)
-            if sg is not None:
+            if w_sg is not None:
                 n0, g, s = keep["n0"], keep["g"], keep["s"]
                 dg = torch.ops.aten.sigmoid_backward(dn * (n0 - s), g)
-                torch.mm(dg.t(), n0, out=sg.weight.grad)
-                dn = torch.mm(dg, sg.weight).addcmul_(dn, g)
+                torch.mm(dg.t(), n0, out=w_sg.grad)
+                dn = torch.mm(dg, w_sg).addcmul_(dn, g)
                 parts.append(dg)
             parts.append(torch.ops.aten.tanh_backward(dn, keep["n0"]))
             # one product each for the fused map's weight and input gradients; computing the
             # parts apart and joining them is faster here than writing them into slices
             dpre = parts[0] if len(parts) == 1 else torch.cat(parts[::-1], dim=1)
             torch.mm(dpre.t(), cg, out=w_c.grad)
-            torch.sum(dpre, 0, out=self.c_proj.bias.grad)
-            if self.input_gate is not None:
+            torch.sum(dpre, 0, out=b_c.grad)
+            if w_ig is not None:
                 dcg = torch.mm(dpre, w_c)
             elif need_dx:  # the residual's gradient joins in the same call
                 dcg = torch.mm(dpre, w_c[:, :i]) if dx_res is None else torch.addmm(dx_res, dpre, w_c[:, :i])
@@ -321,18 +329,17 @@ class GatedLayer(nn.Module):
                 dcg[:, i:] += ds_old
 
         dx = None
-        if self.input_gate is not None:
-            gate = self.input_gate
+        if w_ig is not None:
             if dcg is None:
-                gate.weight.grad.zero_()
-                gate.bias.grad.zero_()
+                w_ig.grad.zero_()
+                b_ig.grad.zero_()
             else:
                 a, c = keep["a"], keep["c"]
                 da = torch.ops.aten.sigmoid_backward(dcg * c, a)
-                torch.mm(da.t(), c, out=gate.weight.grad)
-                torch.sum(da, 0, out=gate.bias.grad)
+                torch.mm(da.t(), c, out=w_ig.grad)
+                torch.sum(da, 0, out=b_ig.grad)
                 if need_dx:
-                    dx = torch.mm(da, gate.weight[:, :i]).addcmul_(dcg[:, :i], a[:, :i])
+                    dx = torch.mm(da, w_ig[:, :i]).addcmul_(dcg[:, :i], a[:, :i])
         else:
             dx = dcg
         if not need_dx:
