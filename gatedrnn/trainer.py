@@ -211,7 +211,7 @@ class Run:
         if self.config.bptt > 1:
             return self._bptt_steps(until, should_stop, on_boundary)
         s = self.settings
-        model, history = self.model, s.history
+        model = self.model
         optimizer_step = adam_stepper(self.optimizer)
         flat_grad = self.flat.grad
         manual = model.manual_backward and not self.autograd
@@ -232,10 +232,7 @@ class Run:
                     self.states = [state.detach() for state in new_states]  # no gradient crosses time
                 optimizer_step()
                 self.ma.lerp_(loss.detach(), 1 - MA_DECAY)
-                self.step += 1
-                self.pos += 1
-                if self.pos == history:
-                    self.pos, self.window = 0, None
+                self._advance()
                 if self.step % s.log_every == 0:
                     t1 = self._log_point(on_boundary, t0)
                     if t1 is None:
@@ -245,6 +242,13 @@ class Run:
                     return
         finally:
             self.train_seconds += time.perf_counter() - t0
+
+    def _advance(self) -> None:
+        """One step done: move to the next position, and past a window's end to a new window."""
+        self.step += 1
+        self.pos += 1
+        if self.pos == self.settings.history:
+            self.pos, self.window = 0, None
 
     def _log_point(self, on_boundary, t0: float) -> float | None:
         """Record the curve point; returns the new t0, or None when the run diverged."""
@@ -321,10 +325,7 @@ class Run:
                 self.xtx += f1.t() @ f1
                 self.xty.index_add_(1, y, f1.t())
                 self.n_seen += f1.size(0)
-                self.step += 1
-                self.pos += 1
-                if self.pos == s.history:
-                    self.pos, self.window = 0, None
+                self._advance()
                 if self.step % s.log_every == 0 or self.step == s.steps:
                     self.solve_ridge()
                 if self.step % s.log_every == 0:
