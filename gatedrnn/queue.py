@@ -1,14 +1,7 @@
 """The file-lock job queue over a results folder (DESIGN.md, "The results folder and the queue").
 
-```
-<results>/<id>.json            the result of a finished configuration (written once, atomically)
-<results>/checkpoints/<id>.pt  the latest checkpoint of an unfinished run
-<results>/.queue/lock          the queue lock (filelock)
-<results>/.queue/claims/<id>.json    who trains <id>: worker, host, pid, token, heartbeat, progress
-<results>/.queue/attempts/<id>.json  failed attempts so far, with their tracebacks
-```
-
-Every operation takes the queue lock only to read and write these small records, never while
+The files it reads and writes (results, checkpoints, the lock, claims, attempts) are named by
+:class:`gatedrnn.folder.ResultsFolder`. Every operation takes the queue lock only to read and write these small records, never while
 training. A claim is live while its heartbeat is fresher than the lease; on the claimant's own
 host a claim whose process is gone is stale at once. A stale claim's configuration is claimed
 again and resumes from its checkpoint. Every mutation by a claimant first checks that its token
@@ -26,8 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
-import re
 import secrets
 import socket
 import time
@@ -38,16 +31,16 @@ from typing import Any, Iterable, Iterator, Mapping
 import filelock
 
 from ._atomic import atomic_write_json
+from .folder import FolderError, ResultsFolder, failed_record, finished_record, read_json
 
 __all__ = ["Queue", "Claim", "QueueError", "LOCK_KINDS", "HOST", "pid_alive", "claim_is_live", "sweep_status"]
 
 LOCK_KINDS = ("file", "soft")
 HOST = socket.gethostname()
 MAX_ATTEMPTS = 3
-_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
-class QueueError(RuntimeError):
+class QueueError(FolderError):
     """The results folder cannot be used as a queue (not writable, lock not obtainable, ...)."""
 
 
@@ -97,31 +90,6 @@ class Claim:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def _read_json(path: Path) -> Any | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _finished_ids(folder: Path) -> set[str]:
-    """Ids with a result file in ``folder``."""
-    if not folder.is_dir():
-        return set()
-    return {p[:-5] for p in os.listdir(folder) if p.endswith(".json") and _ID.match(p[:-5])}
-
-
-def _read_claims(claims_dir: Path) -> dict[str, dict[str, Any]]:
-    """The readable claim records in ``claims_dir``, by id."""
-    out: dict[str, dict[str, Any]] = {}
-    if claims_dir.is_dir():
-        for name in os.listdir(claims_dir):
-            rec = _read_json(claims_dir / name) if name.endswith(".json") else None
-            if isinstance(rec, dict):
-                out[name[:-5]] = rec
-    return out
-
-
 class Queue:
     """Claim, heartbeat, release, complete and fail configurations in a results folder."""
 
@@ -135,19 +103,18 @@ class Queue:
     ) -> None:
         if lock not in LOCK_KINDS:
             raise ValueError(f"lock must be one of {', '.join(LOCK_KINDS)}, got {lock!r}")
-        if not lease_seconds > 0:
-            raise ValueError(f"lease_seconds must be positive, got {lease_seconds!r}")
-        self.dir = Path(results_dir)
+        if not (isinstance(lease_seconds, (int, float)) and 0 < lease_seconds < float("inf")):
+            raise ValueError(f"lease_seconds must be a positive finite number, got {lease_seconds!r}")
+        self.folder = ResultsFolder(results_dir)
+        self.dir = self.folder.root
         self.lease = float(lease_seconds)
         self.lock_kind = lock
-        self.qdir = self.dir / ".queue"
-        self.claims_dir = self.qdir / "claims"
-        self.attempts_dir = self.qdir / "attempts"
-        self.checkpoints_dir = self.dir / "checkpoints"
-        self.logs_dir = self.qdir / "logs"
         self._lock_timeout = lock_timeout
-        self._prepare()
-        lock_path = str(self.qdir / "lock")
+        try:
+            self.folder.prepare()
+        except FolderError as e:
+            raise QueueError(str(e)) from None
+        lock_path = str(self.folder.lock)
         if lock == "soft":
             # a marker file (O_EXCL) with the holder's pid and host, refreshed while held; a dead
             # holder on this host is cleared at once, one elsewhere after lock_lifetime seconds
@@ -155,66 +122,52 @@ class Queue:
         else:
             self._lock = filelock.FileLock(lock_path, timeout=lock_timeout)
 
-    def _prepare(self) -> None:
-        if self.dir.exists() and not self.dir.is_dir():
-            raise QueueError(f"{self.dir}: the results folder is not a directory")
-        if not self.dir.exists():
-            raise QueueError(f"{self.dir}: no such results folder (create it with init_experiments.py)")
-        try:
-            for d in (self.qdir, self.claims_dir, self.attempts_dir, self.checkpoints_dir, self.logs_dir):
-                d.mkdir(exist_ok=True)
-            probe = self.qdir / f".probe-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
-            raise QueueError(f"{self.dir}: the results folder is not writable ({e.strerror or e})") from None
-
     # ------------------------------------------------------------------ locking
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         try:
             self._lock.acquire()
         except filelock.Timeout:
-            holder = _read_json(self.qdir / "lock.holder") or {}
+            holder = read_json(self.folder.lock_holder)
+            holder = holder if isinstance(holder, dict) else {}
             who = f"{holder.get('host', '?')}:{holder.get('pid', '?')}" if holder else "an unknown process"
+            when = holder.get("time")
+            when = time.ctime(when) if isinstance(when, (int, float)) and 0 <= when < 1e11 else "?"
             raise QueueError(
-                f"{self.qdir / 'lock'}: could not take the queue lock in {self._lock_timeout:.0f} s; "
-                f"last taken by {who} at {time.ctime(holder.get('time', 0)) if holder else '?'}"
+                f"{self.folder.lock}: could not take the queue lock in {self._lock_timeout:.0f} s; "
+                f"last taken by {who} at {when}"
             ) from None
         try:
             try:
-                (self.qdir / "lock.holder").write_text(json.dumps({"host": HOST, "pid": os.getpid(), "time": time.time()}))
+                self.folder.lock_holder.write_text(json.dumps({"host": HOST, "pid": os.getpid(), "time": time.time()}))
             except OSError:
                 pass
             yield
         finally:
             self._lock.release()
 
-    # ------------------------------------------------------------------ paths and records
-    def result_path(self, config_id: str) -> Path:
-        return self.dir / f"{config_id}.json"
-
+    # ------------------------------------------------------------------ records
     def checkpoint_path(self, config_id: str) -> Path:
-        return self.checkpoints_dir / f"{config_id}.pt"
-
-    def _claim_path(self, config_id: str) -> Path:
-        return self.claims_dir / f"{config_id}.json"
+        return self.folder.checkpoint(config_id)
 
     def finished_ids(self) -> set[str]:
-        return _finished_ids(self.dir)
+        return self.folder.finished_ids()
 
     def claims(self) -> dict[str, dict[str, Any]]:
-        return _read_claims(self.claims_dir)
+        """The readable claim records, by id."""
+        return {k: v for k, v in self.folder.claim_records().items() if isinstance(v, dict)}
 
     def is_live(self, rec: Mapping[str, Any], now: float | None = None) -> bool:
         return claim_is_live(rec, self.lease, now)
 
     def attempts(self, config_id: str) -> dict[str, Any]:
-        rec = _read_json(self.attempts_dir / f"{config_id}.json")
-        return rec if isinstance(rec, dict) else {"failures": 0, "errors": []}
+        rec = read_json(self.folder.attempt(config_id))
+        ok = (isinstance(rec, dict) and isinstance(rec.get("failures"), int) and not isinstance(rec["failures"], bool)
+              and rec["failures"] >= 0 and isinstance(rec.get("errors"), list))
+        return rec if ok else {"failures": 0, "errors": []}
 
     def _owns(self, claim: Claim) -> bool:
-        rec = _read_json(self._claim_path(claim.id))
+        rec = read_json(self.folder.claim(claim.id))
         return isinstance(rec, dict) and rec.get("token") == claim.token
 
     # ------------------------------------------------------------------ operations
@@ -222,7 +175,7 @@ class Queue:
         """Take the first configuration with no result and no live claim, or return None."""
         with self.locked():
             finished = self.finished_ids()
-            claims = self.claims()
+            claims = self.folder.claim_records()
             now = time.time()
             for config in configs:
                 cid = config["id"]
@@ -237,20 +190,21 @@ class Queue:
                     "pid start": _process_start(os.getpid()), "token": secrets.token_hex(16),
                     "claimed": now, "heartbeat": now, "lease": self.lease, "attempt": attempt, "progress": {},
                 }
-                atomic_write_json(self._claim_path(cid), rec)
-                return Claim(cid, dict(config), rec["token"], attempt, worker, took_over=old, record=rec)
+                atomic_write_json(self.folder.claim(cid), rec)
+                return Claim(cid, dict(config), rec["token"], attempt, worker,
+                             took_over=old if isinstance(old, dict) else None, record=rec)
         return None
 
     def heartbeat(self, claim: Claim, progress: Mapping[str, Any] | None = None) -> bool:
         """Refresh the claim's heartbeat (and progress); False if the claim is no longer ours."""
         with self.locked():
-            rec = _read_json(self._claim_path(claim.id))
+            rec = read_json(self.folder.claim(claim.id))
             if not isinstance(rec, dict) or rec.get("token") != claim.token:
                 return False
             rec["heartbeat"] = time.time()
             if progress is not None:
                 rec["progress"] = dict(progress)
-            atomic_write_json(self._claim_path(claim.id), rec)
+            atomic_write_json(self.folder.claim(claim.id), rec)
             return True
 
     def release(self, claim: Claim) -> bool:
@@ -258,44 +212,42 @@ class Queue:
         with self.locked():
             if not self._owns(claim):
                 return False
-            self._claim_path(claim.id).unlink(missing_ok=True)
+            self.folder.claim(claim.id).unlink(missing_ok=True)
             return True
 
     def complete(self, claim: Claim, result: Mapping[str, Any]) -> bool:
-        """Write the result and drop the claim and checkpoint; False (and nothing written) if
-        the claim is no longer ours or a result already exists."""
+        """Write the result (with the claim's attempt and worker) and drop the claim and
+        checkpoint; False (and nothing written) if the claim is no longer ours or a result
+        already exists."""
+        f = self.folder
         with self.locked():
-            if not self._owns(claim) or self.result_path(claim.id).exists():
+            if not self._owns(claim) or f.result(claim.id).exists():
                 return False
-            atomic_write_json(self.result_path(claim.id), result)
-            self._claim_path(claim.id).unlink(missing_ok=True)
-            self.checkpoint_path(claim.id).unlink(missing_ok=True)
-            (self.attempts_dir / f"{claim.id}.json").unlink(missing_ok=True)
+            atomic_write_json(f.result(claim.id), finished_record(result, attempts=claim.attempt, worker=claim.worker))
+            f.claim(claim.id).unlink(missing_ok=True)
+            f.checkpoint(claim.id).unlink(missing_ok=True)
+            f.attempt(claim.id).unlink(missing_ok=True)
             return True
 
     def fail(self, claim: Claim, error: str, max_attempts: int = MAX_ATTEMPTS) -> str | None:
         """Record a failed attempt. After ``max_attempts`` the configuration gets a result with
         ``status: failed``. Returns "retry", "failed", or None if the claim was not ours."""
+        f = self.folder
         with self.locked():
             if not self._owns(claim):
                 return None
             rec = self.attempts(claim.id)
             rec["failures"] += 1
             rec["errors"].append({"time": time.time(), "worker": claim.worker, "host": HOST, "error": error})
-            if rec["failures"] >= max_attempts and not self.result_path(claim.id).exists():
-                last_line = error.strip().splitlines()[-1] if error.strip() else "unknown error"
-                result = dict(claim.config)
-                result.update({"status": "failed", "error": last_line, "traceback": error,
-                               "attempts": rec["failures"], "loss": [], "min loss": None,
-                               "end time": time.time(), "errors": rec["errors"]})
-                atomic_write_json(self.result_path(claim.id), result)
-                (self.attempts_dir / f"{claim.id}.json").unlink(missing_ok=True)
-                self.checkpoint_path(claim.id).unlink(missing_ok=True)
+            if rec["failures"] >= max_attempts and not f.result(claim.id).exists():
+                atomic_write_json(f.result(claim.id), failed_record(claim.config, rec["errors"]))
+                f.attempt(claim.id).unlink(missing_ok=True)
+                f.checkpoint(claim.id).unlink(missing_ok=True)
                 outcome = "failed"
             else:
-                atomic_write_json(self.attempts_dir / f"{claim.id}.json", rec)
+                atomic_write_json(f.attempt(claim.id), rec)
                 outcome = "retry"
-            self._claim_path(claim.id).unlink(missing_ok=True)
+            f.claim(claim.id).unlink(missing_ok=True)
             return outcome
 
     # ------------------------------------------------------------------ status
@@ -303,14 +255,34 @@ class Queue:
         return sweep_status(self.dir, configs, self.lease)
 
 
-def claim_is_live(rec: Mapping[str, Any], lease: float, now: float | None = None) -> bool:
+def _number(value: Any) -> float | None:
+    """A finite number, or None (for a field of the wrong type: null, a string, 1e400 read as inf)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def claim_is_live(rec: Any, lease: float, now: float | None = None) -> bool:
     """Live while the heartbeat is fresher than the claimant's lease (``lease`` for records
-    that do not state theirs); on this host, only while its process runs."""
+    that do not state a valid one); on this host, only while its process runs. A record of the
+    wrong shape (not an object, a heartbeat that is not a number, ...) is stale."""
+    if not isinstance(rec, Mapping):
+        return False
     now = time.time() if now is None else now
-    if now - float(rec.get("heartbeat", 0)) > float(rec.get("lease", lease)):
+    heartbeat = _number(rec.get("heartbeat"))
+    own = _number(rec.get("lease"))
+    if heartbeat is None:
         return False
-    if rec.get("host") == HOST and not pid_alive(int(rec.get("pid", -1)), rec.get("pid start")):
+    if now - heartbeat > (own if own is not None and own > 0 else lease):
         return False
+    pid = rec.get("pid")
+    if rec.get("host") == HOST:
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            return False
+        start = rec.get("pid start")
+        if not pid_alive(pid, start if isinstance(start, str) else None):
+            return False
     return True
 
 
@@ -318,16 +290,16 @@ def sweep_status(results_dir: str | os.PathLike, configs: Iterable[Mapping[str, 
                  lease: float = 120.0) -> dict[str, Any]:
     """Counts (done, diverged, failed, running, pending) over ``configs`` and the live claims.
     Reads the folder without the lock and writes nothing: a snapshot for display and analysis."""
-    folder = Path(results_dir)
+    folder = ResultsFolder(results_dir)
     ids = [c["id"] for c in configs]
-    finished = _finished_ids(folder)
-    claims = _read_claims(folder / ".queue" / "claims")
+    finished = folder.finished_ids()
+    claims = folder.claim_records()
     now = time.time()
     counts = {"done": 0, "diverged": 0, "failed": 0, "running": 0, "pending": 0}
     running = []
     for cid in ids:
         if cid in finished:
-            status = _result_status(folder / f"{cid}.json")
+            status = _result_status(folder.result(cid))
             counts[status if status in counts else "done"] += 1
         elif cid in claims and claim_is_live(claims[cid], lease, now):
             counts["running"] += 1
@@ -347,6 +319,6 @@ def _result_status(path: Path) -> str:
     except OSError:
         return "done"
     if key not in _STATUS_CACHE:
-        rec = _read_json(path)
+        rec = read_json(path)
         _STATUS_CACHE[key] = rec.get("status", "done") if isinstance(rec, dict) else "done"
     return _STATUS_CACHE[key]

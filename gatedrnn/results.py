@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from .config import CELL_KEYS, CELLS, CONFIG_KEYS, SWITCHES, config_id
+from .folder import ResultsFolder
 
 __all__ = ["load", "config_of", "ResultsError", "SKIPPED"]
 
@@ -99,9 +100,7 @@ def load(results_dir: str | os.PathLike) -> pd.DataFrame:
     if not folder.is_dir():
         raise ResultsError(f"{folder}: not a folder")
     rows = []
-    for path in sorted(folder.glob("*.json")):
-        if path.name.startswith("."):
-            continue  # caches and temp files of atomic writes
+    for path in ResultsFolder(folder).result_files():
         rec = _row(path)
         if isinstance(rec, str):
             warnings.warn(f"{path}: {SKIPPED}, {rec}", RuntimeWarning, stacklevel=2)

@@ -30,21 +30,6 @@ def points_per_panel(fig):
             for ax in fig.axes if ax.get_visible()]
 
 
-def test_load_reads_both_formats_and_skips_foreign_files(tmp_path):
-    recs = make_results(tmp_path, n=20, original=8)
-    (tmp_path / "half.json").write_text('{"use_input_gate": tru')
-    (tmp_path / "foreign.json").write_text(json.dumps({"hello": "world"}))
-    (tmp_path / "notes.txt").write_text("ignored")
-    with pytest.warns(RuntimeWarning) as caught:
-        df = results.load(tmp_path)
-    names = " ".join(str(w.message) for w in caught)
-    assert "half.json" in names and "foreign.json" in names
-    assert len(df) == 20 and set(df["id"]) == {r["id"] for r in recs}
-    originals = df[df["dataset"] == "enwik8"]
-    assert len(originals) == 8 and (originals["status"] == "done").all() and originals["val loss"].isna().all()
-    assert df["min loss"].tolist() == pytest.approx([r["min loss"] for r in sorted(recs, key=lambda r: r["id"])])
-
-
 def test_examine_writes_every_output_for_a_full_sweep(tmp_path):
     res = tmp_path / "res"
     recs = make_results(res, n=432, original=100, sha=load_corpus().sha256)

@@ -33,7 +33,7 @@ def plant_claim(queue, cid, **fields):
     rec = {"id": cid, "worker": "other", "host": HOST, "pid": os.getpid(), "token": "t" * 32,
            "claimed": time.time(), "heartbeat": time.time(), "attempt": 1, "progress": {}}
     rec.update(fields)
-    (queue.claims_dir / f"{cid}.json").write_text(json.dumps(rec))
+    (queue.folder.claims / f"{cid}.json").write_text(json.dumps(rec))
 
 
 def test_claims_go_in_order_and_never_twice(queue):
@@ -45,9 +45,10 @@ def test_claims_go_in_order_and_never_twice(queue):
 def test_complete_writes_once_and_only_for_the_owner(queue):
     a = queue.claim(CONFIGS, "a")
     assert queue.complete(a, {"x": 1})
-    assert json.loads(queue.result_path(a.id).read_text()) == {"x": 1}
+    written = {"x": 1, "attempts": 1, "worker": "a"}  # the queue adds the attempt and the worker
+    assert json.loads(queue.folder.result(a.id).read_text()) == written
     assert not queue.complete(a, {"x": 2})  # already complete, claim gone
-    assert json.loads(queue.result_path(a.id).read_text()) == {"x": 1}
+    assert json.loads(queue.folder.result(a.id).read_text()) == written
     assert queue.claim(CONFIGS[:1], "b") is None  # a finished config is never claimed
 
 
@@ -80,7 +81,7 @@ def test_a_worker_that_lost_its_claim_can_do_nothing(queue):
     assert not queue.heartbeat(a) and not queue.release(a) and queue.fail(a, "x") is None
     assert not queue.complete(a, {"from": "a"})
     assert queue.complete(b, {"from": "b"})
-    assert json.loads(queue.result_path(a.id).read_text()) == {"from": "b"}
+    assert json.loads(queue.folder.result(a.id).read_text())["from"] == "b"
 
 
 def test_three_failures_make_a_failed_result(queue):
@@ -88,7 +89,7 @@ def test_three_failures_make_a_failed_result(queue):
         c = queue.claim(CONFIGS[:1], "w")
         assert c.attempt == attempt
         assert queue.fail(c, f"Traceback...\nValueError: boom {attempt}") == ("failed" if attempt == 3 else "retry")
-    rec = json.loads(queue.result_path(CONFIGS[0]["id"]).read_text())
+    rec = json.loads(queue.folder.result(CONFIGS[0]["id"]).read_text())
     assert rec["status"] == "failed" and rec["attempts"] == 3 and rec["error"] == "ValueError: boom 3"
     assert len(rec["errors"]) == 3
     assert queue.claim(CONFIGS[:1], "w") is None

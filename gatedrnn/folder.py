@@ -1,0 +1,188 @@
+"""The results folder: every path under it, and the result record (DESIGN.md, "The results folder").
+
+```
+<results>/<id>.json                   the result of a finished configuration (written once, atomically)
+<results>/<id>.failed-<n>.json        an earlier failed result, kept as history by --retry-failed
+<results>/checkpoints/<id>.pt         the latest checkpoint of an unfinished run
+<results>/weights/<id>.pt             the final weights of a finished run
+<results>/.ngram-<sha256>.json        cached n-gram entropies of a corpus (analysis)
+<results>/.queue/lock                 the queue lock (filelock); lock.holder: who took it last
+<results>/.queue/claims/<id>.json     who trains <id>: worker, host, pid, token, heartbeat, progress
+<results>/.queue/attempts/<id>.json   failed attempts so far, with their tracebacks
+<results>/.queue/logs/                the launcher's worker logs
+<results>/.queue/slurm/               submitit's job folders
+<results>/.queue/settings.json        the sweep's settings, as first recorded
+<results>/.queue/configs.json         the path of the sweep's configuration file, as first recorded
+```
+
+This module is the only one that spells these paths, and the only one that builds a result
+record: everyone else asks a :class:`ResultsFolder`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+__all__ = ["ResultsFolder", "FolderError", "read_json", "is_config_id", "result_record", "failed_record",
+           "finished_record", "STATUSES"]
+
+STATUSES = ("done", "diverged", "failed")
+_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+class FolderError(RuntimeError):
+    """The results folder cannot be used (missing, not a folder, not writable)."""
+
+
+def is_config_id(text: str) -> bool:
+    return bool(_ID.match(text))
+
+
+def read_json(path: str | os.PathLike) -> Any | None:
+    """The JSON in ``path``, or None when it is missing, unreadable or not JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+class ResultsFolder:
+    """The paths of one results folder. Creating the object touches nothing on disk."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.checkpoints = self.root / "checkpoints"
+        self.weights_dir = self.root / "weights"
+        self.queue = self.root / ".queue"
+        self.claims = self.queue / "claims"
+        self.attempts = self.queue / "attempts"
+        self.logs = self.queue / "logs"
+        self.slurm = self.queue / "slurm"
+        self.lock = self.queue / "lock"
+        self.lock_holder = self.queue / "lock.holder"
+        self.settings_file = self.queue / "settings.json"
+        self.configs_file = self.queue / "configs.json"
+
+    def __repr__(self) -> str:
+        return f"ResultsFolder({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ one configuration
+    def result(self, config_id: str) -> Path:
+        return self.root / f"{config_id}.json"
+
+    def old_failure(self, config_id: str, n: int) -> Path:
+        return self.root / f"{config_id}.failed-{n}.json"
+
+    def checkpoint(self, config_id: str) -> Path:
+        return self.checkpoints / f"{config_id}.pt"
+
+    def weights(self, config_id: str) -> Path:
+        return self.weights_dir / f"{config_id}.pt"
+
+    def claim(self, config_id: str) -> Path:
+        return self.claims / f"{config_id}.json"
+
+    def attempt(self, config_id: str) -> Path:
+        return self.attempts / f"{config_id}.json"
+
+    def log(self, stamp: str, worker: str) -> Path:
+        return self.logs / f"{stamp}-{worker}.log"
+
+    def ngram_cache(self, sha256: str) -> Path:
+        return self.root / f".ngram-{sha256}.json"
+
+    # ------------------------------------------------------------------ listing
+    def finished_ids(self) -> set[str]:
+        """Ids with a result file (whatever its content)."""
+        try:
+            names = os.listdir(self.root)
+        except OSError:
+            return set()
+        return {n[:-5] for n in names if n.endswith(".json") and _ID.match(n[:-5])}
+
+    def result_files(self) -> Iterator[Path]:
+        """Every visible ``*.json`` directly in the folder (ours and the original study's), sorted;
+        hidden files (caches, temp files of atomic writes) are not results."""
+        for path in sorted(self.root.glob("*.json")):
+            if not path.name.startswith("."):
+                yield path
+
+    def claim_records(self) -> dict[str, Any]:
+        """The claim files' contents by id (None for a file that is not readable JSON)."""
+        out: dict[str, Any] = {}
+        try:
+            names = os.listdir(self.claims)
+        except OSError:
+            return out
+        for name in names:
+            if name.endswith(".json") and not name.startswith("."):
+                out[name[:-5]] = read_json(self.claims / name)
+        return out
+
+    # ------------------------------------------------------------------ set-up
+    def check_exists(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise FolderError(f"{self.root}: the results folder is not a directory")
+        if not self.root.exists():
+            raise FolderError(f"{self.root}: no such results folder (create it with init_experiments.py)")
+
+    def prepare(self) -> None:
+        """Create the queue's folders and check that the folder is writable; FolderError if not."""
+        self.check_exists()
+        try:
+            for d in (self.queue, self.claims, self.attempts, self.checkpoints, self.logs):
+                d.mkdir(exist_ok=True)
+            probe = self.queue / f".probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise FolderError(f"{self.root}: the results folder is not writable ({e.strerror or e})") from None
+
+
+# ---------------------------------------------------------------------- the result record
+_CONFIG_FIRST = ("start time", "end time", "loss", "min loss", "training steps", "batch size", "history size",
+                 "dataset")
+
+
+def result_record(config: Mapping[str, Any], status: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A result: the configuration's keys and ``id``, the original study's keys, then ours.
+
+    ``config`` is the configuration's JSON form with its id; ``fields`` everything the run measured.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+    if not isinstance(config.get("id"), str) or not _ID.match(config["id"]):
+        raise ValueError(f"a result record needs the configuration's id, got {config.get('id')!r}")
+    record: dict[str, Any] = dict(config)
+    for key in _CONFIG_FIRST:
+        if key in fields:
+            record[key] = fields[key]
+    record["status"] = status
+    for key, value in fields.items():
+        if key not in record:
+            record[key] = value
+    return record
+
+
+def failed_record(config: Mapping[str, Any], errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The result of a configuration that raised in every attempt: the last error's line, its
+    traceback, and every attempt's error."""
+    error = errors[-1]["error"] if errors else ""
+    last_line = error.strip().splitlines()[-1] if error.strip() else "unknown error"
+    return result_record(config, "failed", {
+        "loss": [], "min loss": None, "end time": time.time(), "error": last_line, "traceback": error,
+        "attempts": len(errors), "errors": list(errors)})
+
+
+def finished_record(result: Mapping[str, Any], *, attempts: int, worker: str, **extra: Any) -> dict[str, Any]:
+    """A run's result as the queue writes it: with the attempt that made it and its worker."""
+    record = dict(result)
+    record["attempts"] = attempts
+    record["worker"] = worker
+    record.update(extra)
+    return record
