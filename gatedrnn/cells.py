@@ -22,12 +22,12 @@ are saved in checkpoints.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GRULayer", "LSTMLayer", "TanhRNNLayer", "ESNLayer", "ESGPLayer", "make_cell",
+from .layers import GatedLayer
+
+__all__ = ["GRULayer", "LSTMLayer", "TanhRNNLayer", "ESNLayer", "ESGPLayer", "RidgeReadout", "make_cell",
            "spectral_radius", "scaled_reservoir"]
 
 
@@ -155,8 +155,6 @@ _SIMPLE = {"gru": GRULayer, "lstm": LSTMLayer, "rnn": TanhRNNLayer}
 def make_cell(cell: str, input_size: int, hidden_size: int, project_input: bool = True, **options) -> nn.Module:
     """One layer of the given cell kind. ``options``: the gated switches, or the cell's keys."""
     if cell == "gated":
-        from .layers import GatedLayer
-
         return GatedLayer(input_size, hidden_size, **options)
     if cell in _SIMPLE:
         if options:
@@ -168,3 +166,42 @@ def make_cell(cell: str, input_size: int, hidden_size: int, project_input: bool 
     if cell == "esgp":
         return ESGPLayer(input_size, hidden_size, **options)
     raise ValueError(f"unknown cell {cell!r}")
+
+
+class RidgeReadout:
+    """The ESN's closed-form readout: sufficient statistics of ``[features, 1]`` against the
+    one-hot next byte, and the ridge regression solved from them into a ``nn.Linear``.
+
+    ``add(features, targets)`` accumulates (N, D) features and (N,) byte targets in float64;
+    ``solve(linear)`` writes ``W, b = argmin |[F, 1] [W; b] - Y|² / n + alpha |[W; b]|²`` into
+    ``linear`` (``alpha`` is ``config.RIDGE_ALPHA``). Its state is part of the run's checkpoint.
+    """
+
+    def __init__(self, width: int, classes: int, alpha: float, device=None) -> None:
+        self.alpha = alpha
+        self.xtx = torch.zeros(width + 1, width + 1, dtype=torch.float64, device=device)
+        self.xty = torch.zeros(width + 1, classes, dtype=torch.float64, device=device)
+        self.n_seen = 0
+
+    @torch.no_grad()
+    def add(self, features: Tensor, targets: Tensor) -> None:
+        f1 = torch.cat((features, features.new_ones(features.size(0), 1)), dim=1).double()  # (N, D + 1)
+        self.xtx += f1.t() @ f1
+        self.xty.index_add_(1, targets, f1.t())
+        self.n_seen += f1.size(0)
+
+    @torch.no_grad()
+    def solve(self, linear: nn.Linear) -> None:
+        n = max(self.n_seen, 1)
+        eye = torch.eye(self.xtx.size(0), dtype=torch.float64, device=self.xtx.device)
+        w = torch.linalg.solve(self.xtx / n + self.alpha * eye, self.xty / n)  # (D + 1, classes)
+        linear.weight.copy_(w[:-1].t())
+        linear.bias.copy_(w[-1])
+
+    def state_dict(self) -> dict:
+        return {"xtx": self.xtx.cpu(), "xty": self.xty.cpu(), "n": self.n_seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.xtx = state["xtx"].to(self.xtx.device)
+        self.xty = state["xty"].to(self.xty.device)
+        self.n_seen = state["n"]

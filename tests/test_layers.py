@@ -113,52 +113,6 @@ SW = dict(use_input_gate=True, use_forget_gate=True, use_state_gate=True, use_ou
           use_new_state=True, use_old_state=True, use_residual=True)
 
 
-def test_gated_rnn_equals_stepping_the_layers_by_hand():
-    torch.manual_seed(0)
-    rnn = GatedRNN(3, 5, num_layers=2, **SW)
-    x = torch.randn(6, 4, 3)  # (L, N, H_in)
-    h0 = torch.randn(2, 4, 5)
-    out, h_n = rnn(x, h0)
-    states = list(h0)
-    for t in range(6):
-        inp = x[t]
-        for k, layer in enumerate(rnn.layers):
-            inp, states[k] = layer(inp, states[k])
-        torch.testing.assert_close(out[t], inp)
-    torch.testing.assert_close(h_n, torch.stack(states))
-    assert out.shape == (6, 4, 5) and h_n.shape == (2, 4, 5)
-
-
-def test_gated_rnn_batch_first_unbatched_and_default_h0():
-    torch.manual_seed(0)
-    rnn = GatedRNN(3, 5, num_layers=2, **SW)
-    x = torch.randn(6, 4, 3, dtype=torch.float64)
-    rnn = rnn.double()
-    out, h_n = rnn(x)
-    out_zero, h_zero = rnn(x, torch.zeros(2, 4, 5, dtype=torch.float64))
-    torch.testing.assert_close(out, out_zero)
-    rnn.batch_first = True
-    out_bf, h_bf = rnn(x.transpose(0, 1))
-    torch.testing.assert_close(out_bf.transpose(0, 1), out)
-    torch.testing.assert_close(h_bf, h_n)
-    out_u, h_u = rnn(x[:, 1])  # unbatched (L, H_in)
-    assert out_u.shape == (6, 5) and h_u.shape == (2, 5)
-    torch.testing.assert_close(out_u, out[:, 1])
-    with pytest.raises(ValueError, match="h0"):
-        rnn(x.transpose(0, 1), torch.zeros(1, 4, 5, dtype=torch.float64))
-    with pytest.raises(ValueError, match="input_size"):
-        rnn(torch.zeros(2, 6, 7, dtype=torch.float64))
-
-
-def test_gated_rnn_lets_gradients_flow_through_time():
-    torch.manual_seed(0)
-    rnn = GatedRNN(3, 5, **SW)
-    x = torch.randn(5, 2, 3, requires_grad=True)
-    out, _ = rnn(x)
-    out[-1].sum().backward()
-    assert x.grad[0].abs().sum() > 0  # the last output depends on the first input
-
-
 def test_repr_names_the_switches():
     assert "forget_gate" in repr(GatedLayer(4, 4, use_forget_gate=True, use_new_state=True))
 
@@ -197,30 +151,3 @@ def test_hand_written_backward_equals_autograd_of_the_equations(sw):
         assert layer.backward_step(keep, None) is None
     assert all(torch.count_nonzero(p.grad) == 0 for p in params)
 
-
-@pytest.mark.parametrize("sw", COMBOS, ids=lambda sw: "".join(k[4] if v else "_" for k, v in sw.items()))
-def test_byte_model_train_step_equals_autograd_cross_entropy(sw):
-    """The whole model's hand-written step (embedding, two layers, readout, cross-entropy)
-    against autograd with the incoming states detached."""
-    from gatedrnn import RNNConfig
-    from gatedrnn.model import ByteModel
-
-    torch.manual_seed(0)
-    model = ByteModel(RNNConfig(**sw, n_layers=2, state_size=6)).double()
-    assert model.manual_backward
-    params = list(model.parameters())
-    x, y = torch.randint(0, 256, (9,)), torch.randint(0, 256, (9,))
-    states = [torch.randn(9, 6, dtype=torch.float64) for _ in range(2)]
-    logits, new_states = model.step(x, states)
-    loss = torch.nn.functional.cross_entropy(logits, y)
-    expected = torch.autograd.grad(loss, params, allow_unused=True)
-    for p in params:
-        p.grad = torch.full_like(p, -3.0)
-    got_loss, got_states = model.train_step(x, y, states)
-    torch.testing.assert_close(got_loss, loss.detach(), rtol=1e-12, atol=1e-12)
-    for a, b in zip(got_states, new_states):
-        torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-12)
-        assert not a.requires_grad
-    for (name, p), g in zip(model.named_parameters(), expected):
-        g = torch.zeros_like(p) if g is None else g
-        torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12, msg=name)
