@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._fast import backward_kernels
 from .cells import make_cell
 from .config import RNNConfig
 from .layers import GatedLayer
@@ -73,8 +74,10 @@ class ByteModel(nn.Module):
 
     @property
     def manual_backward(self) -> bool:
-        """Whether :meth:`train_step` can compute this model's gradients by hand (the gated cell)."""
-        return not self.reservoir and all(isinstance(layer, GatedLayer) for layer in self.layers)
+        """Whether :meth:`train_step` can compute this model's gradients by hand: the gated cell,
+        on a torch whose private backward kernels are there (:mod:`gatedrnn._fast`)."""
+        return (not self.reservoir and all(isinstance(layer, GatedLayer) for layer in self.layers)
+                and backward_kernels())
 
     @torch.no_grad()
     def train_step(self, bytes_t: Tensor, targets: Tensor, states: list[Tensor]) -> tuple[Tensor, list[Tensor]]:

@@ -27,14 +27,23 @@ import torch
 import torch.nn.functional as F
 
 from ._atomic import atomic_write
+from ._fast import fused_adam
+from ._version import __version__
 from ._malloc import keep_freed_memory
-from .config import RNNConfig, TrainSettings
+from .cells import RidgeReadout
+from .config import RIDGE_ALPHA, RNNConfig, TrainSettings
 from .data import Corpus, check_length, load_corpus, StreamSampler, validation_streams
-from .model import ByteModel
+from .folder import result_record
+from .model import VOCAB, ByteModel
 
 __all__ = [
     "train",
     "Run",
+    "UpdateRule",
+    "HandWrittenRule",
+    "AutogradRule",
+    "TruncatedBPTTRule",
+    "RidgeRule",
     "Interrupted",
     "CheckpointMismatch",
     "resolve_device",
@@ -67,8 +76,6 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _versions() -> dict[str, str]:
-    from . import __version__
-
     return {"gatedrnn": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version()}
 
@@ -115,7 +122,7 @@ def adam_stepper(optimizer: torch.optim.Adam) -> Callable[[], None]:
     ``optimizer.step``. tests/test_trainer.py checks that both give the same bits.
     """
     group = optimizer.param_groups[0]
-    if (len(optimizer.param_groups) != 1 or len(group["params"]) != 1 or not group.get("fused")
+    if (not fused_adam() or len(optimizer.param_groups) != 1 or len(group["params"]) != 1 or not group.get("fused")
             or group["amsgrad"] or group.get("decoupled_weight_decay")):
         return optimizer.step
     param = group["params"][0]
@@ -133,6 +140,119 @@ def adam_stepper(optimizer: torch.optim.Adam) -> Callable[[], None]:
                            maximize=group["maximize"], grad_scale=None, found_inf=None)
 
     return step
+
+
+
+def _make_optimizer(flat: torch.nn.Parameter, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam over the flat parameter: fused where this torch has it for the device, else foreach."""
+    if device.type in ("cpu", "cuda"):
+        try:
+            return torch.optim.Adam([flat], lr=lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # an older torch without fused Adam here
+            pass
+    return torch.optim.Adam([flat], lr=lr, foreach=True)
+
+
+class UpdateRule:
+    """What one training step does to the model. Everything around it (the data cursor, the
+    moving average, log points, divergence, stops, timing) is :meth:`Run.train_steps`, once.
+
+    ``step(run, x, y)`` reads bytes ``x`` (N,), learns to predict ``y`` (N,), updates
+    ``run.states`` and returns the step's loss (a detached scalar tensor). ``idle`` is False while
+    the rule holds work that is not yet applied (a truncated-BPTT chunk): the run neither stops
+    nor checkpoints then.
+    """
+
+    name = "rule"
+    idle = True
+
+    def step(self, run: "Run", x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class HandWrittenRule(UpdateRule):
+    """The gated cell without BPTT: forward and backward by hand (ByteModel.train_step), one
+    fused Adam step. The fastest path; equal to :class:`AutogradRule` to float rounding."""
+
+    name = "hand-written"
+
+    def __init__(self, model: ByteModel, optimizer: torch.optim.Adam) -> None:
+        self.model, self.optimizer_step = model, adam_stepper(optimizer)
+
+    def step(self, run, x, y):
+        loss, run.states = self.model.train_step(x, y, run.states)
+        self.optimizer_step()
+        return loss
+
+
+class AutogradRule(UpdateRule):
+    """Any cell without BPTT: autograd's backward with the incoming state detached, one Adam step."""
+
+    name = "autograd"
+
+    def __init__(self, model: ByteModel, optimizer: torch.optim.Adam, flat: torch.nn.Parameter) -> None:
+        self.model, self.optimizer_step, self.flat_grad = model, adam_stepper(optimizer), flat.grad
+
+    def step(self, run, x, y):
+        logits, new_states = self.model.step(x, run.states)
+        loss = F.cross_entropy(logits, y)
+        self.flat_grad.zero_()
+        loss.backward()
+        run.states = [state.detach() for state in new_states]  # no gradient crosses time
+        self.optimizer_step()
+        return loss.detach()
+
+
+class TruncatedBPTTRule(UpdateRule):
+    """Truncated BPTT over ``k`` steps: the mean loss of k consecutive steps is backpropagated
+    through those k steps, then one Adam step, then the state is detached. A window's end and
+    the run's last step close a chunk early; the rule is idle only between chunks."""
+
+    name = "bptt"
+
+    def __init__(self, model: ByteModel, optimizer: torch.optim.Adam, flat: torch.nn.Parameter, k: int) -> None:
+        self.model, self.optimizer, self.flat_grad, self.k = model, optimizer, flat.grad, k
+        self.total: torch.Tensor | None = None
+        self.pending = 0
+
+    @property
+    def idle(self) -> bool:
+        return self.pending == 0
+
+    def step(self, run, x, y):
+        logits, run.states = self.model.step(x, run.states)  # not detached: the chunk's graph
+        loss = F.cross_entropy(logits, y)
+        self.total = loss if self.total is None else self.total + loss
+        self.pending += 1
+        window_end = run.pos + 1 == run.settings.history
+        if self.pending == self.k or window_end or run.step + 1 == run.settings.steps:
+            self.flat_grad.zero_()
+            (self.total / self.pending).backward()
+            self.optimizer.step()
+            run.states = [state.detach() for state in run.states]
+            self.total, self.pending = None, 0
+        return loss.detach()
+
+
+class RidgeRule(UpdateRule):
+    """The ESN's closed-form readout: accumulate the reservoir's features
+    (:class:`gatedrnn.cells.RidgeReadout`) and re-solve the readout at every log point and at
+    the end; the loss is the cross-entropy of the softmax of the current readout."""
+
+    name = "ridge"
+
+    def __init__(self, model: ByteModel, ridge: RidgeReadout) -> None:
+        self.model, self.ridge = model, ridge
+
+    @torch.no_grad()
+    def step(self, run, x, y):
+        features, run.states = self.model.features(x, run.states)
+        loss = F.cross_entropy(self.model.readout(features), y)
+        self.ridge.add(features, y)
+        after = run.step + 1
+        if after % run.settings.log_every == 0 or after == run.settings.steps:
+            self.ridge.solve(self.model.readout)
+        return loss
 
 
 class Run:
@@ -156,22 +276,10 @@ class Run:
             torch.manual_seed(2 * self.seed)
             self.model = ByteModel(config)
         self.model.to(self.device)
-        self.ridge = config.cell == "esn" and config.readout == "ridge"
-        if self.ridge:
-            # closed-form readout: sufficient statistics of [features, 1] -> one-hot next byte
-            self.flat, self.optimizer = None, None
-            width = self.model.readout.in_features + 1
-            self.xtx = torch.zeros(width, width, dtype=torch.float64, device=self.device)
-            self.xty = torch.zeros(width, 256, dtype=torch.float64, device=self.device)
-            self.n_seen = 0
-            with torch.no_grad():
-                self.model.readout.weight.zero_()
-                self.model.readout.bias.zero_()
-        else:
-            self.flat = _flatten_parameters(self.model)
-            fused = self.device.type in ("cpu", "cuda")
-            self.optimizer = torch.optim.Adam([self.flat], lr=settings.lr, fused=fused,
-                                              foreach=None if fused else True)
+        self.ridge: RidgeReadout | None = None
+        self.flat: torch.nn.Parameter | None = None
+        self.optimizer: torch.optim.Adam | None = None
+        self.rule = self._make_rule(self._rule_kind())
         self.sampler = StreamSampler(self.corpus.train, settings.batch_size, settings.history,
                                      seed=2 * self.seed + 1, device=self.device)
         self.val_windows = torch.from_numpy(
@@ -193,6 +301,28 @@ class Run:
         self.diverged_at: int | None = None
         self.checkpoint_problems: list[str] = []
 
+    def _rule_kind(self) -> str:
+        if self.config.cell == "esn" and self.config.readout == "ridge":
+            return "ridge"
+        if self.config.bptt > 1:
+            return "bptt"
+        return "hand-written" if self.model.manual_backward and not self.autograd else "autograd"
+
+    def _make_rule(self, kind: str) -> UpdateRule:
+        if kind == "ridge":
+            self.ridge = RidgeReadout(self.model.readout.in_features, VOCAB, RIDGE_ALPHA, self.device)
+            with torch.no_grad():
+                self.model.readout.weight.zero_()
+                self.model.readout.bias.zero_()
+            return RidgeRule(self.model, self.ridge)
+        self.flat = _flatten_parameters(self.model)
+        self.optimizer = _make_optimizer(self.flat, self.settings.lr, self.device)
+        if kind == "bptt":
+            return TruncatedBPTTRule(self.model, self.optimizer, self.flat, self.config.bptt)
+        if kind == "autograd":
+            return AutogradRule(self.model, self.optimizer, self.flat)
+        return HandWrittenRule(self.model, self.optimizer)
+
     # ---------------------------------------------------------------- training
     def _new_window(self) -> None:
         self.offsets = self.sampler.next_offsets()
@@ -202,43 +332,27 @@ class Run:
 
     def train_steps(self, until: int, should_stop: Callable[[], bool] | None = None,
                     on_boundary: Callable[["Run"], None] | None = None) -> None:
-        """Step until ``step == until``, divergence, or ``should_stop()``.
+        """Step until ``step == until`` (or past it, to the end of a pending truncated-BPTT
+        chunk), divergence, or ``should_stop()`` (polled after every step, while the rule is idle).
 
         ``on_boundary(run)`` is called at every log point (after the curve point is recorded).
         """
-        if self.ridge:
-            return self._ridge_steps(until, should_stop, on_boundary)
-        if self.config.bptt > 1:
-            return self._bptt_steps(until, should_stop, on_boundary)
-        s = self.settings
-        model = self.model
-        optimizer_step = adam_stepper(self.optimizer)
-        flat_grad = self.flat.grad
-        manual = model.manual_backward and not self.autograd
-        model.train()
+        rule, log_every = self.rule, self.settings.log_every
+        self.model.train()
         t0 = time.perf_counter()
         try:
-            while self.step < until:
+            while self.step < until or not rule.idle:
                 if self.window is None:
                     self._new_window()
-                x, y = self.rows[self.pos], self.rows[self.pos + 1]  # (N,), (N,)
-                if manual:  # the gated cell: backward by hand, the gradients overwritten
-                    loss, self.states = model.train_step(x, y, self.states)
-                else:
-                    logits, new_states = model.step(x, self.states)
-                    loss = F.cross_entropy(logits, y)
-                    flat_grad.zero_()
-                    loss.backward()
-                    self.states = [state.detach() for state in new_states]  # no gradient crosses time
-                optimizer_step()
-                self.ma.lerp_(loss.detach(), 1 - MA_DECAY)
+                loss = rule.step(self, self.rows[self.pos], self.rows[self.pos + 1])  # (N,), (N,)
+                self.ma.lerp_(loss, 1 - MA_DECAY)
                 self._advance()
-                if self.step % s.log_every == 0:
+                if self.step % log_every == 0:
                     t1 = self._log_point(on_boundary, t0)
                     if t1 is None:
                         return
                     t0 = t1
-                if should_stop is not None and should_stop():
+                if should_stop is not None and rule.idle and should_stop():
                     return
         finally:
             self.train_seconds += time.perf_counter() - t0
@@ -262,90 +376,6 @@ class Run:
             t0 = time.perf_counter()
             on_boundary(self)
         return t0
-
-    def _bptt_steps(self, until, should_stop, on_boundary) -> None:
-        """Truncated BPTT over ``bptt`` = k steps: the mean loss of k consecutive steps is
-        backpropagated through those k steps, then one Adam step, then the state is detached.
-        A window's end closes a chunk early. Returns only between chunks (nothing pending), so
-        that checkpoints and stops fall where an uninterrupted run has no graph either."""
-        s, k = self.settings, self.config.bptt
-        model, optimizer, history = self.model, self.optimizer, s.history
-        flat_grad = self.flat.grad
-        model.train()
-        total, pending = None, 0
-        t0 = time.perf_counter()
-        try:
-            while True:
-                if pending == 0 and (self.step >= until or (should_stop is not None and self.step and should_stop())):
-                    return
-                if self.window is None:
-                    self._new_window()
-                x, y = self.rows[self.pos], self.rows[self.pos + 1]
-                logits, self.states = model.step(x, self.states)  # not detached: the chunk's graph
-                loss = F.cross_entropy(logits, y)
-                self.ma.lerp_(loss.detach(), 1 - MA_DECAY)
-                total = loss if total is None else total + loss
-                pending += 1
-                self.step += 1
-                self.pos += 1
-                window_end = self.pos == history
-                if pending == k or window_end or self.step == s.steps:
-                    flat_grad.zero_()
-                    (total / pending).backward()
-                    optimizer.step()
-                    self.states = [state.detach() for state in self.states]
-                    total, pending = None, 0
-                if window_end:
-                    self.pos, self.window = 0, None
-                if self.step % s.log_every == 0:
-                    t1 = self._log_point(on_boundary, t0)
-                    if t1 is None:
-                        return
-                    t0 = t1
-        finally:
-            self.train_seconds += time.perf_counter() - t0
-
-    @torch.no_grad()
-    def _ridge_steps(self, until, should_stop, on_boundary) -> None:
-        """The ESN's closed-form readout: walk the same windows, accumulate the statistics of
-        the reservoir's features, and re-solve the ridge regression onto the next byte's one-hot
-        at every log point; the curve is the moving average of the cross-entropy of the softmax
-        of the current readout, as for the other cells."""
-        s, model = self.settings, self.model
-        t0 = time.perf_counter()
-        try:
-            while self.step < until:
-                if self.window is None:
-                    self._new_window()
-                x, y = self.rows[self.pos], self.rows[self.pos + 1]
-                features, self.states = model.features(x, self.states)
-                loss = F.cross_entropy(model.readout(features), y)
-                self.ma.lerp_(loss, 1 - MA_DECAY)
-                f1 = torch.cat((features, features.new_ones(features.size(0), 1)), dim=1).double()
-                self.xtx += f1.t() @ f1
-                self.xty.index_add_(1, y, f1.t())
-                self.n_seen += f1.size(0)
-                self._advance()
-                if self.step % s.log_every == 0 or self.step == s.steps:
-                    self.solve_ridge()
-                if self.step % s.log_every == 0:
-                    t1 = self._log_point(on_boundary, t0)
-                    if t1 is None:
-                        return
-                    t0 = t1
-                if should_stop is not None and should_stop():
-                    return
-        finally:
-            self.train_seconds += time.perf_counter() - t0
-
-    def solve_ridge(self) -> None:
-        from .config import RIDGE_ALPHA
-
-        n = max(self.n_seen, 1)
-        eye = torch.eye(self.xtx.size(0), dtype=torch.float64, device=self.device)
-        w = torch.linalg.solve(self.xtx / n + RIDGE_ALPHA * eye, self.xty / n)  # (D + 1, 256)
-        self.model.readout.weight.copy_(w[:-1].t())
-        self.model.readout.bias.copy_(w[-1])
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -373,7 +403,7 @@ class Run:
             "dataset sha256": self.corpus.sha256,
             "model": self.model.state_dict(),
             "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
-            "ridge": {"xtx": self.xtx.cpu(), "xty": self.xty.cpu(), "n": self.n_seen} if self.ridge else None,
+            "ridge": None if self.ridge is None else self.ridge.state_dict(),
             "step": self.step,
             "pos": self.pos,
             "offsets": None if self.offsets is None or self.window is None else self.offsets.cpu(),
@@ -414,10 +444,8 @@ class Run:
         self.model.load_state_dict(state["model"])
         if self.optimizer is not None:
             self.optimizer.load_state_dict(state["optimizer"])
-        if self.ridge:
-            self.xtx = state["ridge"]["xtx"].to(self.device)
-            self.xty = state["ridge"]["xty"].to(self.device)
-            self.n_seen = state["ridge"]["n"]
+        if self.ridge is not None:
+            self.ridge.load_state_dict(state["ridge"])
         self.step, self.pos = state["step"], state["pos"]
         self.offsets = state["offsets"]
         self.window = None if self.offsets is None else self.sampler.window(self.offsets)
@@ -452,7 +480,8 @@ class Run:
             if not isinstance(state, dict) or "format" not in state:
                 raise ValueError("not a gatedrnn checkpoint")
         except Exception as e:  # truncated, garbage, wrong pickle: all mean "cannot resume"
-            problem = f"{path}: unreadable checkpoint ({e.__class__.__name__}: {str(e).splitlines()[0][:200]}); restarting from scratch"
+            detail = (str(e).strip().splitlines() or ["empty or truncated file"])[0][:200]
+            problem = f"{path}: unreadable checkpoint ({e.__class__.__name__}: {detail}); restarting from scratch"
             warnings.warn(problem, RuntimeWarning, stacklevel=2)
             self.checkpoint_problems.append(problem)
             path.replace(path.with_name(path.name + ".corrupt"))
@@ -473,8 +502,7 @@ class Run:
         diverged = self.diverged_at is not None
         val_loss = None if diverged or not self.val_curve else self.val_curve[-1][1]
         peak, peak_kind = _peak_memory_mb(self.device)
-        record: dict[str, Any] = self.config.to_dict(with_id=True)
-        record.update({
+        fields: dict[str, Any] = {
             "start time": self.start_time,
             "end time": time.time(),
             "loss": list(self.curve),
@@ -484,7 +512,6 @@ class Run:
             "history size": s.history,
             "dataset": self.corpus.name,
             "dataset sha256": self.corpus.sha256,
-            "status": "diverged" if diverged else "done",
             "val loss": val_loss,
             "val bpb": None if val_loss is None else val_loss / math.log(2),
             "val curve": [list(p) for p in self.val_curve],
@@ -500,12 +527,12 @@ class Run:
             "settings": s.to_dict(),
             "versions": _versions(),
             "final weights sha256": self.weights_sha256(),
-        })
+        }
         if diverged:
-            record["diverged at step"] = self.diverged_at
+            fields["diverged at step"] = self.diverged_at
         if self.checkpoint_problems:
-            record["checkpoint problems"] = list(self.checkpoint_problems)
-        return record
+            fields["checkpoint problems"] = list(self.checkpoint_problems)
+        return result_record(self.config.to_dict(with_id=True), "diverged" if diverged else "done", fields)
 
 
 def train(

@@ -10,7 +10,7 @@ from gatedrnn import RNN, RNNConfig, TrainSettings, train
 from gatedrnn.cells import ESGPLayer, ESNLayer, GRULayer, LSTMLayer, TanhRNNLayer, make_cell, spectral_radius
 from gatedrnn.data import load_corpus
 from gatedrnn.model import ByteModel
-from gatedrnn.trainer import Interrupted, Run
+from gatedrnn.trainer import Interrupted, Run, TruncatedBPTTRule
 from helpers import TINY_ARGS, results, script, write_configs
 
 
@@ -156,14 +156,10 @@ def test_bptt_path_with_k_1_equals_the_existing_trainer(corpus, monkeypatch):
     config = RNNConfig(cell="gru", n_layers=1, state_size=16)
     s = TrainSettings.tiny(steps=150)
     plain = train(config, s, corpus=corpus)
-    original = Run.train_steps
-
-    def via_bptt(self, until, should_stop=None, on_boundary=None):
-        return self._bptt_steps(until, should_stop, on_boundary)
-
-    monkeypatch.setattr(Run, "train_steps", via_bptt)
-    forced = train(config, s, corpus=corpus)
-    monkeypatch.setattr(Run, "train_steps", original)
+    with monkeypatch.context() as m:  # the truncated-BPTT rule with k = 1
+        m.setattr(Run, "_rule_kind", lambda self: "bptt")
+        forced = train(config, s, corpus=corpus)
+        assert isinstance(Run(config, s, corpus).rule, TruncatedBPTTRule)
     assert forced["loss"] == plain["loss"] and forced["final weights sha256"] == plain["final weights sha256"]
     k32 = train(RNNConfig(cell="gru", n_layers=1, state_size=16, bptt=32), s, corpus=corpus)
     assert k32["training steps"] == 150 and k32["loss"] != plain["loss"]

@@ -163,3 +163,55 @@ def test_hand_written_backward_trains_as_autograd_does(corpus):
     for p, q in zip(fast.model.parameters(), slow.model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
     assert fast.curve[-1] < fast.curve[0]
+
+
+def test_without_the_private_fast_paths_training_takes_the_public_path_to_the_same_curve(corpus, monkeypatch):
+    """A torch whose private ops are missing or have another signature: the hand-written backward
+    and the direct fused-Adam call give way to autograd and torch.optim's own step."""
+    from gatedrnn import _fast
+    from gatedrnn.trainer import AutogradRule, HandWrittenRule
+
+    s = TrainSettings.tiny(steps=300, log_every=25)
+    fast = Run(GATED, s, corpus)
+    assert isinstance(fast.rule, HandWrittenRule) and fast.rule.optimizer_step != fast.optimizer.step
+    fast.train_steps(300)
+
+    def other_signature(grad_output, output, dim):  # as a future torch might have it
+        raise TypeError("_log_softmax_backward_data() missing 1 required positional argument")
+
+    def fused_adam_missing():  # torch.optim's own fused Adam calls torch._fused_adam_ too, so the
+        raise AttributeError("module 'torch' has no attribute '_fused_adam_'")  # probe is what goes
+
+    try:
+        monkeypatch.setattr(_fast, "_probe_fused_adam", fused_adam_missing)
+        monkeypatch.setattr(torch.ops.aten, "_log_softmax_backward_data", other_signature)
+        _fast.backward_kernels.cache_clear()
+        _fast.fused_adam.cache_clear()
+        with pytest.warns(RuntimeWarning, match="using the public path"):
+            slow = Run(GATED, s, corpus)
+        assert isinstance(slow.rule, AutogradRule) and slow.rule.optimizer_step == slow.optimizer.step
+        slow.train_steps(300)
+    finally:
+        monkeypatch.undo()
+        _fast.backward_kernels.cache_clear()
+        _fast.fused_adam.cache_clear()
+    np.testing.assert_allclose(fast.curve, slow.curve, rtol=1e-4)
+    for p, q in zip(fast.model.parameters(), slow.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+    assert _fast.backward_kernels() and _fast.fused_adam()  # this torch has them
+
+
+def test_gatedrnn_public_paths_forces_the_public_path(corpus, monkeypatch):
+    from gatedrnn import _fast
+    from gatedrnn.trainer import AutogradRule
+
+    monkeypatch.setenv("GATEDRNN_PUBLIC_PATHS", "1")
+    _fast.backward_kernels.cache_clear()
+    _fast.fused_adam.cache_clear()
+    try:
+        run = Run(GATED, TrainSettings.tiny(), corpus)
+        assert isinstance(run.rule, AutogradRule) and run.rule.optimizer_step == run.optimizer.step
+    finally:
+        monkeypatch.undo()
+        _fast.backward_kernels.cache_clear()
+        _fast.fused_adam.cache_clear()
