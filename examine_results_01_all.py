@@ -8,7 +8,7 @@ below a threshold, summary.csv and summary.md.
 
 import sys
 
-from gatedrnn.analysis import main
+from gatedrnn.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["examine", *sys.argv[1:]], prog="examine_results_01_all.py"))

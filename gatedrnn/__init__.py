@@ -10,26 +10,28 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 _EXPORTS = {
     "RNNConfig": "config",
     "TrainSettings": "config",
     "config_id": "config",
     "GatedLayer": "layers",
-    "GatedRNN": "layers",
-    "RNN": "layers",
+    "GatedRNN": "rnn",
+    "RNN": "rnn",
     "ByteModel": "model",
     "train": "trainer",
 }
-_MODULES = ("results", "config", "cells", "layers", "model", "data", "grid", "queue", "trainer", "worker", "analysis")
+_MODULES = ("results", "config", "cells", "layers", "rnn", "model", "data", "grid", "folder", "queue", "trainer",
+            "worker", "slurm", "analysis", "cli")
 
 __all__ = ["__version__", *_EXPORTS, "results"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from . import results
     from .config import RNNConfig, TrainSettings, config_id
-    from .layers import RNN, GatedLayer, GatedRNN
+    from .layers import GatedLayer
+    from .rnn import RNN, GatedRNN
     from .model import ByteModel
     from .trainer import train
 

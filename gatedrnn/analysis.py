@@ -16,7 +16,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -29,7 +29,11 @@ import seaborn as sns  # noqa: E402
 
 from ._atomic import atomic_write, atomic_write_bytes, atomic_write_json  # noqa: E402
 from .config import CONFIG_KEYS, EXTRA_KEYS, SWITCHES, RNNConfig  # noqa: E402
-from .results import load  # noqa: E402
+from .data import BUILTIN, DataError, load_corpus, ngram_cross_entropies  # noqa: E402
+from .folder import ResultsFolder  # noqa: E402
+from .grid import ConfigFileError, read_configs  # noqa: E402
+from .queue import sweep_status  # noqa: E402
+from .results import config_of, load  # noqa: E402
 
 __all__ = ["examine", "Report", "hyperparameters", "plot_curves", "plot_hyperparameters",
            "effects", "linear_model", "reference_entropies", "filtered_name", "METRICS"]
@@ -46,8 +50,6 @@ def filtered_name(threshold: float) -> str:
 
 def label(row: Any) -> str:
     """A compact label: the switches' letters (I F O S N O R, '.' when off), depth, size."""
-    from .results import config_of
-
     try:
         cfg = RNNConfig.from_dict(config_of(row))
     except (TypeError, ValueError, KeyError):
@@ -223,13 +225,11 @@ def reference_entropies(df: pd.DataFrame, results_dir: Path, data_path: str | No
     """Held-out unigram/bigram/trigram cross-entropies of the results' corpus, when it is at hand
     (the built-in corpus, the file the results name, or ``data_path``) and its SHA-256 matches.
     Cached beside the results as ``.ngram-<sha256>.json``."""
-    from .data import BUILTIN, DataError, load_corpus, ngram_cross_entropies
-
     if "dataset sha256" not in df or df["dataset sha256"].dropna().empty:
         return None
     shas = df["dataset sha256"].dropna()
     sha = shas.mode().iloc[0]
-    cache = results_dir / f".ngram-{sha}.json"
+    cache = ResultsFolder(results_dir).ngram_cache(sha)
     try:
         cached = json.loads(cache.read_text())
         if cached.get("sha256") == sha:
@@ -332,9 +332,6 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
             data_path: str | None = None) -> Report:
     """Write the plots and the summary; returns what was found. Raises ResultsError for a
     missing folder and ValueError for a bad metric or threshold."""
-    from .grid import ConfigFileError, read_configs
-    from .queue import sweep_status
-
     if metric not in METRICS:
         raise ValueError(f"--metric must be one of {', '.join(repr(m) for m in METRICS)}, got {metric!r}")
     if not math.isfinite(threshold):
@@ -442,34 +439,3 @@ def _markdown(df, scored, below, report: Report, metric, threshold, refs, result
         b["id"] = b["id"].str[:12]
         out += [_md_table(b[["configuration", metric, "id"]]), ""]
     return "\n".join(out)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    from .results import ResultsError
-
-    p = argparse.ArgumentParser(prog="examine_results_01_all.py",
-                                description="Plot and summarise a results folder (ours or the original study's).")
-    p.add_argument("--results-dir", default="results_01_all", help="results folder (%(default)s)")
-    p.add_argument("--threshold", type=float, default=1.9, help="loss threshold in nats per byte (%(default)s)")
-    p.add_argument("--out", default=".", help="folder for the PNGs and summaries (%(default)s)")
-    p.add_argument("--metric", default="min loss", choices=METRICS, help="what ranks the runs (%(default)s)")
-    p.add_argument("--config-file", default="rnn_configs.json",
-                   help="configuration list, for the sweep's status (%(default)s; skipped if absent)")
-    p.add_argument("--data", default=None, help="the corpus file, if the results' one has moved (for the n-gram lines)")
-    args = p.parse_args(argv)
-    try:
-        report = examine(args.results_dir, args.out, args.threshold, args.metric, args.config_file, args.data)
-    except (ResultsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for m in report.messages:
-        print(f"note: {m}")
-    print(f"status: {report.status_line()}")
-    if report.best:
-        print(f"best: {report.best['label']}  {args.metric} {report.best[args.metric]:.4f}  id {report.best['id']}")
-    print(f"runs below {args.threshold:g}: {report.below}")
-    print("wrote: " + ", ".join(str(p) for p in report.written))
-    return 0

@@ -1,21 +1,54 @@
-"""Argument parsing for the repository's scripts (the scripts themselves hold no logic)."""
+"""The command line: ``gatedrnn <command>`` (also ``python -m gatedrnn``) and the root scripts.
+
+Every command's arguments are parsed here and nowhere else; each command then calls the
+package with plain objects (:class:`TrainSettings`, :class:`WorkerOptions`, paths). The root
+scripts are this module with one command fixed:
+
+    init_experiments.py        = gatedrnn init
+    training_01_all.py         = gatedrnn train
+    examine_results_01_all.py  = gatedrnn examine
+
+Exit statuses: 0 success; 1 the sweep finished with failed configurations; 2 bad input (one line
+on stderr naming the file, key or value); 3 stopped with work left.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-__all__ = ["init_main"]
+from .config import TrainSettings
+
+__all__ = ["main", "build_parser", "train_options"]
+
+EXIT_BAD_INPUT = 2
 
 
-def init_main(argv: Sequence[str] | None = None) -> int:
-    from .grid import DEFAULT_LAYERS, DEFAULT_STATE_SIZES, ConfigFileError, default_grid, merge_configs, refine
+def _error(message: object) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
-    p = argparse.ArgumentParser(
-        prog="init_experiments.py",
-        description="Write the grid of configurations (adding only new ones) and create the results folder.")
+
+def _finite_float(text: str) -> float:
+    """argparse type: a finite float (JSON, and every file we write, has no inf or nan)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------- init
+def _init_arguments(p: argparse.ArgumentParser) -> None:
+    from .grid import DEFAULT_LAYERS, DEFAULT_STATE_SIZES
+
     p.add_argument("--config-file", default="rnn_configs.json", help="configuration list to create or extend (%(default)s)")
     p.add_argument("--results-dir", default="results_01_all", help="results folder to create (%(default)s)")
     p.add_argument("--state-sizes", type=int, nargs="+", default=list(DEFAULT_STATE_SIZES), metavar="N",
@@ -30,8 +63,12 @@ def init_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--refine-from", default=None, metavar="DIR",
                    help="instead of the grid: the best --top fraction of the finished runs in DIR, "
                         "with state size 512 and at least 3 layers")
-    p.add_argument("--top", type=float, default=0.1, help="fraction kept by --refine-from (%(default)s)")
-    args = p.parse_args(argv)
+    p.add_argument("--top", type=_finite_float, default=0.1, help="fraction kept by --refine-from (%(default)s)")
+
+
+def _run_init(args: argparse.Namespace) -> int:
+    from .grid import ConfigFileError, default_grid, merge_configs, refine
+
     try:
         for name in ("state_sizes", "layers"):
             for v in getattr(args, name):
@@ -41,8 +78,6 @@ def init_main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--seeds must be >= 0, got {args.seeds}")
         if args.refine_from is not None:
             from .results import load
-
-            import warnings
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -59,7 +94,166 @@ def init_main(argv: Sequence[str] | None = None) -> int:
         added, total = merge_configs(args.config_file, configs)
         results.mkdir(parents=True, exist_ok=True)
     except (ValueError, ConfigFileError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e)
     print(f"{args.config_file}: {total} configurations ({added} new); results go to {results}/")
     return 0
+
+
+# ---------------------------------------------------------------------------- train
+def _training_arguments(p: argparse.ArgumentParser) -> None:
+    d = TrainSettings()
+    g = p.add_argument_group("training settings")
+    g.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (= bytes per stream) per run (%(default)s)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="parallel streams (%(default)s)")
+    g.add_argument("--history", type=int, default=d.history, help="bytes per window before the state resets (%(default)s)")
+    g.add_argument("--lr", type=_finite_float, default=d.lr, help="Adam learning rate (%(default)s)")
+    g.add_argument("--log-every", type=int, default=d.log_every, help="steps between loss-curve points (%(default)s)")
+    g.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between validations, 0: only at the end (%(default)s)")
+    g.add_argument("--data", default=None, help="corpus file (plain, .gz, .bz2, .xz, .zip); default: the built-in corpus")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (%(default)s)")
+    g.add_argument("--seed", type=int, default=d.seed, help="training seed; a configuration's own seed key wins (%(default)s)")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints (%(default)s)")
+    g.add_argument("--val-streams", type=int, default=d.val_streams, help="at most this many validation streams (%(default)s)")
+    q = p.add_argument_group("queue")
+    q.add_argument("--config-file", default="rnn_configs.json", help="the configuration list (%(default)s)")
+    q.add_argument("--results-dir", default="results_01_all", help="results folder (%(default)s)")
+    q.add_argument("--lease-seconds", type=_finite_float, default=120.0,
+                   help="a claim without heartbeat for this long is stale (%(default)s)")
+    q.add_argument("--lock", choices=("file", "soft"), default=None,
+                   help="queue lock: file (flock; local disks; the default) or soft (marker file; NFS, several "
+                        "hosts; the default under --slurm)")
+    q.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
+    q.add_argument("--max-runs", type=int, default=None, help="runs per worker, then exit")
+
+
+def _slurm_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Slurm (pip install 'gatedrnn[slurm]')")
+    g.add_argument("--slurm", action="store_true", help="submit the workers as one Slurm job array and return")
+    g.add_argument("--wait", action="store_true", help="with --slurm: stay and show progress until the array ends")
+    g.add_argument("--partition", default=None, help="Slurm partition")
+    g.add_argument("--gpus-per-worker", type=int, default=0, help="GPUs per array task (%(default)s)")
+    g.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs per array task; also its torch threads (%(default)s)")
+    g.add_argument("--mem-per-worker", type=_finite_float, default=None, metavar="GB", help="memory per array task, in GB")
+    g.add_argument("--time-minutes", type=int, default=60, help="time limit of each task; it is requeued past it (%(default)s)")
+    g.add_argument("--signal-delay-seconds", type=int, default=90,
+                   help="Slurm signals a task this long before its time limit, to checkpoint and requeue (%(default)s)")
+    g.add_argument("--slurm-extra", nargs="+", default=[], metavar="KEY=VALUE", help="further sbatch options, e.g. account=abc")
+
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=1, help="worker processes to start (%(default)s)")
+    _training_arguments(p)
+    _slurm_arguments(p)
+
+
+def _options(args: argparse.Namespace):
+    from .worker import WorkerOptions
+
+    settings = TrainSettings(
+        steps=args.steps, batch_size=args.batch_size, history=args.history, lr=args.lr,
+        log_every=args.log_every, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+        data=None if args.data is None else str(Path(args.data).resolve()), device=args.device,
+        seed=args.seed, val_streams=args.val_streams,
+    )
+    lock = args.lock or ("soft" if getattr(args, "slurm", False) else "file")
+    return WorkerOptions(config_file=args.config_file, results_dir=args.results_dir, settings=settings,
+                         lease_seconds=args.lease_seconds, lock=lock, max_runs=args.max_runs, threads=args.threads)
+
+
+def train_options(argv: Sequence[str]):
+    """The :class:`WorkerOptions` that ``gatedrnn train ARGV`` would give its workers (for tests
+    and tools that start a worker by hand)."""
+    p = argparse.ArgumentParser(prog="gatedrnn train")
+    _train_arguments(p)
+    return _options(p.parse_args(list(argv)))
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .worker import BAD_INPUT, launch, validate
+
+    try:
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        options = _options(args)
+        validate(options)
+        params = None
+        if args.slurm:
+            from .slurm import SlurmParams, parse_extra
+
+            params = SlurmParams(partition=args.partition, gpus_per_worker=args.gpus_per_worker,
+                                 cpus_per_worker=args.cpus_per_worker, mem_per_worker_gb=args.mem_per_worker,
+                                 time_minutes=args.time_minutes, signal_delay_seconds=args.signal_delay_seconds,
+                                 extra=parse_extra(args.slurm_extra))
+    except BAD_INPUT as e:
+        return _error(e)
+    if params is not None:
+        from .slurm import run_array
+
+        return run_array(options, args.workers, params, wait=args.wait)
+    if options.threads is None:
+        options.threads = max(1, (os.cpu_count() or 1) // args.workers)
+    return launch(options, args.workers)
+
+
+# ---------------------------------------------------------------------------- examine
+def _examine_arguments(p: argparse.ArgumentParser) -> None:
+    from .analysis import METRICS
+
+    p.add_argument("--results-dir", default="results_01_all", help="results folder (%(default)s)")
+    p.add_argument("--threshold", type=_finite_float, default=1.9, help="loss threshold in nats per byte (%(default)s)")
+    p.add_argument("--out", default=".", help="folder for the PNGs and summaries (%(default)s)")
+    p.add_argument("--metric", default="min loss", choices=METRICS, help="what ranks the runs (%(default)s)")
+    p.add_argument("--config-file", default="rnn_configs.json",
+                   help="configuration list, for the sweep's status (%(default)s; skipped if absent)")
+    p.add_argument("--data", default=None, help="the corpus file, if the results' one has moved (for the n-gram lines)")
+
+
+def _run_examine(args: argparse.Namespace) -> int:
+    from .analysis import examine
+    from .results import ResultsError
+
+    try:
+        report = examine(args.results_dir, args.out, args.threshold, args.metric, args.config_file, args.data)
+    except (ResultsError, ValueError) as e:
+        return _error(e)
+    for m in report.messages:
+        print(f"note: {m}")
+    print(f"status: {report.status_line()}")
+    if report.best:
+        print(f"best: {report.best['label']}  {args.metric} {report.best[args.metric]:.4f}  id {report.best['id']}")
+    print(f"runs below {args.threshold:g}: {report.below}")
+    print("wrote: " + ", ".join(str(p) for p in report.written))
+    return 0
+
+
+# ---------------------------------------------------------------------------- dispatch
+# name -> (one-line help, add the arguments, run)
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "init": ("write the grid of configurations (adding only new ones) and create the results folder",
+             _init_arguments, _run_init),
+    "train": ("train the sweep's configurations with N workers over a file-lock queue; kill and rerun at any time",
+              _train_arguments, _run_train),
+    "examine": ("plot and summarise a results folder (ours or the original study's)", _examine_arguments, _run_examine),
+}
+
+
+def build_parser(prog: str = "gatedrnn") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Sweep the switches of a gated RNN layer trained "
+                                "without backpropagation through time.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (summary, add, _) in _COMMANDS.items():
+        add(sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + "."))
+    return p
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``gatedrnn COMMAND ...``. With ``prog`` (the root scripts), ``argv[0]`` names the command
+    and ``prog`` is what usage and help messages call the program."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if prog is not None and argv and argv[0] in _COMMANDS:
+        summary, add, run = _COMMANDS[argv[0]]
+        p = argparse.ArgumentParser(prog=prog, description=summary[0].upper() + summary[1:] + ".")
+        add(p)
+        return run(p.parse_args(argv[1:]))
+    args = build_parser(prog or "gatedrnn").parse_args(argv)
+    return _COMMANDS[args.command][2](args)

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import filelock
 
 from ._atomic import atomic_write_bytes
-from .config import CELLS, READOUTS, SWITCHES, RNNConfig
+from .config import CELL_KEYS, CELLS, READOUTS, SWITCHES, RNNConfig
 
 __all__ = [
     "ConfigFileError",
@@ -151,7 +151,6 @@ def refine(results: "Any", top: float, state_size: int = 512, min_layers: int = 
     n = max(1, math.ceil(top * len(df)))
     best = df.sort_values("min loss", kind="stable").head(n)
     out, seen = [], set()
-    from .config import CELL_KEYS
 
     for _, row in best.iterrows():
         # the architecture only: a swept seed of the first stage is not carried over

@@ -1,6 +1,6 @@
 """Run the sweep's workers as a Slurm job array, through submitit.
 
-Every array task runs the ordinary worker loop (:func:`gatedrnn.worker.run_worker`) over the
+Every array task runs the ordinary worker loop (:func:`gatedrnn.worker.serve`) over the
 shared results folder: it claims, trains, checkpoints and completes exactly as on one machine,
 so local and Slurm workers can share a results folder. Nothing home-made sits between the queue
 and the scheduler: submitit writes the job, submits the array, and handles the time-limit and
@@ -24,41 +24,65 @@ the main thread, never interrupt a training step half-way.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
-__all__ = ["SlurmWorker", "submit", "parse_extra", "ArrayWatch"]
+from .folder import ResultsFolder
+from .worker import EXIT_BAD_INPUT, EXIT_OK, WorkerOptions, exit_status, serve, watch
+
+__all__ = ["SlurmWorker", "SlurmParams", "submit", "run_array", "parse_extra", "ArrayWatch"]
 
 MAX_REQUEUES = 1000
 
 
-class SlurmWorker:
-    """The callable each array task runs (pickled by submitit with the worker's arguments)."""
+@dataclass
+class SlurmParams:
+    """What each array task asks Slurm for."""
 
-    def __init__(self, argv: Sequence[str]) -> None:
-        self.argv = list(argv)
+    partition: str | None = None
+    gpus_per_worker: int = 0
+    cpus_per_worker: int = 1
+    mem_per_worker_gb: float | None = None
+    time_minutes: int = 60
+    signal_delay_seconds: int = 90
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.cpus_per_worker < 1 or self.time_minutes < 1:
+            raise ValueError("--cpus-per-worker and --time-minutes must be >= 1")
+        if self.gpus_per_worker < 0 or self.signal_delay_seconds < 0:
+            raise ValueError("--gpus-per-worker and --signal-delay-seconds must be >= 0")
+
+
+class SlurmWorker:
+    """The callable each array task runs: pickled by submitit with the worker's options as data
+    (:meth:`WorkerOptions.to_dict`), never as an argument list."""
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.options = dict(options)
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
         self._code: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"argv": self.argv}
+        return {"options": self.options}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["argv"])
+        self.__init__(state["options"])
 
     def __call__(self, task: int) -> int:
-        from .worker import main
-
         job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID", "?")
         name = f"{os.uname().nodename}-slurm{job}_{os.environ.get('SLURM_ARRAY_TASK_ID', task)}"
         self._stop = threading.Event()
         stop = self._stop
+        options = dataclasses.replace(WorkerOptions.from_dict(self.options), name=name, stop=stop)
 
         def on_term(signum, _frame):  # scancel: checkpoint, release, exit (submitit ignores SIGTERM)
             print(f"{signal.Signals(signum).name}: stopping the worker", flush=True)
@@ -68,7 +92,7 @@ class SlurmWorker:
         signal.signal(signal.SIGINT, on_term)
 
         def body():
-            self._code = main(["--as-worker", "--worker-name", name, *self.argv], stop_event=stop)
+            self._code = serve(options)
 
         self._thread = threading.Thread(target=body, name="gatedrnn-worker")
         self._thread.start()
@@ -88,7 +112,7 @@ class SlurmWorker:
             self._stop.set()
             if self._thread is not None:
                 self._thread.join(timeout=300)
-        return submitit.helpers.DelayedSubmission(SlurmWorker(self.argv), *args, **kwargs)
+        return submitit.helpers.DelayedSubmission(SlurmWorker(self.options), *args, **kwargs)
 
 
 def parse_extra(items: Sequence[str]) -> dict[str, str]:
@@ -102,31 +126,50 @@ def parse_extra(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def submit(worker_argv: Sequence[str], results_dir: str, workers: int, *, partition: str | None = None,
-           gpus_per_worker: int = 0, cpus_per_worker: int = 1, mem_per_worker_gb: float | None = None,
-           time_minutes: int = 60, signal_delay_seconds: int = 90, extra: dict[str, str] | None = None) -> list:
+def submit(options: WorkerOptions, workers: int, params: SlurmParams) -> list:
     """Submit ``workers`` array tasks running the worker loop; returns submitit's jobs."""
     try:
         import submitit
     except ImportError:
         raise ValueError("--slurm needs submitit: pip install 'gatedrnn[slurm]'") from None
-    folder = Path(results_dir).resolve() / ".queue" / "slurm" / "%j"
+    folder = ResultsFolder(options.results_dir).slurm.resolve() / "%j"
     # a worker checkpoints and resumes any number of times: no cap on requeues after time-outs
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=MAX_REQUEUES)
-    params: dict[str, Any] = dict(timeout_min=time_minutes, cpus_per_task=cpus_per_worker, nodes=1,
-                                  tasks_per_node=1, name="gatedrnn", slurm_array_parallelism=workers,
-                                  slurm_signal_delay_s=signal_delay_seconds)
-    if partition:
-        params["slurm_partition"] = partition
-    if gpus_per_worker:
-        params["gpus_per_node"] = gpus_per_worker
-    if mem_per_worker_gb:
-        params["mem_gb"] = mem_per_worker_gb
-    if extra:
-        params["slurm_additional_parameters"] = dict(extra)
-    executor.update_parameters(**params)
-    # each task carries the same worker arguments; the task index names it
-    return executor.map_array(SlurmWorker(list(worker_argv)), list(range(workers)))
+    kw: dict[str, Any] = dict(timeout_min=params.time_minutes, cpus_per_task=params.cpus_per_worker, nodes=1,
+                              tasks_per_node=1, name="gatedrnn", slurm_array_parallelism=workers,
+                              slurm_signal_delay_s=params.signal_delay_seconds)
+    if params.partition:
+        kw["slurm_partition"] = params.partition
+    if params.gpus_per_worker:
+        kw["gpus_per_node"] = params.gpus_per_worker
+    if params.mem_per_worker_gb:
+        kw["mem_gb"] = params.mem_per_worker_gb
+    if params.extra:
+        kw["slurm_additional_parameters"] = dict(params.extra)
+    executor.update_parameters(**kw)
+    # each task carries the same worker options; the task index names it
+    return executor.map_array(SlurmWorker(options.resolved(stop=None).to_dict()), list(range(workers)))
+
+
+def run_array(options: WorkerOptions, workers: int, params: SlurmParams, wait: bool = False) -> int:
+    """Submit the array, say where its logs go, and (``wait``) show progress until it ends."""
+    if options.threads is None:
+        options = dataclasses.replace(options, threads=params.cpus_per_worker)
+    try:
+        jobs = submit(options, workers, params)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as e:  # sbatch refused: say what it said, on one line
+        print(f"error: Slurm submission failed: {' '.join(str(e).split())[:500]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    array = jobs[0].job_id.split("_")[0]
+    print(f"submitted Slurm job array {array} with {len(jobs)} worker(s); logs in "
+          f"{ResultsFolder(options.results_dir).slurm.resolve()}", flush=True)
+    if not wait:
+        print(f"follow it with: squeue -j {array}   or rerun with --wait", flush=True)
+        return EXIT_OK
+    return exit_status(watch(options, ArrayWatch(jobs)))
 
 
 class ArrayWatch:
@@ -143,8 +186,6 @@ class ArrayWatch:
         self.last_seen = time.monotonic()
 
     def __call__(self) -> bool:
-        import subprocess
-
         try:
             out = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(self.arrays)], capture_output=True,
                                  text=True, timeout=60)

@@ -29,11 +29,24 @@ def script(name, *args, cwd, timeout=300, check=False):
     return proc
 
 
-def start_worker(*args, cwd, name="w", log=None):
+def worker_options(*args, name="w"):
+    """The JSON a launcher hands one worker for ``training_01_all.py ARGS`` (paths relative to
+    the worker's working directory)."""
+    from gatedrnn.cli import train_options
+
+    options = train_options([str(a) for a in args]).to_dict()
+    options["name"] = name
+    return json.dumps(options)
+
+
+def start_worker(*args, cwd, name="w", log=None, extra_env=None):
     """One bare worker process (what training_01_all.py starts), its output to ``log``."""
     out = open(log or Path(cwd) / f"{name}.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "gatedrnn.worker", "--as-worker", "--worker-name", name,
-                             *map(str, args)], cwd=cwd, env=env(), stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "gatedrnn.worker"], cwd=cwd, env={**env(), **(extra_env or {})},
+                            stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
+    proc.stdin.write(worker_options(*args, name=name).encode())
+    proc.stdin.close()
+    return proc
 
 
 def write_configs(cwd, configs):

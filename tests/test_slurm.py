@@ -1,7 +1,7 @@
 """The sweep on a real Slurm cluster, through submitit (issue 6).
 
 These tests need a running Slurm with accounting; .ci/run starts a single-node one with
-ci/slurm/start.sh. Elsewhere they skip, saying how to run them.
+.ci/slurm/start.sh. Elsewhere they skip, saying how to run them.
 """
 
 import json
@@ -34,7 +34,7 @@ def _slurm_up() -> bool:
 
 if not _slurm_up():
     pytest.skip("no running Slurm with accounting (and submitit) here: start a single-node cluster with "
-                "'sudo bash ci/slurm/start.sh' (Debian; installs slurm, munge, mariadb), then rerun",
+                "'sudo bash .ci/slurm/start.sh' (Debian; installs slurm, munge, mariadb), then rerun",
                 allow_module_level=True)
 
 SWEEP = ["--steps", "150", "--batch-size", "8", "--history", "50", "--device", "cpu",

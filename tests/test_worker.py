@@ -15,7 +15,7 @@ import pytest
 from gatedrnn import RNNConfig, TrainSettings, train
 from gatedrnn.grid import default_grid
 from helpers import (ROOT, TINY_ARGS, claims, env, kill, progress_step, results, script, start_worker,
-                     wait_for, write_configs)
+                     wait_for, worker_options, write_configs)
 
 pytestmark = pytest.mark.slow
 
@@ -165,7 +165,7 @@ def test_an_exception_is_retried_then_recorded_as_failed(tmp_path):
                     "t.Run.train_steps = bad\n")
     e = env()
     e["PYTHONPATH"] = str(tmp_path) + os.pathsep + e["PYTHONPATH"]
-    proc = subprocess.run([sys.executable, "-m", "gatedrnn.worker", "--as-worker", "--worker-name", "w", *LONG_ARGS],
+    proc = subprocess.run([sys.executable, "-m", "gatedrnn.worker"], input=worker_options(*LONG_ARGS),
                           cwd=tmp_path, env=e, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     res = results(tmp_path)[LONG.id]
@@ -229,24 +229,3 @@ def test_slurm_options_are_checked_before_anything_is_submitted(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: --slurm-extra expects KEY=VALUE, got 'account'"
     assert not (tmp_path / "results_01_all/.queue/slurm").exists()
-
-
-def test_worker_arguments_round_trip_and_slurm_defaults_to_the_soft_lock(tmp_path, monkeypatch):
-    import argparse
-
-    from gatedrnn import worker as w
-    from gatedrnn.slurm import parse_extra
-
-    p = argparse.ArgumentParser()
-    w.add_training_arguments(p)
-    w.add_slurm_arguments(p)
-    args = p.parse_args(["--steps", "77", "--lr", "0.003", "--data", "x.txt", "--max-runs", "2", "--lock", "soft"])
-    options = w.options_from_args(args)
-    again = w.options_from_args(p.parse_args(w.worker_argv(options)))
-    assert again.settings == options.settings and again.lock == "soft" and again.max_runs == 2
-    assert parse_extra(["account=lab", "--qos=normal"]) == {"account": "lab", "qos": "normal"}
-    seen = {}
-    monkeypatch.setattr(w, "_submit_to_slurm", lambda args, options, extra: seen.update(lock=options.lock) or 0)
-    write_configs(tmp_path, [LONG])
-    monkeypatch.chdir(tmp_path)
-    assert w.main(["--slurm", *TINY_ARGS]) == 0 and seen["lock"] == "soft"

@@ -2,7 +2,7 @@
 # Start a single-node Slurm cluster with accounting on this machine (for the Slurm tests).
 # Installs Debian's Slurm 22.05, munge and MariaDB when missing; needs root. No systemd: every
 # daemon is started here and stopped by stop.sh through its pid file.
-#   bash ci/slurm/start.sh        # then: sinfo, sbatch, sacct ...
+#   bash .ci/slurm/start.sh        # then: sinfo, sbatch, sacct ...
 set -euo pipefail
 BASE=${GATEDRNN_SLURM_DIR:-/tmp/gatedrnn-slurm}
 log() { echo "[slurm] $*"; }

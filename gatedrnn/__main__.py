@@ -1,0 +1,8 @@
+"""``python -m gatedrnn COMMAND ...``: the same as the ``gatedrnn`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
