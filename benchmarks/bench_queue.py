@@ -39,7 +39,7 @@ def _contend(folder: str, lock: str, configs: list, out, start) -> None:
         if c is None:
             break
         claim_t.append(t1 - t0)
-        q.complete(c, {"id": c.id})
+        q.complete(c, {"id": c.id, "status": "done", "loss": []})
         complete_t.append(time.perf_counter() - t1)
     out.put((claim_t, complete_t))
 

@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 __all__ = ["ResultsFolder", "FolderError", "read_json", "is_config_id", "result_record", "failed_record",
-           "finished_record", "STATUSES"]
+           "finished_record", "claim_problem", "result_problem", "set_aside", "STATUSES"]
 
 STATUSES = ("done", "diverged", "failed")
 _ID = re.compile(r"^[0-9a-f]{64}$")
+_HISTORY = re.compile(r"^[0-9a-f]{64}\.failed-\d+\.json$")
 
 
 class FolderError(RuntimeError):
@@ -75,7 +76,11 @@ class ResultsFolder:
     def result(self, config_id: str) -> Path:
         return self.root / f"{config_id}.json"
 
-    def old_failure(self, config_id: str, n: int) -> Path:
+    def old_failure(self, config_id: str) -> Path:
+        """A free name for an earlier failed result of ``config_id``, kept as history."""
+        n = 1
+        while (self.root / f"{config_id}.failed-{n}.json").exists():
+            n += 1
         return self.root / f"{config_id}.failed-{n}.json"
 
     def checkpoint(self, config_id: str) -> Path:
@@ -109,7 +114,7 @@ class ResultsFolder:
         """Every visible ``*.json`` directly in the folder (ours and the original study's), sorted;
         hidden files (caches, temp files of atomic writes) are not results."""
         for path in sorted(self.root.glob("*.json")):
-            if not path.name.startswith("."):
+            if not path.name.startswith(".") and not _HISTORY.match(path.name):
                 yield path
 
     def claim_records(self) -> dict[str, Any]:
@@ -186,3 +191,71 @@ def finished_record(result: Mapping[str, Any], *, attempts: int, worker: str, **
     record["worker"] = worker
     record.update(extra)
     return record
+
+
+# ---------------------------------------------------------------------- validating records
+def _is_number(value: Any, finite: bool = True) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not finite or value == value and value not in (float("inf"), float("-inf"))
+
+
+def claim_problem(rec: Any, config_id: str) -> str | None:
+    """What is wrong with a claim record read from ``claims/<config_id>.json``, or None.
+    Every claim the queue writes has these fields with these types; anything else was damaged
+    or written by something else."""
+    if not isinstance(rec, dict):
+        return "not a JSON object" if rec is not None else "not readable JSON"
+    if rec.get("id") != config_id:
+        return f"its id {rec.get('id')!r} is not the file's"
+    for key in ("heartbeat", "lease"):
+        if not _is_number(rec.get(key)):
+            return f"{key!r} is not a finite number ({rec.get(key)!r})"
+    if rec["lease"] <= 0:
+        return f"'lease' is not positive ({rec['lease']!r})"
+    pid = rec.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return f"'pid' is not a process id ({pid!r})"
+    for key in ("host", "token", "worker"):
+        if not isinstance(rec.get(key), str):
+            return f"{key!r} is not a string ({rec.get(key)!r})"
+    return None
+
+
+# numeric fields of a result, where present: a number (or null where a run may lack it)
+_RESULT_NUMBERS = ("min loss", "val loss", "val bpb", "log every", "training steps", "start time", "end time",
+                   "steps per second", "batch size", "history size", "parameters", "seed")
+
+
+def result_problem(rec: Any, config_id: str | None = None) -> str | None:
+    """What is wrong with a result record, or None. ``config_id``: the id its file name says
+    (our results); None for a file of another name (the original study's)."""
+    if not isinstance(rec, dict):
+        return "not a JSON object" if rec is not None else "not readable JSON"
+    if config_id is not None:
+        if rec.get("id") != config_id:
+            return f"its id {rec.get('id')!r} is not the file's"
+        if rec.get("status") not in STATUSES:
+            return f"'status' is {rec.get('status')!r}, not one of {', '.join(STATUSES)}"
+    elif "status" in rec and rec["status"] not in STATUSES:
+        return f"'status' is {rec.get('status')!r}, not one of {', '.join(STATUSES)}"
+    if "loss" not in rec:
+        return "no 'loss'"
+    if not isinstance(rec["loss"], list) or not all(v is None or _is_number(v, finite=False) for v in rec["loss"]):
+        return "'loss' is not a list of numbers"
+    for key in _RESULT_NUMBERS:
+        if key in rec and rec[key] is not None and not _is_number(rec[key], finite=False):
+            return f"{key!r} is not a number ({rec[key]!r})"
+    return None
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to ``<name>.corrupt`` (``.corrupt-2``, ... if taken) in the same
+    folder, so that nothing reads it again and nothing is lost; returns the new path."""
+    target = path.with_name(path.name + ".corrupt")
+    n = 2
+    while target.exists():
+        target = path.with_name(f"{path.name}.corrupt-{n}")
+        n += 1
+    path.replace(target)
+    return target

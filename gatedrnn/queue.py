@@ -23,6 +23,7 @@ import math
 import os
 import secrets
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,17 +32,28 @@ from typing import Any, Iterable, Iterator, Mapping
 import filelock
 
 from ._atomic import atomic_write_json
-from .folder import FolderError, ResultsFolder, failed_record, finished_record, read_json
+from .folder import (FolderError, ResultsFolder, claim_problem, failed_record, finished_record, read_json,
+                     result_problem, set_aside)
 
-__all__ = ["Queue", "Claim", "QueueError", "LOCK_KINDS", "HOST", "pid_alive", "claim_is_live", "sweep_status"]
+__all__ = ["Queue", "Claim", "QueueError", "SettingsMismatch", "LOCK_KINDS", "HOST", "pid_alive", "claim_is_live",
+           "sweep_status", "RECORDED_SETTINGS"]
 
 LOCK_KINDS = ("file", "soft")
 HOST = socket.gethostname()
 MAX_ATTEMPTS = 3
 
 
+# the settings that shape what a run computes: one value each per results folder
+RECORDED_SETTINGS = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams",
+                     "dataset sha256")
+
+
 class QueueError(FolderError):
     """The results folder cannot be used as a queue (not writable, lock not obtainable, ...)."""
+
+
+class SettingsMismatch(ValueError):
+    """A launcher's settings differ from those the results folder recorded on first use."""
 
 
 def _process_start(pid: int) -> str | None:
@@ -100,7 +112,12 @@ class Queue:
         lock: str = "file",
         lock_timeout: float = 120.0,
         lock_lifetime: float = 60.0,
+        retry_delay: float = 30.0,
+        report=None,
     ) -> None:
+        """``retry_delay``: seconds before a configuration that raised is tried again (doubling
+        with each failure), so that its attempts are spread over time. ``report(line)``: where
+        damaged records found in the folder are reported (default: stderr)."""
         if lock not in LOCK_KINDS:
             raise ValueError(f"lock must be one of {', '.join(LOCK_KINDS)}, got {lock!r}")
         if not (isinstance(lease_seconds, (int, float)) and 0 < lease_seconds < float("inf")):
@@ -110,6 +127,9 @@ class Queue:
         self.lease = float(lease_seconds)
         self.lock_kind = lock
         self._lock_timeout = lock_timeout
+        self.retry_delay = float(retry_delay)
+        self._report = report or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._checked: dict[str, tuple] = {}  # result files found sound, by (inode, size, mtime)
         try:
             self.folder.prepare()
         except FolderError as e:
@@ -137,6 +157,8 @@ class Queue:
                 f"{self.folder.lock}: could not take the queue lock in {self._lock_timeout:.0f} s; "
                 f"last taken by {who} at {when}"
             ) from None
+        except OSError as e:  # (after Timeout, itself an OSError) a folder where the lock file belongs, a read-only disk, ...
+            raise QueueError(f"{self.folder.lock}: cannot take the queue lock ({e.strerror or e})") from None
         try:
             try:
                 self.folder.lock_holder.write_text(json.dumps({"host": HOST, "pid": os.getpid(), "time": time.time()}))
@@ -161,10 +183,44 @@ class Queue:
         return claim_is_live(rec, self.lease, now)
 
     def attempts(self, config_id: str) -> dict[str, Any]:
-        rec = read_json(self.folder.attempt(config_id))
+        """The failed attempts so far (a damaged record is set aside and counts as none).
+        Call under the lock."""
+        path = self.folder.attempt(config_id)
+        if not path.exists():
+            return {"failures": 0, "errors": []}
+        rec = read_json(path)
         ok = (isinstance(rec, dict) and isinstance(rec.get("failures"), int) and not isinstance(rec["failures"], bool)
-              and rec["failures"] >= 0 and isinstance(rec.get("errors"), list))
-        return rec if ok else {"failures": 0, "errors": []}
+              and rec["failures"] >= 0 and isinstance(rec.get("errors"), list)
+              and (rec.get("retry after") is None or isinstance(rec["retry after"], (int, float))))
+        if not ok:
+            self._set_aside(path, "a damaged attempts record")
+            return {"failures": 0, "errors": []}
+        return rec
+
+    def _set_aside(self, path: Path, what: str, problem: str | None = None) -> None:
+        try:
+            moved = set_aside(path)
+        except FileNotFoundError:
+            return
+        self._report(f"warning: {path}: {what}{f' ({problem})' if problem else ''}; set aside as {moved.name}")
+
+    def _result_sound(self, config_id: str) -> bool:
+        """Whether the result file of ``config_id`` is a whole, valid record; a damaged one is
+        reported, set aside and so no longer counts as finished. Call under the lock."""
+        path = self.folder.result(config_id)
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._checked.get(config_id) == key:
+            return True
+        problem = result_problem(read_json(path), config_id)
+        if problem is None:
+            self._checked[config_id] = key
+            return True
+        self._set_aside(path, "a damaged result", problem)
+        return False
 
     def _owns(self, claim: Claim) -> bool:
         rec = read_json(self.folder.claim(claim.id))
@@ -179,21 +235,78 @@ class Queue:
             now = time.time()
             for config in configs:
                 cid = config["id"]
-                if cid in finished:
+                if cid in finished and self._result_sound(cid):
                     continue
-                old = claims.get(cid)
-                if old is not None and self.is_live(old, now):
-                    continue
-                attempt = self.attempts(cid)["failures"] + 1
+                old = claims.get(cid, _NONE)
+                if old is not _NONE:
+                    problem = claim_problem(old, cid)
+                    if problem is not None:
+                        self._set_aside(self.folder.claim(cid), "a damaged claim record", problem)
+                        old = None
+                    elif self.is_live(old, now):
+                        continue
+                else:
+                    old = None
+                tries = self.attempts(cid)
+                if (tries.get("retry after") or 0) > now:
+                    continue  # it raised recently: its next attempt waits (next_retry says how long)
+                attempt = tries["failures"] + 1
                 rec = {
                     "id": cid, "worker": worker, "host": HOST, "pid": os.getpid(),
                     "pid start": _process_start(os.getpid()), "token": secrets.token_hex(16),
                     "claimed": now, "heartbeat": now, "lease": self.lease, "attempt": attempt, "progress": {},
                 }
                 atomic_write_json(self.folder.claim(cid), rec)
-                return Claim(cid, dict(config), rec["token"], attempt, worker,
-                             took_over=old if isinstance(old, dict) else None, record=rec)
+                return Claim(cid, dict(config), rec["token"], attempt, worker, took_over=old, record=rec)
         return None
+
+    def next_retry(self, configs: Iterable[Mapping[str, Any]]) -> float | None:
+        """The earliest time at which a configuration that raised may be tried again, or None
+        when none waits (read without the lock: a hint for a worker with nothing to claim)."""
+        finished = self.finished_ids()
+        times = []
+        for config in configs:
+            if config["id"] in finished:
+                continue
+            rec = read_json(self.folder.attempt(config["id"]))
+            when = rec.get("retry after") if isinstance(rec, dict) else None
+            if isinstance(when, (int, float)) and not isinstance(when, bool):
+                times.append(float(when))
+        return min(times) if times else None
+
+    def reopen_failed(self, configs: Iterable[Mapping[str, Any]]) -> int:
+        """Make the failed configurations among ``configs`` pending again: each failed result is
+        kept beside it as ``<id>.failed-<n>.json``. Returns how many were reopened."""
+        n = 0
+        with self.locked():
+            for config in configs:
+                path = self.folder.result(config["id"])
+                rec = read_json(path)
+                if isinstance(rec, dict) and rec.get("status") == "failed":
+                    path.replace(self.folder.old_failure(config["id"]))
+                    self.folder.attempt(config["id"]).unlink(missing_ok=True)
+                    n += 1
+        return n
+
+    def record_settings(self, settings: Mapping[str, Any]) -> None:
+        """Record the sweep's settings on first use; raise :class:`SettingsMismatch`, naming the
+        setting and both values, when they differ from those recorded. A damaged settings file
+        is reported, set aside, and recorded anew."""
+        mine = {k: settings.get(k) for k in RECORDED_SETTINGS}
+        path = self.folder.settings_file
+        with self.locked():
+            if path.exists():
+                saved = read_json(path)
+                if isinstance(saved, dict) and all(k in saved for k in RECORDED_SETTINGS):
+                    for key in RECORDED_SETTINGS:
+                        if saved[key] != mine[key]:
+                            flag = "--data" if key == "dataset sha256" else "--" + key.replace("_", "-")
+                            raise SettingsMismatch(
+                                f"{self.dir}: this results folder's runs use {key}={saved[key]!r}, this launcher "
+                                f"{key}={mine[key]!r}; rerun with {flag} as recorded, or use another --results-dir")
+                    return
+                self._set_aside(path, "a damaged settings record")
+            atomic_write_json(path, mine)
 
     def heartbeat(self, claim: Claim, progress: Mapping[str, Any] | None = None) -> bool:
         """Refresh the claim's heartbeat (and progress); False if the claim is no longer ours."""
@@ -238,7 +351,9 @@ class Queue:
                 return None
             rec = self.attempts(claim.id)
             rec["failures"] += 1
-            rec["errors"].append({"time": time.time(), "worker": claim.worker, "host": HOST, "error": error})
+            now = time.time()
+            rec["errors"].append({"time": now, "worker": claim.worker, "host": HOST, "error": error})
+            rec["retry after"] = now + self.retry_delay * 2 ** (rec["failures"] - 1)
             if rec["failures"] >= max_attempts and not f.result(claim.id).exists():
                 atomic_write_json(f.result(claim.id), failed_record(claim.config, rec["errors"]))
                 f.attempt(claim.id).unlink(missing_ok=True)
@@ -298,10 +413,10 @@ def sweep_status(results_dir: str | os.PathLike, configs: Iterable[Mapping[str, 
     counts = {"done": 0, "diverged": 0, "failed": 0, "running": 0, "pending": 0}
     running = []
     for cid in ids:
-        if cid in finished:
-            status = _result_status(folder.result(cid))
-            counts[status if status in counts else "done"] += 1
-        elif cid in claims and claim_is_live(claims[cid], lease, now):
+        status = _result_status(folder.result(cid), cid) if cid in finished else None
+        if status is not None:
+            counts[status] += 1
+        elif cid in claims and claim_problem(claims[cid], cid) is None and claim_is_live(claims[cid], lease, now):
             counts["running"] += 1
             running.append(claims[cid])
         else:
@@ -309,16 +424,19 @@ def sweep_status(results_dir: str | os.PathLike, configs: Iterable[Mapping[str, 
     return {"total": len(ids), "counts": counts, "running": running}
 
 
-_STATUS_CACHE: dict[tuple[str, int], str] = {}
+_STATUS_CACHE: dict[tuple[str, int, int, int], str | None] = {}
+_NONE = object()
 
 
-def _result_status(path: Path) -> str:
-    """A result's status; results never change once written, so each file is read once."""
+def _result_status(path: Path, config_id: str) -> str | None:
+    """A result's status, or None for a damaged one (it does not count as finished); results
+    never change once written, so each file is read once."""
     try:
-        key = (str(path), path.stat().st_ino)
+        st = path.stat()
     except OSError:
-        return "done"
+        return None
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
     if key not in _STATUS_CACHE:
         rec = read_json(path)
-        _STATUS_CACHE[key] = rec.get("status", "done") if isinstance(rec, dict) else "done"
+        _STATUS_CACHE[key] = None if result_problem(rec, config_id) else rec["status"]
     return _STATUS_CACHE[key]

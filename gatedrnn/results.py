@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from .config import CELL_KEYS, CELLS, CONFIG_KEYS, SWITCHES, config_id
-from .folder import ResultsFolder
+from .folder import ResultsFolder, result_problem
 
 __all__ = ["load", "config_of", "ResultsError", "SKIPPED"]
 
@@ -69,8 +69,9 @@ def _row(path: Path) -> dict[str, Any] | str:
     missing = [k for k in required if k not in rec]
     if missing:
         return f"not a result file (no {missing[0]!r})"
-    if not isinstance(rec["loss"], list):
-        return "'loss' is not a list"
+    problem = result_problem(rec)
+    if problem is not None:
+        return problem
     rec = dict(rec)
     rec.setdefault("status", "done")  # the original study wrote only finished runs
     try:

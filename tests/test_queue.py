@@ -10,12 +10,13 @@ from gatedrnn.grid import default_grid
 from gatedrnn.queue import HOST, Queue, QueueError, pid_alive
 
 CONFIGS = [c.to_dict(with_id=True) for c in default_grid(state_sizes=[8], layers=[1])[:3]]
+REPORTS: list = []
 
 
 @pytest.fixture(params=["file", "soft"])
 def queue(request, tmp_path):
     (tmp_path / "res").mkdir()
-    q = Queue(tmp_path / "res", lease_seconds=30, lock=request.param)
+    q = Queue(tmp_path / "res", lease_seconds=30, lock=request.param, retry_delay=0, report=REPORTS.append)
     # the case really is the lock it names
     import filelock
 
@@ -31,7 +32,7 @@ def dead_pid():
 
 def plant_claim(queue, cid, **fields):
     rec = {"id": cid, "worker": "other", "host": HOST, "pid": os.getpid(), "token": "t" * 32,
-           "claimed": time.time(), "heartbeat": time.time(), "attempt": 1, "progress": {}}
+           "claimed": time.time(), "heartbeat": time.time(), "lease": 30.0, "attempt": 1, "progress": {}}
     rec.update(fields)
     (queue.folder.claims / f"{cid}.json").write_text(json.dumps(rec))
 
@@ -42,12 +43,17 @@ def test_claims_go_in_order_and_never_twice(queue):
     assert got[3] is None
 
 
+def record(cid, **extra):
+    """A minimal sound result record."""
+    return {"id": cid, "status": "done", "loss": [2.0, 1.5], **extra}
+
+
 def test_complete_writes_once_and_only_for_the_owner(queue):
     a = queue.claim(CONFIGS, "a")
-    assert queue.complete(a, {"x": 1})
-    written = {"x": 1, "attempts": 1, "worker": "a"}  # the queue adds the attempt and the worker
+    assert queue.complete(a, record(a.id, x=1))
+    written = {**record(a.id, x=1), "attempts": 1, "worker": "a"}  # the queue adds the attempt and the worker
     assert json.loads(queue.folder.result(a.id).read_text()) == written
-    assert not queue.complete(a, {"x": 2})  # already complete, claim gone
+    assert not queue.complete(a, record(a.id, x=2))  # already complete, claim gone
     assert json.loads(queue.folder.result(a.id).read_text()) == written
     assert queue.claim(CONFIGS[:1], "b") is None  # a finished config is never claimed
 
@@ -79,8 +85,8 @@ def test_a_worker_that_lost_its_claim_can_do_nothing(queue):
     b = queue.claim(CONFIGS[:1], "b")
     assert b is not None
     assert not queue.heartbeat(a) and not queue.release(a) and queue.fail(a, "x") is None
-    assert not queue.complete(a, {"from": "a"})
-    assert queue.complete(b, {"from": "b"})
+    assert not queue.complete(a, record(a.id, **{"from": "a"}))
+    assert queue.complete(b, record(b.id, **{"from": "b"}))
     assert json.loads(queue.folder.result(a.id).read_text())["from"] == "b"
 
 
@@ -140,3 +146,102 @@ def test_lock_timeout_names_the_holder(tmp_path):
         holder.kill()
         holder.wait()
     assert q.claim(CONFIGS, "w") is not None  # a dead holder's soft lock is cleared
+
+
+CORRUPT_CLAIMS = {
+    "lease null": lambda cid: json.dumps({**good_claim(cid), "lease": None}),
+    "heartbeat a string": lambda cid: json.dumps({**good_claim(cid), "heartbeat": "abc"}),
+    "heartbeat 1e400": lambda cid: json.dumps(good_claim(cid)).replace('"heartbeat": 1', '"heartbeat": 1e400, "x": 1'),
+    "no id": lambda cid: json.dumps({k: v for k, v in good_claim(cid).items() if k != "id"}),
+    "pid a string": lambda cid: json.dumps({**good_claim(cid), "pid": "1234"}),
+    "half-written": lambda cid: json.dumps(good_claim(cid))[:40],
+    "a list": lambda cid: "[1, 2, 3]",
+    "empty": lambda cid: "",
+    "binary": lambda cid: "\x00\xff\xfe",
+}
+
+
+def good_claim(cid):
+    # a live claim in every respect but the damage: this process, a fresh heartbeat
+    return {"id": cid, "worker": "other", "host": HOST, "pid": os.getpid(), "token": "t" * 32,
+            "claimed": 1.0, "heartbeat": time.time(), "lease": 30.0, "attempt": 1, "progress": {}}
+
+
+@pytest.mark.parametrize("shape", CORRUPT_CLAIMS)
+def test_a_damaged_claim_record_is_reported_set_aside_and_taken_over(queue, shape):
+    cid = CONFIGS[0]["id"]
+    path = queue.folder.claim(cid)
+    path.write_text(CORRUPT_CLAIMS[shape](cid))
+    REPORTS.clear()
+    status = queue.status(CONFIGS[:1])  # a snapshot neither crashes nor counts it as running
+    assert status["counts"]["pending"] == 1
+    c = queue.claim(CONFIGS[:1], "new")
+    assert c is not None and c.took_over is None
+    assert len(REPORTS) == 1 and str(path) in REPORTS[0] and "damaged claim" in REPORTS[0]
+    assert (path.parent / f"{cid}.json.corrupt").exists()
+    assert json.loads(path.read_text())["worker"] == "new"
+
+
+def test_a_sound_claim_of_this_process_is_not_mistaken_for_damage(queue):
+    cid = CONFIGS[0]["id"]
+    queue.folder.claim(cid).write_text(json.dumps(good_claim(cid)))
+    assert queue.claim(CONFIGS[:1], "new") is None
+
+
+@pytest.mark.parametrize("damage", ['{"status": "done", "lo', '{"id": "abc", "status": "done", "loss": []}',
+                                    '{"status": "done", "loss": [], "log every": "abc"}', "", "[]"])
+def test_a_damaged_result_is_set_aside_and_the_configuration_trained_again(queue, damage):
+    cid = CONFIGS[0]["id"]
+    queue.folder.result(cid).write_text(damage.replace('"status"', f'"id": "{cid}", "status"', 1)
+                                        if "abc" not in damage and damage.startswith("{") else damage)
+    REPORTS.clear()
+    assert queue.status(CONFIGS[:1])["counts"]["pending"] == 1
+    c = queue.claim(CONFIGS[:1], "w")
+    assert c is not None and c.id == cid
+    assert len(REPORTS) == 1 and "damaged result" in REPORTS[0]
+    assert (queue.dir / f"{cid}.json.corrupt").exists() and not queue.folder.result(cid).exists()
+
+
+def test_attempts_are_spread_over_time(tmp_path):
+    (tmp_path / "res").mkdir()
+    q = Queue(tmp_path / "res", retry_delay=0.4)
+    c = q.claim(CONFIGS[:1], "w")
+    assert q.fail(c, "Traceback\nValueError: x") == "retry"
+    assert q.claim(CONFIGS[:1], "w") is None  # not yet
+    wait = q.next_retry(CONFIGS) - time.time()
+    assert 0 < wait <= 0.4
+    time.sleep(wait + 0.05)
+    c = q.claim(CONFIGS[:1], "w")
+    assert c is not None and c.attempt == 2
+    assert q.fail(c, "Traceback\nValueError: x") == "retry"
+    assert 0.4 < q.next_retry(CONFIGS) - time.time() <= 0.8  # the wait doubles
+
+
+def test_reopen_failed_keeps_the_old_record_as_history(queue):
+    for _ in range(3):
+        queue.fail(queue.claim(CONFIGS[:1], "w"), "Traceback\nValueError: boom")
+    cid = CONFIGS[0]["id"]
+    old = queue.folder.result(cid).read_bytes()
+    assert queue.reopen_failed(CONFIGS) == 1
+    assert not queue.folder.result(cid).exists()
+    assert (queue.dir / f"{cid}.failed-1.json").read_bytes() == old
+    assert [p.name for p in queue.folder.result_files()] == []  # history is not a result
+    c = queue.claim(CONFIGS[:1], "w")
+    assert c is not None and c.attempt == 1
+    assert queue.reopen_failed(CONFIGS) == 0
+
+
+def test_the_folder_records_its_settings_and_refuses_others(queue):
+    from gatedrnn.queue import SettingsMismatch
+
+    base = {"steps": 300, "batch_size": 8, "history": 50, "lr": 0.001, "log_every": 50, "eval_every": 0,
+            "seed": 0, "val_streams": 8, "dataset sha256": "ab"}
+    queue.record_settings(base)
+    queue.record_settings(dict(base))  # the same again: fine
+    with pytest.raises(SettingsMismatch, match="steps=300.*steps=400.*--steps"):
+        queue.record_settings({**base, "steps": 400})
+    queue.folder.settings_file.write_text("{")
+    REPORTS.clear()
+    queue.record_settings({**base, "steps": 400})  # a damaged record is set aside and recorded anew
+    assert "damaged settings" in REPORTS[0]
+    assert json.loads(queue.folder.settings_file.read_text())["steps"] == 400
