@@ -90,9 +90,10 @@ def plot_curves(df: pd.DataFrame, metric: str, threshold: float, references: dic
     ``metric``) in colour with a legend, the rest in grey; the threshold and reference lines."""
     fig, ax = plt.subplots(figsize=(13, 7), layout="constrained")
     runs = df[df["loss"].map(lambda v: isinstance(v, list) and len(v) > 0)]
-    ranked = runs.sort_values(metric, na_position="last", kind="stable")
-    best = ranked.head(highlight)
-    rest = ranked.iloc[len(best):]
+    # only finished runs are ranked: a diverged run's min loss is from before it diverged
+    rank = runs[metric].where(runs["status"] == "done").dropna().sort_values(kind="stable")
+    best = runs.loc[rank.index[:highlight]]
+    rest = runs.drop(index=best.index)
     alpha = 0.6 if len(rest) < 20 else max(0.08, 6 / len(rest))
     for _, row in rest.iterrows():
         ax.plot(_steps_axis(row), row["loss"], color="0.55", lw=0.7, alpha=alpha, zorder=1)
@@ -337,6 +338,8 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
     if not math.isfinite(threshold):
         raise ValueError(f"--threshold must be a finite number, got {threshold!r}")
     results_dir, out_dir = Path(results_dir), Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: exists and is not a folder")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         df = load(results_dir)
@@ -364,7 +367,12 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
     refs = reference_entropies(df, results_dir, data_path) if len(df) else None
     ref_lines = {f"{name} (held out)": v for name, v in (refs or {}).get("nats per byte", {}).items()}
 
-    scored = df[df[metric].notna()].sort_values(metric, kind="stable")
+    # ranked: finished runs only; a diverged run's min loss is from before it diverged
+    scored = df[(df["status"] == "done") & df[metric].notna()].sort_values(metric, kind="stable")
+    diverged = df[df["status"] == "diverged"]
+    if len(diverged):
+        messages.append(f"{len(diverged)} diverged run(s) are listed as diverged and left out of every ranking "
+                        "and threshold")
     below = scored[scored[metric] < threshold]
     report.below = len(below)
     if len(scored):
@@ -391,13 +399,13 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
             report.messages.append(f"no run has {metric} below {threshold:g} (best: {scored.iloc[0][metric]:.4f}); "
                                    f"{filtered.name} not written")
 
-    md = _markdown(df, scored, below, report, metric, threshold, refs, results_dir)
+    md = _markdown(df, scored, below, report, metric, threshold, refs, results_dir, diverged)
     atomic_write_bytes(out_dir / "summary.md", md.encode())
     report.written.append(out_dir / "summary.md")
     return report
 
 
-def _markdown(df, scored, below, report: Report, metric, threshold, refs, results_dir) -> str:
+def _markdown(df, scored, below, report: Report, metric, threshold, refs, results_dir, diverged) -> str:
     out = [f"# Sweep summary: {results_dir}", "", f"**Status:** {report.status_line()}", ""]
     if report.messages:
         out += ["Notes:", *[f"- {m}" for m in report.messages], ""]
@@ -432,6 +440,13 @@ def _markdown(df, scored, below, report: Report, metric, threshold, refs, result
                 f"Fitted on {lm['fit runs']} runs; R² on the {lm['held-out runs']} held-out runs: "
                 f"**{lm['r2 held out']:.3f}**. A negative coefficient lowers the loss.", "",
                 _md_table(coef), ""]
+    if len(diverged):
+        d = diverged.copy()
+        d["configuration"] = [label(r) for _, r in d.iterrows()]
+        d["id"] = d["id"].str[:12]
+        cols = ["configuration", *[c for c in ("diverged at step",) if c in d], "id"]
+        out += [f"## Diverged runs: {len(d)} (never ranked, never below the threshold)", "",
+                _md_table(d[cols]), ""]
     out += [f"## Runs with {metric} below {threshold:g}: {len(below)}", ""]
     if len(below):
         b = below.copy()

@@ -34,6 +34,13 @@ def _error(message: object) -> int:
     return EXIT_BAD_INPUT
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (and exit status 2), like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def _finite_float(text: str) -> float:
     """argparse type: a finite float (JSON, and every file we write, has no inf or nan)."""
     try:
@@ -124,6 +131,16 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
                         "hosts; the default under --slurm)")
     q.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
     q.add_argument("--max-runs", type=int, default=None, help="runs per worker, then exit")
+    f = p.add_argument_group("failures and faults")
+    f.add_argument("--retry-failed", action="store_true",
+                   help="train the failed configurations again (each old record kept as <id>.failed-<n>.json)")
+    f.add_argument("--retry-delay", type=_finite_float, default=30.0,
+                   help="seconds before a configuration that raised is tried again, doubling (%(default)s)")
+    f.add_argument("--fault-retries", type=int, default=5,
+                   help="a worker waits this many times after faults of the machine (full disk, out of memory, "
+                        "device error) before it stops (%(default)s)")
+    f.add_argument("--fault-backoff", type=_finite_float, default=10.0,
+                   help="the first such wait, in seconds, doubling (%(default)s)")
 
 
 def _slurm_arguments(p: argparse.ArgumentParser) -> None:
@@ -157,18 +174,22 @@ def _options(args: argparse.Namespace):
     )
     lock = args.lock or ("soft" if getattr(args, "slurm", False) else "file")
     return WorkerOptions(config_file=args.config_file, results_dir=args.results_dir, settings=settings,
-                         lease_seconds=args.lease_seconds, lock=lock, max_runs=args.max_runs, threads=args.threads)
+                         lease_seconds=args.lease_seconds, lock=lock, max_runs=args.max_runs, threads=args.threads,
+                         retry_delay=args.retry_delay, fault_retries=args.fault_retries,
+                         fault_backoff=args.fault_backoff)
 
 
 def train_options(argv: Sequence[str]):
     """The :class:`WorkerOptions` that ``gatedrnn train ARGV`` would give its workers (for tests
     and tools that start a worker by hand)."""
-    p = argparse.ArgumentParser(prog="gatedrnn train")
+    p = _Parser(prog="gatedrnn train")
     _train_arguments(p)
     return _options(p.parse_args(list(argv)))
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from .grid import read_configs
+    from .queue import Queue
     from .worker import BAD_INPUT, launch, validate
 
     try:
@@ -176,6 +197,11 @@ def _run_train(args: argparse.Namespace) -> int:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
         options = _options(args)
         validate(options)
+        if args.retry_failed:
+            queue = Queue(options.results_dir, lease_seconds=options.lease_seconds, lock=options.lock)
+            n = queue.reopen_failed(read_configs(options.config_file))
+            print(f"--retry-failed: {n} failed configuration(s) pending again; each old record kept as "
+                  "<id>.failed-<n>.json", flush=True)
         params = None
         if args.slurm:
             from .slurm import SlurmParams, parse_extra
@@ -238,9 +264,9 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Calla
 
 
 def build_parser(prog: str = "gatedrnn") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Sweep the switches of a gated RNN layer trained "
-                                "without backpropagation through time.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = _Parser(prog=prog, description="Sweep the switches of a gated RNN layer trained "
+                "without backpropagation through time.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     for name, (summary, add, _) in _COMMANDS.items():
         add(sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + "."))
     return p
@@ -252,7 +278,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if prog is not None and argv and argv[0] in _COMMANDS:
         summary, add, run = _COMMANDS[argv[0]]
-        p = argparse.ArgumentParser(prog=prog, description=summary[0].upper() + summary[1:] + ".")
+        p = _Parser(prog=prog, description=summary[0].upper() + summary[1:] + ".")
         add(p)
         return run(p.parse_args(argv[1:]))
     args = build_parser(prog or "gatedrnn").parse_args(argv)

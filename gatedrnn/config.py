@@ -49,6 +49,7 @@ CELL_KEYS: dict[str, dict[str, Any]] = {
     "esgp": {"density": 0.1, "spectral_radius": 0.9},
 }
 READOUTS = ("sgd", "ridge")
+SEED_MAX = 2**62  # the model's seed is 2 * seed and the data's 2 * seed + 1: both fit torch's 64 bits
 RIDGE_ALPHA = 1e-3
 
 
@@ -118,6 +119,8 @@ class RNNConfig:
         _check_int("bptt", self.bptt, 1)
         if self.seed is not None:
             _check_int("seed", self.seed, 0)
+            if self.seed > SEED_MAX:
+                raise ValueError(f"seed must be at most 2**62, got {self.seed!r}")
         own = CELL_KEYS[self.cell]
         for key in ("density", "spectral_radius", "input_scaling", "leak", "readout"):
             value = getattr(self, key)
@@ -246,6 +249,8 @@ class TrainSettings:
         _check_int("eval_every", self.eval_every, 0)
         _check_int("checkpoint_every", self.checkpoint_every, 0)
         _check_int("seed", self.seed, 0)
+        if self.seed > SEED_MAX:
+            raise ValueError(f"seed must be at most 2**62, got {self.seed!r}")
         _check_int("val_streams", self.val_streams, 1)
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)):
             raise TypeError(f"lr must be a number, got {self.lr!r}")

@@ -176,8 +176,9 @@ class ArrayWatch:
     """``watch()`` is True while any task of the array is pending, running or being requeued.
 
     It asks squeue (submitit's cached job state can stay UNKNOWN or stale across requeues), and
-    calls the array ended only after it has been absent from squeue for ``grace`` seconds: a
-    task being requeued leaves the queue for a moment between completing and pending again.
+    calls the array ended only after it has been absent from squeue, with no task that
+    accounting (sacct, latest instance of each task) calls alive, for ``grace`` seconds: a task
+    being requeued leaves the queue for a moment between completing and pending again.
     """
 
     def __init__(self, jobs: list, grace: float = 10.0) -> None:
@@ -186,12 +187,27 @@ class ArrayWatch:
         self.last_seen = time.monotonic()
 
     def __call__(self) -> bool:
+        if self._in_squeue() or self._requeued():
+            self.last_seen = time.monotonic()
+        return time.monotonic() - self.last_seen < self.grace
+
+    def _in_squeue(self) -> bool:
         try:
             out = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(self.arrays)], capture_output=True,
                                  text=True, timeout=60)
-            seen = out.returncode != 0 and "Invalid job id" not in out.stderr or bool(out.stdout.strip())
         except (OSError, subprocess.TimeoutExpired):
-            seen = True  # cannot tell: keep watching
-        if seen:
-            self.last_seen = time.monotonic()
-        return time.monotonic() - self.last_seen < self.grace
+            return True  # cannot tell: keep watching
+        return out.returncode != 0 and "Invalid job id" not in out.stderr or bool(out.stdout.strip())
+
+    def _requeued(self) -> bool:
+        """Whether accounting still sees a task of the array alive (a requeued task can be absent
+        from squeue for a moment, or held there under another state)."""
+        try:
+            out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", ",".join(self.arrays)],
+                                 capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        alive = ("PENDING", "REQUEUED", "RUNNING", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED",
+                 "CONFIGURING", "COMPLETING")
+        return out.returncode == 0 and any(line.split()[0] in alive for line in out.stdout.splitlines() if line.split())
+

@@ -13,7 +13,9 @@ the data cursor) and can be saved to and restored from a checkpoint for an ident
 from __future__ import annotations
 
 import hashlib
+import io
 import math
+import os
 import platform
 import resource
 import sys
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._atomic import atomic_write
+from ._atomic import atomic_write_bytes
 from ._fast import fused_adam
 from ._version import __version__
 from ._malloc import keep_freed_memory
@@ -47,6 +49,7 @@ __all__ = [
     "Interrupted",
     "CheckpointMismatch",
     "resolve_device",
+    "check_fits",
     "MA_START",
     "MA_DECAY",
 ]
@@ -67,12 +70,41 @@ class CheckpointMismatch(ValueError):
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device of ``--device``; ValueError when this machine does not have it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but torch sees no CUDA device")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} was asked for but torch sees no CUDA device")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} was asked for but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {name!r} was asked for but this machine has no usable MPS device")
     return device
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Bytes of memory the device has in all (the machine's RAM for the CPU), or None if unknown."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[1])
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        return None
+
+
+def check_fits(settings: TrainSettings, device: torch.device) -> None:
+    """Refuse settings whose data alone cannot fit the device: a window of (history + 1) x
+    batch_size bytes as int64, and the validation streams (ValueError naming both)."""
+    need = 8 * (settings.history + 1) * (settings.batch_size + settings.val_streams)
+    have = device_memory(device)
+    if have is not None and need > have:
+        raise ValueError(
+            f"--batch-size {settings.batch_size} with --history {settings.history}: one window of data needs "
+            f"{need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB of {device}")
 
 
 def _versions() -> dict[str, str]:
@@ -465,8 +497,11 @@ class Run:
         self.checkpoint_problems = list(state["checkpoint problems"])
 
     def save(self, path: str | Path) -> None:
-        state = self.state_dict()
-        atomic_write(path, lambda f: torch.save(state, f))
+        # serialised in memory first: torch.save on a full disk raises an opaque RuntimeError,
+        # a plain write an OSError that names the cause (ENOSPC), which the worker recognises
+        buffer = io.BytesIO()
+        torch.save(self.state_dict(), buffer)
+        atomic_write_bytes(path, buffer.getbuffer())
 
     def restore(self, path: str | Path) -> bool:
         """Resume from ``path`` if it exists. An unreadable checkpoint is reported, set aside

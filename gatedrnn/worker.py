@@ -15,6 +15,7 @@ Exit statuses: 0 every configuration has a result and none failed; 1 some failed
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -34,15 +35,18 @@ from .config import RNNConfig, TrainSettings
 from .data import DataError, check_length, load_corpus
 from .folder import FolderError
 from .grid import ConfigFileError, read_configs
-from .queue import Queue, sweep_status
-from .trainer import CheckpointMismatch, Interrupted, resolve_device, train
+from .queue import Queue, QueueError, sweep_status
+from .trainer import CheckpointMismatch, Interrupted, check_fits, resolve_device, train
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+# a worker process's own ends, which the launcher reports and turns into EXIT_STOPPED
+EXIT_FAULT, EXIT_CRASH = 4, 5
 # what a worker reports as bad input (one line, exit 2) rather than as a crash
 BAD_INPUT = (ConfigFileError, DataError, FolderError, CheckpointMismatch, ValueError, TypeError)
 
 __all__ = ["WorkerOptions", "run_worker", "serve", "launch", "watch", "validate", "format_status", "exit_status",
-           "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_STOPPED"]
+           "environment_fault", "recorded_settings", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_STOPPED",
+           "EXIT_FAULT", "EXIT_CRASH"]
 
 
 @dataclass
@@ -57,6 +61,9 @@ class WorkerOptions:
     max_runs: int | None = None
     threads: int | None = None
     name: str | None = None
+    retry_delay: float = 30.0  # before a configuration that raised is tried again (doubling)
+    fault_retries: int = 5  # waits after environment faults before the worker gives up
+    fault_backoff: float = 10.0  # the first such wait, in seconds (doubling)
     stop: Any = None  # a threading.Event that asks the worker to stop (not data: never serialised)
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,16 +136,57 @@ def _say(name: str, message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')} {name}] {message}", flush=True)
 
 
+# errno values that say the machine, not the configuration, is at fault
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT, errno.ENOMEM, errno.ESTALE, errno.ENODEV,
+                       errno.ENXIO}
+_ENVIRONMENT_WORDS = ("out of memory", "can't allocate memory", "cuda error", "cudnn_status", "cublas_status",
+                      "no cuda gpus are available", "device-side assert", "nccl error", "hip error")
+
+
+def environment_fault(exc: BaseException) -> str | None:
+    """A one-line cause when ``exc`` is a fault of the machine (a full, read-only or failing
+    disk, memory, the device) rather than of the configuration; None otherwise."""
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, MemoryError):
+            return "out of memory (MemoryError)"
+        if isinstance(e, OSError) and e.errno in _ENVIRONMENT_ERRNOS:
+            where = f": {e.filename}" if e.filename else ""
+            return f"{errno.errorcode.get(e.errno, e.errno)} ({os.strerror(e.errno)}){where}"
+        if isinstance(e, RuntimeError):
+            text = str(e).strip()
+            if any(w in text.lower() for w in _ENVIRONMENT_WORDS):
+                return f"{type(e).__name__}: {text.splitlines()[0][:200]}"
+        e = e.__cause__ or e.__context__
+    return None
+
+
+_FAULT = object()
+
+
+class EnvironmentFault(Exception):
+    """A fault of the machine that persisted through the worker's retries."""
+
+
 def run_worker(options: WorkerOptions) -> int:
     """The worker loop. Returns an exit status (see the module's docstring); bad input raises
-    one of ``BAD_INPUT`` (see :func:`serve`)."""
+    one of ``BAD_INPUT`` (see :func:`serve`).
+
+    An exception that :func:`environment_fault` recognises keeps the checkpoint, releases the
+    claim, and waits (``fault_backoff`` seconds, doubling) before the worker tries again; after
+    ``fault_retries`` such waits in a row it raises :class:`EnvironmentFault`. Any other
+    exception from training is the configuration's: a failed attempt (``Queue.fail``).
+    """
     name = options.name or f"{os.uname().nodename}-{os.getpid()}"
     if options.threads:
         torch.set_num_threads(options.threads)
-    stop = {"signal": None}
+    stop = {"signal": None, "event": threading.Event()}
 
     def on_signal(signum, _frame):
         stop["signal"] = signal.Signals(signum).name
+        stop["event"].set()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, on_signal)
@@ -149,28 +197,67 @@ def run_worker(options: WorkerOptions) -> int:
         def watch():
             event.wait()
             stop["signal"] = stop["signal"] or "stop request"
+            stop["event"].set()
 
         threading.Thread(target=watch, daemon=True, name="stop-watch").start()
 
-    queue = Queue(options.results_dir, lease_seconds=options.lease_seconds, lock=options.lock)
+    def say(message: str) -> None:
+        _say(name, message)
+
+    queue = Queue(options.results_dir, lease_seconds=options.lease_seconds, lock=options.lock,
+                  retry_delay=options.retry_delay, report=say)
     settings = options.settings
     corpus = load_corpus(settings.data)
     check_length(corpus, settings.history)
+    check_fits(settings, resolve_device(settings.device))  # before anything is claimed
+    queue.record_settings(recorded_settings(settings, corpus.sha256))
     interval = min(5.0, options.lease_seconds / 4)
-    runs = 0
-    _say(name, f"started (pid {os.getpid()}, device {settings.device}, {torch.get_num_threads()} threads)")
+    runs, faults = 0, 0
+    say(f"started (pid {os.getpid()}, device {settings.device}, {torch.get_num_threads()} threads)")
+
+    def back_off(cause: str) -> None:
+        nonlocal faults
+        faults += 1
+        if faults > options.fault_retries:
+            raise EnvironmentFault(f"{cause} (still after {options.fault_retries} retries)")
+        wait = options.fault_backoff * 2 ** (faults - 1)
+        say(f"environment fault: {cause}; nothing recorded against the configuration; retrying in {wait:g} s "
+            f"({faults} of {options.fault_retries})")
+        stop["event"].wait(wait)
+
+    def queue_step(operation, claim=None):
+        """A queue operation; on a fault of the machine, back off and return _FAULT."""
+        try:
+            return operation()
+        except (OSError, QueueError) as e:
+            cause = environment_fault(e)
+            if cause is None:
+                raise
+            if claim is not None:
+                _release_quietly(queue, claim)
+            back_off(cause)
+            return _FAULT
+
     while stop["signal"] is None and (options.max_runs is None or runs < options.max_runs):
         configs = read_configs(options.config_file)
-        claim = queue.claim(configs, name)
+        claim = queue_step(lambda: queue.claim(configs, name))
+        if claim is _FAULT:
+            continue
         if claim is None:
-            _say(name, "nothing left to claim")
+            retry = queue.next_retry(configs)
+            if retry is not None and stop["signal"] is None:  # a configuration waits for its next attempt
+                wait = max(0.0, retry - time.time()) + 0.01
+                say(f"waiting {wait:.1f} s for a retry of a configuration that raised")
+                stop["event"].wait(wait)
+                continue
+            say("nothing left to claim")
             break
         config = RNNConfig.from_dict(claim.config)
         ckpt = queue.folder.checkpoint(claim.id)
         how = "resuming" if ckpt.exists() else "starting"
         if claim.took_over is not None:
             how += f" (took over from stale claim of {claim.took_over.get('worker')})"
-        _say(name, f"{how} {config.short()} {claim.id[:12]} attempt {claim.attempt}")
+        say(f"{how} {config.short()} {claim.id[:12]} attempt {claim.attempt}")
         hb = _Heartbeat(queue, claim, interval)
         hb.start()
         try:
@@ -180,30 +267,39 @@ def run_worker(options: WorkerOptions) -> int:
         except (Interrupted, ClaimLost) as e:
             hb.stop()
             if hb.lost or isinstance(e, ClaimLost):
-                _say(name, f"lost the claim on {claim.id[:12]} (its lease expired and another worker took it); "
-                           "no result written")
+                say(f"lost the claim on {claim.id[:12]} (its lease expired and another worker took it); "
+                    "no result written")
                 continue
             queue.release(claim)
-            _say(name, f"{stop['signal']}: checkpointed {claim.id[:12]} ({e}) and released it")
+            say(f"{stop['signal']}: checkpointed {claim.id[:12]} ({e}) and released it")
             break
         except CheckpointMismatch:
             hb.stop()
             queue.release(claim)
             raise
-        except Exception:
+        except Exception as e:
             hb.stop()
+            cause = environment_fault(e)
+            if cause is not None:  # the machine's fault: keep the checkpoint, give the claim back
+                _release_quietly(queue, claim)
+                back_off(cause)
+                continue
             tb = traceback.format_exc()
             outcome = queue.fail(claim, tb)
-            _say(name, f"{claim.id[:12]} raised {tb.strip().splitlines()[-1]} -> "
-                       f"{'recorded as failed' if outcome == 'failed' else 'will be retried'}")
+            say(f"{claim.id[:12]} raised {tb.strip().splitlines()[-1]} -> "
+                f"{'recorded as failed' if outcome == 'failed' else 'will be retried'}")
             continue
         hb.stop()
-        if queue.complete(claim, result):
+        completed = queue_step(lambda: queue.complete(claim, result), claim)
+        if completed is _FAULT:
+            continue
+        faults = 0
+        if completed:
             runs += 1
             scores = ", ".join(f"{k} {result[k]:.4f}" for k in ("min loss", "val loss") if result.get(k) is not None)
-            _say(name, f"finished {config.short()} {claim.id[:12]}: {result['status']}" + (f", {scores}" if scores else ""))
+            say(f"finished {config.short()} {claim.id[:12]}: {result['status']}" + (f", {scores}" if scores else ""))
         else:
-            _say(name, f"lost the claim on {claim.id[:12]} before completing; result discarded")
+            say(f"lost the claim on {claim.id[:12]} before completing; result discarded")
     if stop["signal"] is not None:
         return EXIT_STOPPED
     if options.max_runs is not None and runs >= options.max_runs:
@@ -211,13 +307,42 @@ def run_worker(options: WorkerOptions) -> int:
     return EXIT_OK
 
 
+def _release_quietly(queue: Queue, claim) -> None:
+    """Give a claim back after a fault; if even that fails, the claim goes stale by itself."""
+    try:
+        queue.release(claim)
+    except (OSError, QueueError):
+        pass
+
+
+def recorded_settings(settings: TrainSettings, dataset_sha256: str) -> dict[str, Any]:
+    """The settings a results folder records on first use (``Queue.record_settings``)."""
+    d = settings.to_dict()
+    d["dataset sha256"] = dataset_sha256
+    return d
+
+
 def serve(options: WorkerOptions) -> int:
-    """:func:`run_worker`, with bad input reported as one line on stderr and exit status 2."""
+    """:func:`run_worker`, with its ends made one line each on stderr: bad input (exit 2), an
+    environment fault that persisted (``EXIT_FAULT``), an unexpected crash (``EXIT_CRASH``,
+    after the traceback)."""
     try:
         return run_worker(options)
+    except EnvironmentFault as e:
+        print(f"fault: {e}", file=sys.stderr, flush=True)
+        return EXIT_FAULT
     except BAD_INPUT as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
+    except Exception as e:
+        cause = environment_fault(e)
+        traceback.print_exc()
+        if cause is not None:
+            print(f"fault: {cause}", file=sys.stderr, flush=True)
+            return EXIT_FAULT
+        last = traceback.format_exception_only(type(e), e)[-1].strip()
+        print(f"crash: {last}", file=sys.stderr, flush=True)
+        return EXIT_CRASH
 
 
 def _process_main() -> int:
@@ -319,10 +444,11 @@ def launch(options: WorkerOptions, workers: int, refresh: float | None = None) -
         procs.append((proc, log))
     print(f"started {workers} worker(s); logs in {queue.folder.logs}/{stamp}-*.log", flush=True)
 
-    stopping = {"signal": None}
+    stopping = {"signal": None, "forwarded": False}
 
     def forward(signum, _frame):
         stopping["signal"] = signum
+        stopping["forwarded"] = True
         for proc, _ in procs:
             if proc.poll() is None:
                 try:
@@ -331,36 +457,88 @@ def launch(options: WorkerOptions, workers: int, refresh: float | None = None) -
                     pass
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    problem, problem_code = None, EXIT_OK
     try:
         watch(options, lambda: any(p.poll() is None for p, _ in procs), refresh)
+    except ConfigFileError as e:  # the configuration file broke mid-sweep: stop cleanly
+        problem = f"error: {e}; stopping the workers (each checkpoints and releases its run)"
+        problem_code = EXIT_BAD_INPUT
+    except Exception as e:  # the launcher must never leave its workers unsupervised
+        problem = f"error: the launcher failed ({type(e).__name__}: {e}); stopping the workers"
+        problem_code = EXIT_STOPPED
     finally:
+        if problem is not None:
+            print(problem, file=sys.stderr, flush=True)
+            forward(signal.SIGTERM, None)
+            stopping["signal"] = None  # not a user's stop: no "rerun to resume" line
         for s, h in old.items():
             signal.signal(s, h)
     codes = [p.wait() for p, _ in procs]
+    bad_input = None
     for (proc, log), code in zip(procs, codes):
+        if code in (EXIT_OK, EXIT_STOPPED, EXIT_FAILED):
+            continue
+        tail = _log_tail(log)
         if code == EXIT_BAD_INPUT:
-            tail = log.read_text(errors="replace").strip().splitlines()
-            msg = next((ln for ln in reversed(tail) if ln.startswith("error:")), f"error: a worker exited with status 2 (see {log})")
-            print(msg, file=sys.stderr)
-            return EXIT_BAD_INPUT
-        if code not in (EXIT_OK, EXIT_STOPPED, EXIT_FAILED):
-            print(f"warning: worker pid {proc.pid} exited with status {code}; see {log}", file=sys.stderr)
-    final = exit_status(queue.status(read_configs(options.config_file)))
+            bad_input = bad_input or next((ln for ln in reversed(tail) if ln.startswith("error:")),
+                                          f"error: a worker exited with status 2 (see {log})")
+            continue
+        if code == EXIT_FAULT:
+            line = next((ln for ln in reversed(tail) if ln.startswith("fault:")), "fault: (no reason logged)")
+            print(f"worker pid {proc.pid} stopped on a fault of the machine, not of a configuration: "
+                  f"{line[len('fault: '):]}  (log: {log})", file=sys.stderr)
+            continue
+        if code == EXIT_CRASH:
+            line = next((ln for ln in reversed(tail) if ln.startswith("crash:")), "crash: (no reason logged)")
+            reason = line[len("crash: "):]
+        elif code < 0 and stopping["forwarded"] and -code in (signal.SIGTERM, signal.SIGINT):
+            continue  # the stop this launcher forwarded arrived as the worker was exiting anyway
+        elif code < 0:
+            reason = f"killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() else f"signal {-code}"
+        else:
+            reason = f"exit status {code}"
+        print(f"worker pid {proc.pid} died: {reason}; last lines of {log}:", file=sys.stderr)
+        for ln in tail[-8:]:
+            print(f"    {ln}", file=sys.stderr)
+    if problem is not None:
+        return problem_code
+    if bad_input:
+        print(bad_input, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        final = exit_status(queue.status(read_configs(options.config_file)))
+    except ConfigFileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if stopping["signal"] is not None:
         print("stopped: every worker checkpointed and released its run; rerun the same command to resume")
     return final
 
 
+def _log_tail(log: Path, lines: int = 40) -> list[str]:
+    try:
+        return log.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return []
+
+
 def validate(options: WorkerOptions) -> None:
-    """Every check a worker would fail on, before anything starts; raises with one line."""
-    read_configs(options.config_file)
-    Queue(options.results_dir, lease_seconds=options.lease_seconds, lock=options.lock)
-    check_length(load_corpus(options.settings.data), options.settings.history)
-    resolve_device(options.settings.device)
+    """Every check a worker would fail on, before anything is claimed; raises with one line.
+    Last, the results folder records the sweep's settings (or refuses other ones)."""
     if options.max_runs is not None and options.max_runs < 1:
         raise ValueError(f"--max-runs must be >= 1, got {options.max_runs}")
     if options.threads is not None and options.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {options.threads}")
+    if options.fault_retries < 0 or not options.fault_backoff >= 0 or not options.retry_delay >= 0:
+        raise ValueError("--fault-retries, --fault-backoff and --retry-delay must be >= 0")
+    read_configs(options.config_file)
+    queue = Queue(options.results_dir, lease_seconds=options.lease_seconds, lock=options.lock)
+    with queue.locked():  # a lock that cannot be taken (a folder in its place, ...) is bad input
+        pass
+    corpus = load_corpus(options.settings.data)
+    check_length(corpus, options.settings.history)
+    check_fits(options.settings, resolve_device(options.settings.device))
+    queue.record_settings(recorded_settings(options.settings, corpus.sha256))
 
 
 if __name__ == "__main__":

@@ -165,7 +165,8 @@ def test_an_exception_is_retried_then_recorded_as_failed(tmp_path):
                     "t.Run.train_steps = bad\n")
     e = env()
     e["PYTHONPATH"] = str(tmp_path) + os.pathsep + e["PYTHONPATH"]
-    proc = subprocess.run([sys.executable, "-m", "gatedrnn.worker"], input=worker_options(*LONG_ARGS),
+    proc = subprocess.run([sys.executable, "-m", "gatedrnn.worker"],
+                          input=worker_options(*LONG_ARGS, "--retry-delay", "0.05"),
                           cwd=tmp_path, env=e, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     res = results(tmp_path)[LONG.id]
