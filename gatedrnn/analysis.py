@@ -1,11 +1,16 @@
 """The sweep's plots and summary: what it found, and how far along it is.
 
 ``examine(results_dir, out_dir, ...)`` writes
-  results_01_all.png                              every run's loss curve against training step
-  results_01_all_hyperparameters.png              the metric by each hyperparameter's value
+  results_01_all.png                              loss curves against training step (a configuration
+                                                  with replicates: its mean curve and a band)
+  results_01_all_hyperparameters.png              the metric by each hyperparameter's value, and
+                                                  each key's matched-pair effect with its interval
   filtered_results_01_loss_below_<threshold>.png  the same, for the runs below the threshold
-  summary.csv                                     one row per configuration
-  summary.md                                      status, best runs, effects, reference entropies
+  summary.csv                                     one row per configuration: runs, mean, std, 95 % interval
+  runs.csv                                        one row per run
+  effects.csv                                     matched-pair effects per swept key (gatedrnn.stats)
+  summary.md                                      status, how sure the ranking is, seed noise against
+                                                  spread, effects, reference entropies
 """
 
 from __future__ import annotations
@@ -34,11 +39,14 @@ from .folder import ResultsFolder  # noqa: E402
 from .grid import ConfigFileError, read_configs  # noqa: E402
 from .queue import sweep_status  # noqa: E402
 from .results import config_of, load  # noqa: E402
+from .stats import (effects as matched_effects, ranking_metric, seed_noise, seed_table, summarise,  # noqa: E402
+                    ties_with_best)
 
 __all__ = ["examine", "Report", "hyperparameters", "plot_curves", "plot_hyperparameters",
-           "effects", "linear_model", "reference_entropies", "filtered_name", "METRICS"]
+           "value_means", "linear_model", "reference_entropies", "filtered_name", "METRICS"]
 
 METRICS = ("min loss", "val loss")
+SUMMARY_METRICS = ("val loss", "val bpb", "min loss")
 CURVES_PNG = "results_01_all.png"
 HYPER_PNG = "results_01_all_hyperparameters.png"
 NGRAM_NAMES = {1: "unigram", 2: "bigram", 3: "trigram"}
@@ -49,7 +57,7 @@ def filtered_name(threshold: float) -> str:
 
 
 def label(row: Any) -> str:
-    """A compact label: the switches' letters (I F O S N O R, '.' when off), depth, size."""
+    """A compact label: the switches' letters (I F O S N P R, '.' when off), depth, size."""
     try:
         cfg = RNNConfig.from_dict(config_of(row))
     except (TypeError, ValueError, KeyError):
@@ -69,7 +77,7 @@ def hyperparameters(df: pd.DataFrame) -> list[str]:
             keys.append(key)
     swept = df[df["seed swept"] == True] if "seed swept" in df else df.iloc[:0]  # noqa: E712
     for key in EXTRA_KEYS:
-        if key in swept and swept[key].nunique(dropna=True) > 1 and key not in keys:
+        if key != "seed" and key in swept and swept[key].nunique(dropna=True) > 1 and key not in keys:
             keys.append(key)
     return keys
 
@@ -84,27 +92,48 @@ def _steps_axis(row: pd.Series) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- plots
+def _mean_curve(group: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps, mean and std of a configuration's curves (cut to the shortest)."""
+    curves = [np.asarray([np.nan if v is None else v for v in c], dtype=float) for c in group["loss"]]
+    n = min(len(c) for c in curves)
+    stack = np.stack([c[:n] for c in curves])
+    std = stack.std(axis=0, ddof=1) if len(stack) > 1 else np.zeros(n)
+    return _steps_axis(group.iloc[0])[:n], stack.mean(axis=0), std
+
+
 def plot_curves(df: pd.DataFrame, metric: str, threshold: float, references: dict[str, float] | None = None,
                 highlight: int = 10) -> plt.Figure:
-    """Every run's moving-average loss against training step; the best ``highlight`` runs (by
-    ``metric``) in colour with a legend, the rest in grey; the threshold and reference lines."""
+    """Every configuration's moving-average loss against training step: one line per run, or
+    for a configuration with replicates its mean curve with a band of one standard deviation
+    across seeds. The best ``highlight`` configurations (by mean ``metric`` over finished runs)
+    in colour with a legend, the rest in grey; the threshold and reference lines."""
     fig, ax = plt.subplots(figsize=(13, 7), layout="constrained")
     runs = df[df["loss"].map(lambda v: isinstance(v, list) and len(v) > 0)]
     # only finished runs are ranked: a diverged run's min loss is from before it diverged
-    rank = runs[metric].where(runs["status"] == "done").dropna().sort_values(kind="stable")
-    best = runs.loc[rank.index[:highlight]]
-    rest = runs.drop(index=best.index)
+    done = runs[(runs["status"] == "done") & runs[metric].notna()]
+    order = done.groupby("config id", sort=False)[metric].mean().sort_values(kind="stable")
+    best_ids = list(order.index[:highlight])
+    groups = {cid: g for cid, g in runs.groupby("config id", sort=False)}
+    rest = [cid for cid in groups if cid not in best_ids]
     alpha = 0.6 if len(rest) < 20 else max(0.08, 6 / len(rest))
-    for _, row in rest.iterrows():
-        ax.plot(_steps_axis(row), row["loss"], color="0.55", lw=0.7, alpha=alpha, zorder=1)
-    colours = sns.color_palette("viridis", n_colors=max(1, len(best)))
-    for colour, (_, row) in zip(colours, best.iterrows()):
-        value = row[metric]
-        ax.plot(_steps_axis(row), row["loss"], color=colour, lw=1.6, zorder=3,
-                label=f"{label(row)}  {metric} {value:.3f}" if pd.notna(value) else label(row))
+    for cid in rest:
+        steps, mean, _ = _mean_curve(groups[cid])
+        ax.plot(steps, mean, color="0.55", lw=0.7, alpha=alpha, zorder=1)
+    colours = sns.color_palette("viridis", n_colors=max(1, len(best_ids)))
+    replicated = False
+    for colour, cid in zip(colours, best_ids):
+        group = groups[cid]
+        finished = group[group["status"] == "done"]
+        steps, mean, std = _mean_curve(finished if len(finished) else group)
+        n = len(finished)
+        text = f"{label(group.iloc[0])}  {metric} {order[cid]:.3f}" + (f" (mean of {n})" if n > 1 else "")
+        ax.plot(steps, mean, color=colour, lw=1.6, zorder=3, label=text)
+        if n > 1:
+            replicated = True
+            ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2, lw=0, zorder=2)
     points = np.array([v for r in runs["loss"] for v in r if v is not None and math.isfinite(v)])
     ax.axhline(threshold, color="crimson", ls="--", lw=1.2, zorder=2, label=f"threshold {threshold:g}")
-    for i, (name, value) in enumerate((references or {}).items()):
+    for name, value in (references or {}).items():
         ax.axhline(value, color="black", ls=":", lw=1.0, zorder=2)
         ax.annotate(f"{name} {value:.3f}", xy=(1.0, value), xycoords=("axes fraction", "data"),
                     xytext=(-4, 2), textcoords="offset points", ha="right", va="bottom", fontsize=8)
@@ -116,25 +145,37 @@ def plot_curves(df: pd.DataFrame, metric: str, threshold: float, references: dic
         ax.set_ylim(bottom, top)
     ax.set_xlabel("training step")
     ax.set_ylabel("loss (moving average, nats per byte)")
-    shown = f"best {len(best)} in colour" if len(rest) else "all runs"
-    ax.set_title(f"{len(runs)} runs, {shown} (ranked by {metric})")
-    if len(best):
+    shown = f"best {len(best_ids)} in colour" if rest else "all configurations"
+    band = "; band: ±1 std across seeds" if replicated else ""
+    ax.set_title(f"{len(runs)} runs of {len(groups)} configurations, {shown} (ranked by mean {metric}){band}")
+    if best_ids:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
-                  title="configuration  (I F O S gates, N O state, R residual)", title_fontsize=8)
+                  title="configuration  (I F O S gates, N new / P previous state, R residual)",
+                  title_fontsize=8)
     ax.grid(alpha=0.3)
     return fig
 
 
-def plot_hyperparameters(df: pd.DataFrame, metric: str, title: str) -> plt.Figure:
+def plot_hyperparameters(df: pd.DataFrame, metric: str, title: str,
+                         effects_table: pd.DataFrame | None = None) -> plt.Figure:
     """One panel per hyperparameter: each run's metric by the hyperparameter's value (a jittered
     strip: seaborn's swarm redraws the whole figure once per panel, seconds at this size), the
-    mean per value marked."""
+    mean per value marked. With ``effects_table`` (:func:`gatedrnn.stats.effects`), each
+    panel is followed by one of the key's matched-pair effects: median difference and its 95 %
+    bootstrap interval per step of the key (from -> to), zero marked."""
     keys = hyperparameters(df)
     data = df[df[metric].notna()].copy()
-    ncols = 4 if len(keys) > 9 else 3
-    nrows = math.ceil(len(keys) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained",
-                             sharey=True, squeeze=False)
+    with_effects = effects_table is not None and len(effects_table) > 0
+    per_key = 2 if with_effects else 1
+    ncols = (4 if len(keys) > 9 else 3) if not with_effects else 4
+    nrows = math.ceil(len(keys) * per_key / ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained",
+                             squeeze=False)
+    flat = list(grid.flat)
+    axes_strip = flat[0:len(keys) * per_key:per_key]
+    axes_effect = flat[1:len(keys) * per_key:per_key] if with_effects else []
+    for ax in axes_strip[1:]:
+        ax.sharey(axes_strip[0])
     biggest = max((data[k].value_counts().max() for k in keys if len(data)), default=0)
     size = float(np.clip(60 / max(biggest, 1) ** 0.5, 2.0, 6))
     def show(v):
@@ -142,7 +183,7 @@ def plot_hyperparameters(df: pd.DataFrame, metric: str, title: str) -> plt.Figur
             return "on" if v else "off"
         return v if isinstance(v, str) else str(int(v))
 
-    for ax, key in zip(axes.flat, keys):
+    for ax, key in zip(axes_strip, keys):
         sub = data[data[key].notna()]  # a switch exists for the gated cell only
         values = sub[key]
         if key in SWITCHES:
@@ -169,15 +210,36 @@ def plot_hyperparameters(df: pd.DataFrame, metric: str, title: str) -> plt.Figur
         ax.set_xlabel("")
         ax.set_ylabel(metric)
         ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax, key in zip(axes_effect, keys):
+        rows = effects_table[effects_table["hyperparameter"] == key]
+        for i, (_, r) in enumerate(rows.iterrows()):
+            lo, hi = r["ci low"], r["ci high"]
+            err = None if not (math.isfinite(lo) and math.isfinite(hi)) else [[r["median difference"] - lo],
+                                                                              [hi - r["median difference"]]]
+            colour = "tab:green" if math.isfinite(hi) and hi < 0 else "tab:red" if math.isfinite(lo) and lo > 0 else "0.3"
+            ax.errorbar(r["median difference"], i, xerr=err, fmt="o", color=colour, capsize=4, lw=1.8)
+        if not len(rows):
+            ax.text(0.5, 0.5, "no matched pairs\n(one value swept)", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=9, color="0.4")
+            ax.set_xticks([])
+        ax.axvline(0, color="black", lw=0.8, ls=":")
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([f"{show(r['from'])}→{show(r['to'])}  ({int(r['pairs'])} pairs)"
+                            for _, r in rows.iterrows()], fontsize=8)
+        ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
+        ax.set_xlabel(f"median Δ {metric} (to − from)", fontsize=8)
+        ax.set_title("matched-pair effect, 95 % CI", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in flat[len(keys) * per_key:]:
         ax.set_visible(False)
-    fig.suptitle(f"{title} — {len(data)} runs; red bar: mean per value", fontsize=12)
+    extra = "; right of each: matched-pair effect (green lowers the loss)" if with_effects else ""
+    fig.suptitle(f"{title} — {len(data)} runs; red bar: mean per value{extra}", fontsize=12)
     return fig
 
 
 # ---------------------------------------------------------------------------- numbers
-def effects(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean, count and best of the metric per value of each hyperparameter."""
+def value_means(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean, count and best of the metric per value of each hyperparameter (over runs)."""
     data = df[df[metric].notna()]
     rows = []
     for key in hyperparameters(df):
@@ -272,6 +334,11 @@ class Report:
     status: dict[str, int] | None
     best: dict[str, Any] | None
     below: int
+    metric: str = "min loss"
+    configurations: int = 0
+    ties: int | None = None  # configurations statistically tied with the best (None: cannot tell)
+    compared: int = 0
+    noise: dict[str, float] | None = None
     written: list[Path] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
 
@@ -283,58 +350,124 @@ class Report:
         return (f"done {c['done']} · diverged {c['diverged']} · failed {c['failed']} · running {c['running']} · "
                 f"pending {c['pending']} (of {total})")
 
+    def best_line(self) -> str | None:
+        if not self.best:
+            return None
+        b = self.best
+        ci = (f" [95 % CI {b['ci low']:.4f}, {b['ci high']:.4f}]" if math.isfinite(b.get("ci low", math.nan))
+              else "")
+        return (f"{b['label']}  {self.metric} {b[self.metric]:.4f}{ci} over {b['runs']} run(s)  id {b['id']}")
+
+    def ties_line(self) -> str:
+        if self.ties is None:
+            return ("tied with the best: cannot tell: no configuration has two or more runs "
+                    "(replicate the best with init_experiments.py --replicate-from)")
+        return (f"tied with the best: {self.ties} of {self.compared} other configurations "
+                "(their seed-blocked 95 % interval of the difference reaches zero)")
+
 
 def _save(fig: plt.Figure, path: Path) -> None:
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
 
 
+def _fmt(v: Any) -> str:
+    if isinstance(v, (float, np.floating)):
+        return "" if not math.isfinite(v) else f"{v:.4f}"
+    return str(v)
+
+
 def _md_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in df.iterrows():
-        cells = []
-        for c in cols:
-            v = row[c]
-            cells.append(f"{v:.4f}" if isinstance(v, float) else str(v))
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_fmt(row[c]) for c in cols) + " |")
     return "\n".join(lines)
 
 
-def _summary_table(df: pd.DataFrame, configs: list[dict] | None, status: dict[str, str]) -> pd.DataFrame:
+def _keys(df: pd.DataFrame, configs: list[dict] | None) -> list[str]:
     optional = [*EXTRA_KEYS, "density", "spectral_radius", "input_scaling", "leak", "readout"]
-    keys = [*CONFIG_KEYS, *[k for k in optional if k in df or (configs and any(k in c for c in configs))]]
-    metrics = ["status", "min loss", "val loss", "val bpb", "final loss", "training steps", "parameters",
-               "steps per second", "resumes", "attempts", "error", "file"]
+    return [*CONFIG_KEYS, *[k for k in optional if k != "seed" and (k in df or (configs and any(k in c for c in configs)))]]
+
+
+def _runs_table(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """runs.csv: one row per run."""
+    metrics = ["status", "seed", "min loss", "val loss", "val bpb", "final loss", "epochs", "training steps",
+               "parameters", "steps per second", "resumes", "attempts", "error", "config id", "file"]
+    out = df.reindex(columns=[*keys, "id", *[m for m in metrics if m != "final loss"]]).copy()
+    out.insert(out.columns.get_loc("min loss"), "final loss",
+               [r[-1] if isinstance(r, list) and r else None for r in df["loss"]])
+    return out
+
+
+def _summary_table(df: pd.DataFrame, configs: list[dict] | None, running: set[str], keys: list[str]) -> pd.DataFrame:
+    """summary.csv: one row per configuration (replicates together), pending ones included."""
+    from .config import config_id
+
+    stats_rows = summarise(df, [m for m in SUMMARY_METRICS if m in df and df[m].notna().any()])
+    by_config = {r["config id"]: r for _, r in stats_rows.iterrows()} if len(stats_rows) else {}
+    counts = df.groupby(["config id", "status"]).size().unstack(fill_value=0) if len(df) else pd.DataFrame()
+    order: list[str] = []
+    cfg_of: dict[str, dict] = {}
+    for c in configs or []:
+        body = {k: v for k, v in c.items() if k not in ("id", "seed")}
+        cid = config_id(body)
+        if cid not in cfg_of:
+            order.append(cid)
+            cfg_of[cid] = c
+    for cid in df["config id"]:
+        if cid not in cfg_of and cid not in order:
+            order.append(cid)
     rows = []
-    by_id = {r["id"]: r for _, r in df.iterrows()}
-    order = [c["id"] for c in configs] if configs else []
-    order += [i for i in df["id"] if i not in set(order)]
+    first = df.drop_duplicates("config id").set_index("config id") if len(df) else df
+    seed_ids = {}
+    for c in configs or []:
+        body = {k: v for k, v in c.items() if k not in ("id", "seed")}
+        seed_ids.setdefault(config_id(body), set()).add(c["id"])
     for cid in order:
-        r = by_id.get(cid)
-        if r is not None:
-            row = {k: r.get(k) for k in keys}
-            row.update({"id": cid, **{m: r.get(m) for m in metrics if m != "final loss"}})
-            row["final loss"] = r["loss"][-1] if isinstance(r["loss"], list) and r["loss"] else None
+        src = first.loc[cid] if cid in first.index else cfg_of[cid]
+        row = {k: src.get(k) for k in keys}
+        row["id"] = cid
+        n = {st: int(counts.loc[cid, st]) if cid in counts.index and st in counts.columns else 0
+             for st in ("done", "diverged", "failed")}
+        if n["done"]:
+            status = "done"
+        elif n["diverged"] or n["failed"]:
+            status = "diverged" if n["diverged"] else "failed"
+        elif seed_ids.get(cid, set()) & running:
+            status = "running"
         else:
-            cfg = next(c for c in configs if c["id"] == cid)
-            row = {k: cfg.get(k) for k in keys}
-            row.update({"id": cid, "status": status.get(cid, "pending")})
+            status = "pending"
+        row.update({"status": status, "runs": n["done"], "diverged": n["diverged"], "failed": n["failed"]})
+        if cid in by_config:
+            r = by_config[cid]
+            row["seeds"] = r["seeds"]
+            for m in SUMMARY_METRICS:
+                for part in ("mean", "std", "ci low", "ci high"):
+                    if f"{m} {part}" in r:
+                        row[f"{m} {part}"] = r[f"{m} {part}"]
         rows.append(row)
-    out = pd.DataFrame(rows)
-    for m in [*keys, "id", *metrics]:
-        if m not in out:
-            out[m] = None
-    return out[[*keys, "id", *metrics]]
+    return pd.DataFrame(rows)
+
+
+def _recorded_config_file(results_dir: Path) -> Path | None:
+    from .folder import read_json
+
+    rec = read_json(ResultsFolder(results_dir).configs_file)
+    path = rec.get("config file") if isinstance(rec, dict) else None
+    return Path(path) if isinstance(path, str) else None
 
 
 def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", threshold: float = 1.9,
-            metric: str = "min loss", config_file: str | os.PathLike | None = None,
+            metric: str = "auto", config_file: str | os.PathLike | None = None,
             data_path: str | None = None) -> Report:
-    """Write the plots and the summary; returns what was found. Raises ResultsError for a
-    missing folder and ValueError for a bad metric or threshold."""
-    if metric not in METRICS:
-        raise ValueError(f"--metric must be one of {', '.join(repr(m) for m in METRICS)}, got {metric!r}")
+    """Write the plots and the summaries; returns what was found. ``metric``: ``auto`` ranks by
+    ``val loss`` where the finished runs have it, else ``min loss``. ``config_file``: the
+    sweep's configuration list for the status line; None uses the one recorded for this results
+    folder by the training launcher (never a file that merely sits in the working directory).
+    Raises ResultsError for a missing folder and ValueError for a bad metric, threshold or out."""
+    if metric not in ("auto", *METRICS):
+        raise ValueError(f"--metric must be one of auto, {', '.join(repr(m) for m in METRICS)}, got {metric!r}")
     if not math.isfinite(threshold):
         raise ValueError(f"--threshold must be a finite number, got {threshold!r}")
     results_dir, out_dir = Path(results_dir), Path(out_dir)
@@ -345,39 +478,71 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
         df = load(results_dir)
     messages = [str(w.message) for w in caught]
     out_dir.mkdir(parents=True, exist_ok=True)
+    if metric == "auto":
+        metric = ranking_metric(df)
 
+    if config_file is None:
+        config_file = _recorded_config_file(results_dir)
     configs = None
-    if config_file is not None and Path(config_file).exists():
-        try:
-            configs = read_configs(config_file)
-        except ConfigFileError as e:
-            messages.append(f"{e} (status from the configuration file left out)")
-    status_by_id: dict[str, str] = {}
+    if config_file is not None:
+        if Path(config_file).exists():
+            try:
+                configs = read_configs(config_file)
+            except ConfigFileError as e:
+                messages.append(f"{e} (status from the configuration file left out)")
+        else:
+            messages.append(f"{config_file}: no such configuration file (status from it left out)")
+    running: set[str] = set()
     counts = None
     if configs is not None:
         snap = sweep_status(results_dir, configs)
         counts = snap["counts"]
-        status_by_id = {r["id"]: "running" for r in snap["running"]}
-    report = Report(runs=len(df), status=counts, best=None, below=0, messages=messages)
+        running = {r["id"] for r in snap["running"]}
+    report = Report(runs=len(df), status=counts, best=None, below=0, metric=metric, messages=messages)
 
-    summary = _summary_table(df, configs, status_by_id)
-    atomic_write_bytes(out_dir / "summary.csv", summary.to_csv(index=False).encode())
-    report.written.append(out_dir / "summary.csv")
-
-    refs = reference_entropies(df, results_dir, data_path) if len(df) else None
-    ref_lines = {f"{name} (held out)": v for name, v in (refs or {}).get("nats per byte", {}).items()}
-
+    keys = _keys(df, configs)
+    summary = _summary_table(df, configs, running, keys)
+    runs_table = _runs_table(df, keys)
     # ranked: finished runs only; a diverged run's min loss is from before it diverged
     scored = df[(df["status"] == "done") & df[metric].notna()].sort_values(metric, kind="stable")
     diverged = df[df["status"] == "diverged"]
     if len(diverged):
         messages.append(f"{len(diverged)} diverged run(s) are listed as diverged and left out of every ranking "
                         "and threshold")
+    eff, _ = matched_effects(scored, metric, hyperparameters(scored)) if len(scored) else (None, None)
+    for name, table in (("summary.csv", summary), ("runs.csv", runs_table),
+                        ("effects.csv", eff if eff is not None else pd.DataFrame(columns=["hyperparameter"]))):
+        atomic_write_bytes(out_dir / name, table.to_csv(index=False).encode())
+        report.written.append(out_dir / name)
+
+    refs = reference_entropies(df, results_dir, data_path) if len(df) else None
+    ref_lines = {f"{name} (held out)": v for name, v in (refs or {}).get("nats per byte", {}).items()}
+
     below = scored[scored[metric] < threshold]
     report.below = len(below)
-    if len(scored):
-        report.best = {**{k: scored.iloc[0][k] for k in CONFIG_KEYS}, "id": scored.iloc[0]["id"],
-                       metric: float(scored.iloc[0][metric]), "label": label(scored.iloc[0])}
+    if f"{metric} mean" in summary:
+        ranked = summary[summary["runs"] > 0].dropna(subset=[f"{metric} mean"]).sort_values(f"{metric} mean",
+                                                                                             kind="stable")
+    else:
+        ranked = summary.iloc[:0]
+    report.configurations = len(ranked)
+    table = seed_table(scored, metric) if len(scored) else None
+    if len(ranked):
+        top = ranked.iloc[0]
+        row = df[df["config id"] == top["id"]].iloc[0]
+        report.best = {**{k: top[k] for k in CONFIG_KEYS}, "id": top["id"], metric: float(top[f"{metric} mean"]),
+                       "ci low": float(top[f"{metric} ci low"]), "ci high": float(top[f"{metric} ci high"]),
+                       "runs": int(top["runs"]), "label": label(row)}
+        ties = ties_with_best(table, top["id"])
+        if ties is not None:
+            report.ties = int(ties["tied"].fillna(False).sum())
+            report.compared = int(ties["tied"].notna().sum())
+        report.noise = seed_noise(table)
+    epochs = df["epochs"].dropna() if "epochs" in df else pd.Series(dtype=float)
+    if len(epochs) and epochs.max() > 1:
+        messages.append(f"runs read the training split up to {epochs.max():.1f} times: the training curve (and "
+                        "min loss) then measures memorising too; held-out val loss is the measure to trust"
+                        + ("" if metric == "val loss" else " (rank with --metric 'val loss')"))
 
     filtered = out_dir / filtered_name(threshold)
     if len(df):
@@ -386,10 +551,10 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
     else:
         report.messages.append(f"{results_dir}: no results yet; no plots written")
     if len(scored):
-        _save(plot_hyperparameters(scored, metric, f"{metric} by hyperparameter"), out_dir / HYPER_PNG)
+        _save(plot_hyperparameters(scored, metric, f"{metric} by hyperparameter", eff), out_dir / HYPER_PNG)
         report.written.append(out_dir / HYPER_PNG)
     elif len(df):
-        report.messages.append(f"no run has a {metric!r}; no hyperparameter plot written")
+        report.messages.append(f"no finished run has a {metric!r}; no hyperparameter plot written")
     if len(below):
         _save(plot_hyperparameters(below, metric, f"runs with {metric} below {threshold:g}"), filtered)
         report.written.append(filtered)
@@ -399,13 +564,14 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
             report.messages.append(f"no run has {metric} below {threshold:g} (best: {scored.iloc[0][metric]:.4f}); "
                                    f"{filtered.name} not written")
 
-    md = _markdown(df, scored, below, report, metric, threshold, refs, results_dir, diverged)
+    md = _markdown(df, scored, ranked, below, report, metric, threshold, refs, results_dir, diverged, eff)
     atomic_write_bytes(out_dir / "summary.md", md.encode())
     report.written.append(out_dir / "summary.md")
     return report
 
 
-def _markdown(df, scored, below, report: Report, metric, threshold, refs, results_dir, diverged) -> str:
+def _markdown(df, scored, ranked, below, report: Report, metric, threshold, refs, results_dir, diverged,
+              eff) -> str:
     out = [f"# Sweep summary: {results_dir}", "", f"**Status:** {report.status_line()}", ""]
     if report.messages:
         out += ["Notes:", *[f"- {m}" for m in report.messages], ""]
@@ -416,20 +582,39 @@ def _markdown(df, scored, below, report: Report, metric, threshold, refs, result
         out += [f"- {name}: {v:.4f} nats/byte ({v / math.log(2):.3f} bits/byte)" for name, v in refs["nats per byte"].items()]
         out.append("")
     if not len(scored):
-        out += [f"No run with a {metric!r} yet.", ""]
+        out += [f"No finished run with a {metric!r} yet.", ""]
         return "\n".join(out)
-    cols = ["rank", "configuration", metric, *[m for m in ("min loss", "val loss", "val bpb") if m != metric and m in scored],
-            "status", "id"]
-    top = scored.head(10).copy()
-    top["rank"] = range(1, len(top) + 1)
-    top["configuration"] = [label(r) for _, r in top.iterrows()]
+    out += ["## How sure is the ranking", "",
+            f"Configurations are ranked by the mean **{metric}** of their finished runs "
+            f"({'held-out loss' if metric == 'val loss' else 'the minimum of the training moving average: the original study’s metric'}).",
+            "", f"- Best: **{report.best_line()}**", f"- {report.ties_line()[0].upper()}{report.ties_line()[1:]}."]
+    if report.noise:
+        n = report.noise
+        out.append(f"- Seed noise: a configuration's {metric} moves by **{n['seed std']:.4f}** (std across its seeds, "
+                   f"{n['configurations']} configurations with replicates, {n['runs per configuration']:.1f} runs "
+                   f"each); the configurations' means spread by **{n['between std']:.4f}** (std across "
+                   f"configurations). " + ("Differences smaller than the seed noise are not findings."
+                                           if n["seed std"] > 0.25 * n["between std"] else ""))
+    else:
+        out.append("- Seed noise: unknown (every configuration has one run). A difference between two "
+                   "configurations may be one seed's luck; the replicate stage measures it.")
+    out.append("")
+    top = ranked.head(10).copy()
+    top.insert(0, "rank", range(1, len(top) + 1))
+    top.insert(1, "configuration", [label(df[df["config id"] == i].iloc[0]) for i in top["id"]])
     top["id"] = top["id"].str[:12]
-    out += [f"## The ten best configurations (by {metric})", "",
-            "Configuration letters: I input gate, F forget gate, O output gate, S state gate, N new state, "
-            "O old state, R residual ('.' = off), then layers and state size.", "",
+    cols = ["rank", "configuration", "runs", f"{metric} mean", f"{metric} ci low", f"{metric} ci high",
+            *[f"{m} mean" for m in SUMMARY_METRICS if m != metric and f"{m} mean" in top], "id"]
+    out += [f"## The ten best configurations (by mean {metric}, 95 % t interval over seeds)", "",
+            "Letters: I input gate, F forget gate, O output gate, S state gate, N new state, P previous (old) "
+            "state, R residual ('.' = off), then layers and state size.", "",
             _md_table(top[[c for c in cols if c in top]]), ""]
-    eff = effects(scored, metric)
-    out += [f"## Effect of each hyperparameter (mean {metric} per value)", "", _md_table(eff), ""]
+    if eff is not None and len(eff):
+        out += [f"## Matched-pair effects on {metric} (effects.csv)", "",
+                "Each pair: two configurations identical except for one key; its difference is to − from "
+                "(negative lowers the loss), the mean of its within-seed differences where the two share seeds. "
+                "The interval is a 95 % bootstrap interval of the median over pairs; an interval that reaches "
+                "zero does not show an effect.", "", _md_table(eff), ""]
     lm = linear_model(scored, metric)
     if lm is None:
         out += ["Linear model: too few runs (needs 10) or nothing varies.", ""]
@@ -440,6 +625,7 @@ def _markdown(df, scored, below, report: Report, metric, threshold, refs, result
                 f"Fitted on {lm['fit runs']} runs; R² on the {lm['held-out runs']} held-out runs: "
                 f"**{lm['r2 held out']:.3f}**. A negative coefficient lowers the loss.", "",
                 _md_table(coef), ""]
+    out += [f"## Mean {metric} per value of each hyperparameter (over runs)", "", _md_table(value_means(scored, metric)), ""]
     if len(diverged):
         d = diverged.copy()
         d["configuration"] = [label(r) for _, r in d.iterrows()]

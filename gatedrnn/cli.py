@@ -67,14 +67,19 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
                    help="cell kinds: gated gru lstm rnn esn esgp (%(default)s); esn enters with both readouts")
     p.add_argument("--bptt", type=int, nargs="+", default=[1], metavar="K",
                    help="truncation: 1 = detach every step (default), K > 1 = BPTT over K steps")
-    p.add_argument("--refine-from", default=None, metavar="DIR",
-                   help="instead of the grid: the best --top fraction of the finished runs in DIR, "
-                        "with state size 512 and at least 3 layers")
-    p.add_argument("--top", type=_finite_float, default=0.1, help="fraction kept by --refine-from (%(default)s)")
+    stage = p.add_mutually_exclusive_group()
+    stage.add_argument("--refine-from", default=None, metavar="DIR",
+                       help="instead of the grid: the best --top fraction of the configurations in DIR, "
+                            "with state size 512 and at least 3 layers")
+    stage.add_argument("--replicate-from", default=None, metavar="DIR",
+                       help="instead of the grid: the --top best configurations in DIR, each once per --seeds "
+                            "(the original study's third stage)")
+    p.add_argument("--top", type=_finite_float, default=None,
+                   help="--refine-from: the fraction kept (0.1); --replicate-from: how many configurations (10)")
 
 
 def _run_init(args: argparse.Namespace) -> int:
-    from .grid import ConfigFileError, default_grid, merge_configs, refine
+    from .grid import ConfigFileError, default_grid, merge_configs, refine, replicate
 
     try:
         for name in ("state_sizes", "layers"):
@@ -83,14 +88,24 @@ def _run_init(args: argparse.Namespace) -> int:
                     raise ValueError(f"--{name.replace('_', '-')} must be positive, got {v}")
         if args.seeds is not None and any(s < 0 for s in args.seeds):
             raise ValueError(f"--seeds must be >= 0, got {args.seeds}")
-        if args.refine_from is not None:
+        source = args.refine_from or args.replicate_from
+        if source is not None:
             from .results import load
+            from .stats import rank_configurations
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                configs = refine(load(args.refine_from), args.top)
+                ranked, metric = rank_configurations(load(source))
+            if args.refine_from is not None:
+                configs = refine(ranked, 0.1 if args.top is None else args.top, metric=metric) if len(ranked) else []
+            else:
+                top = 10 if args.top is None else args.top
+                if top != int(top):
+                    raise ValueError(f"--top must be a whole number of configurations with --replicate-from, got {top:g}")
+                configs = replicate(ranked, int(top), args.seeds or [], metric=metric) if len(ranked) else []
             if not configs:
-                raise ValueError(f"{args.refine_from}: no finished runs to refine from")
+                raise ValueError(f"{source}: no finished runs to take configurations from")
+            print(f"{source}: ranked {len(ranked)} configurations by mean {metric}")
         else:
             if any(k < 1 for k in args.bptt):
                 raise ValueError(f"--bptt must be >= 1, got {args.bptt}")
@@ -228,9 +243,11 @@ def _examine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-dir", default="results_01_all", help="results folder (%(default)s)")
     p.add_argument("--threshold", type=_finite_float, default=1.9, help="loss threshold in nats per byte (%(default)s)")
     p.add_argument("--out", default=".", help="folder for the PNGs and summaries (%(default)s)")
-    p.add_argument("--metric", default="min loss", choices=METRICS, help="what ranks the runs (%(default)s)")
-    p.add_argument("--config-file", default="rnn_configs.json",
-                   help="configuration list, for the sweep's status (%(default)s; skipped if absent)")
+    p.add_argument("--metric", default="auto", choices=("auto", *METRICS),
+                   help="what ranks the configurations: auto = val loss where the runs have it, else min loss")
+    p.add_argument("--config-file", default=None,
+                   help="the sweep's configuration list, for its status (default: the one the training launcher "
+                        "recorded for this results folder)")
     p.add_argument("--data", default=None, help="the corpus file, if the results' one has moved (for the n-gram lines)")
 
 
@@ -246,7 +263,12 @@ def _run_examine(args: argparse.Namespace) -> int:
         print(f"note: {m}")
     print(f"status: {report.status_line()}")
     if report.best:
-        print(f"best: {report.best['label']}  {args.metric} {report.best[args.metric]:.4f}  id {report.best['id']}")
+        print(f"ranked by: mean {report.metric} over each configuration's finished runs")
+        print(f"best: {report.best_line()}")
+        print(report.ties_line())
+        if report.noise:
+            print(f"seed noise: std {report.noise['seed std']:.4f} within a configuration, "
+                  f"{report.noise['between std']:.4f} between configurations")
     print(f"runs below {args.threshold:g}: {report.below}")
     print("wrote: " + ", ".join(str(p) for p in report.written))
     return 0

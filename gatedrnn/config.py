@@ -36,6 +36,9 @@ SWITCHES = (
     "use_residual",
 )
 CONFIG_KEYS = SWITCHES + ("n_layers", "state_size")
+# one letter per meaning in compact labels: Input, Forget, Output, State gates; New state,
+# Previous (old) state, Residual
+SWITCH_LETTERS = "IFOSNPR"
 # Keys a sweep may add when the user sweeps them; absent means "not swept" (or the default).
 EXTRA_KEYS = ("seed", "cell", "bptt")
 CELLS = ("gated", "gru", "lstm", "rnn", "esn", "esgp")
@@ -200,9 +203,10 @@ class RNNConfig:
         return config
 
     def short(self) -> str:
-        """A compact human label, e.g. ``IFOS-NR L2 d256`` or ``esn(ridge) L1 d256``."""
+        """A compact human label, e.g. ``IFOSN.R L2 d256`` (``SWITCH_LETTERS``, ``.`` for off) or
+        ``esn(ridge) L1 d256``."""
         if self.cell == "gated":
-            head = "".join(ch if getattr(self, key) else "." for ch, key in zip("IFOSNOR", SWITCHES))
+            head = "".join(ch if getattr(self, key) else "." for ch, key in zip(SWITCH_LETTERS, SWITCHES))
         elif self.cell == "esn":
             head = f"esn({self.readout})"
         else:

@@ -137,30 +137,59 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def refine(results: "Any", top: float, state_size: int = 512, min_layers: int = 3) -> list[RNNConfig]:
-    """Second-stage configurations: the best ``top`` fraction of the finished runs in the results
-    DataFrame (by ``min loss``), each with ``state_size`` and at least ``min_layers`` layers."""
-    if not 0 < top <= 1:
-        raise ValueError(f"--top must be in (0, 1], got {top}")
+def _best(results: "Any", metric: str) -> "Any":
     df = results
     if "status" in df:
         df = df[df["status"].isna() | (df["status"] == "done")]
-    df = df[df["min loss"].notna()]
+    return df[df[metric].notna()].sort_values(metric, kind="stable")
+
+
+def _architecture(row: "Any", **changes: Any) -> RNNConfig:
+    """The configuration of a results row without its seed (a first stage's swept seed is not
+    carried over), with ``changes``."""
+    cell = row.get("cell") if isinstance(row.get("cell"), str) else "gated"
+    own = {k: row[k] for k in CELL_KEYS[cell] if k in row and not _missing(row[k])}
+    switches = {k: bool(row[k]) for k in SWITCHES} if cell == "gated" else {}
+    bptt = int(row["bptt"]) if "bptt" in row and not _missing(row["bptt"]) else 1
+    base = dict(**switches, **own, cell=cell, bptt=bptt, n_layers=int(row["n_layers"]), state_size=int(row["state_size"]))
+    base.update(changes)
+    return RNNConfig(**base)
+
+
+def refine(results: "Any", top: float, state_size: int = 512, min_layers: int = 3,
+           metric: str = "min loss") -> list[RNNConfig]:
+    """Second-stage configurations: the best ``top`` fraction of the rows of ``results`` (finished
+    runs, or configurations with their mean, by ``metric``), each with ``state_size`` and at
+    least ``min_layers`` layers."""
+    if not 0 < top <= 1:
+        raise ValueError(f"--top must be in (0, 1], got {top}")
+    df = _best(results, metric)
     if df.empty:
         return []
-    n = max(1, math.ceil(top * len(df)))
-    best = df.sort_values("min loss", kind="stable").head(n)
     out, seen = [], set()
-
-    for _, row in best.iterrows():
-        # the architecture only: a swept seed of the first stage is not carried over
-        cell = row.get("cell") if isinstance(row.get("cell"), str) else "gated"
-        own = {k: row[k] for k in CELL_KEYS[cell] if k in row and not _missing(row[k])}
-        switches = {k: bool(row[k]) for k in SWITCHES} if cell == "gated" else {}
-        bptt = int(row["bptt"]) if "bptt" in row and not _missing(row["bptt"]) else 1
-        config = RNNConfig(**switches, **own, cell=cell, bptt=bptt,
-                           n_layers=max(int(row["n_layers"]), min_layers), state_size=state_size)
+    for _, row in df.head(max(1, math.ceil(top * len(df)))).iterrows():
+        config = _architecture(row, n_layers=max(int(row["n_layers"]), min_layers), state_size=state_size)
         if config.id not in seen:
             seen.add(config.id)
             out.append(config)
+    return out
+
+
+def replicate(results: "Any", top: int, seeds: Sequence[int], metric: str = "min loss") -> list[RNNConfig]:
+    """The original study's third stage: the ``top`` best configurations of ``results`` (rows
+    of configurations, or of runs, by ``metric``; a configuration counts once), each once per
+    seed of ``seeds``."""
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"--top must be a whole number of configurations >= 1 with --replicate-from, got {top}")
+    if not seeds:
+        raise ValueError("--replicate-from needs --seeds")
+    out, seen = [], []
+    for _, row in _best(results, metric).iterrows():
+        config = _architecture(row)
+        if config.id in seen:
+            continue
+        seen.append(config.id)
+        out += [_architecture(row, seed=int(s)) for s in seeds]
+        if len(seen) == top:
+            break
     return out

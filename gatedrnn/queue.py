@@ -288,6 +288,14 @@ class Queue:
                     n += 1
         return n
 
+    def record_config_file(self, path: str | os.PathLike) -> None:
+        """Remember the sweep's configuration file (its absolute path), the one whose status the
+        analysis reports for this folder; the latest launcher's wins."""
+        rec = {"config file": str(Path(path).resolve())}
+        if read_json(self.folder.configs_file) != rec:
+            with self.locked():
+                atomic_write_json(self.folder.configs_file, rec)
+
     def record_settings(self, settings: Mapping[str, Any]) -> None:
         """Record the sweep's settings on first use; raise :class:`SettingsMismatch`, naming the
         setting and both values, when they differ from those recorded. A damaged settings file

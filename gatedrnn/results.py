@@ -78,10 +78,15 @@ def _row(path: Path) -> dict[str, Any] | str:
         config = config_of(rec)
     except (TypeError, ValueError) as e:
         return f"bad configuration keys ({e})"
+    # the original study's third stage: trainings 0..9 of one configuration under a "common id"
+    third_stage = "common id" in rec and isinstance(rec.get("training"), int) and "seed" not in rec
+    if third_stage:
+        rec["seed"] = rec["training"]
     if "id" not in rec:
-        rec["id"] = config_id(config)
+        rec["id"] = config_id({**config, "seed": rec["seed"]} if third_stage else config)
     # our results record the training seed always; it is a swept key only when the id includes it
-    rec["seed swept"] = "seed" in rec and rec["id"] == config_id({**config, "seed": rec["seed"]})
+    rec["seed swept"] = third_stage or ("seed" in rec and rec["id"] == config_id({**config, "seed": rec["seed"]}))
+    rec["config id"] = config_id(config)  # runs that differ only in their seed share it
     rec["cell"] = cell
     rec.setdefault("bptt", 1)
     if rec.get("min loss") is None and rec["loss"] and rec["status"] != "failed":
@@ -92,9 +97,11 @@ def _row(path: Path) -> dict[str, Any] | str:
 
 
 def load(results_dir: str | os.PathLike) -> pd.DataFrame:
-    """One row per result file, with the configuration keys, ``id``, ``status``, ``min loss``,
+    """One row per result file (one run), with the configuration keys, ``id``, ``config id``
+    (the configuration without its seed: replicates share it), ``status``, ``min loss``,
     ``val loss`` (NaN where absent), ``loss`` (the curve, a list), ``seed swept`` (whether ``seed``
-    is part of the configuration) and every other key found."""
+    is part of the configuration) and every other key found. The original study's third-stage
+    files (``common id``, ``training``) are read with ``training`` as their seed."""
     folder = Path(results_dir)
     if not folder.exists():
         raise ResultsError(f"{folder}: no such results folder")
@@ -107,11 +114,11 @@ def load(results_dir: str | os.PathLike) -> pd.DataFrame:
             warnings.warn(f"{path}: {SKIPPED}, {rec}", RuntimeWarning, stacklevel=2)
             continue
         rows.append(rec)
-    columns = [*CONFIG_KEYS, "id", "status", "min loss", "val loss", "loss", "file"]
+    columns = [*CONFIG_KEYS, "id", "config id", "status", "min loss", "val loss", "loss", "file"]
     df = pd.DataFrame(rows)
     for col in columns:
         if col not in df:
-            df[col] = pd.Series(dtype=object if col in ("loss", "status", "id", "file") else float)
+            df[col] = pd.Series(dtype=object if col in ("loss", "status", "id", "config id", "file") else float)
     for col in ("min loss", "val loss"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     rest = [c for c in df.columns if c not in columns]

@@ -547,6 +547,8 @@ class Run:
             "history size": s.history,
             "dataset": self.corpus.name,
             "dataset sha256": self.corpus.sha256,
+            # bytes read over the training split's size: above 1, the training curve measures memorising too
+            "epochs": self.step * s.batch_size / self.corpus.n_train,
             "val loss": val_loss,
             "val bpb": None if val_loss is None else val_loss / math.log(2),
             "val curve": [list(p) for p in self.val_curve],

@@ -539,6 +539,7 @@ def validate(options: WorkerOptions) -> None:
     check_length(corpus, options.settings.history)
     check_fits(options.settings, resolve_device(options.settings.device))
     queue.record_settings(recorded_settings(options.settings, corpus.sha256))
+    queue.record_config_file(options.config_file)
 
 
 if __name__ == "__main__":

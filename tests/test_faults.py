@@ -86,7 +86,7 @@ def test_a_damaged_claim_neither_locks_the_sweep_nor_crashes_a_command(tmp_path,
              "heartbeat": time.time(), "lease": 120.0, "attempt": 1, "progress": {}}
     text = json.dumps(damage(claim))
     path.write_text(text)
-    status = script("examine_results_01_all.py", "--out", "plots", cwd=tmp_path)
+    status = script("examine_results_01_all.py", "--out", "plots", "--config-file", "rnn_configs.json", cwd=tmp_path)
     assert status.returncode == 0 and "pending 2" in status.stdout, status.stderr
     proc = script("training_01_all.py", *ARGS, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -289,7 +289,7 @@ def test_a_damaged_result_is_set_aside_and_trained_again(tmp_path, straight):
     write_configs(tmp_path, [A])
     path = tmp_path / "results_01_all" / f"{A.id}.json"
     path.write_text('{"status": "done", "loss": [2.1, 1.9')
-    status = script("examine_results_01_all.py", "--out", "plots", cwd=tmp_path)
+    status = script("examine_results_01_all.py", "--out", "plots", "--config-file", "rnn_configs.json", cwd=tmp_path)
     assert status.returncode == 0 and "pending 1" in status.stdout and "not valid JSON" in status.stdout
     proc = script("training_01_all.py", *ARGS, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
