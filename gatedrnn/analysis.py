@@ -46,7 +46,8 @@ __all__ = ["examine", "Report", "hyperparameters", "plot_curves", "plot_hyperpar
            "value_means", "linear_model", "reference_entropies", "filtered_name", "METRICS"]
 
 METRICS = ("min loss", "val loss")
-SUMMARY_METRICS = ("val loss", "val bpb", "min loss")
+SUMMARY_METRICS = ("val loss", "val bpb", "min loss", "convergence step", "inference ms per step (batch 1)",
+                   "inference ms per step (training batch)")
 CURVES_PNG = "results_01_all.png"
 HYPER_PNG = "results_01_all_hyperparameters.png"
 NGRAM_NAMES = {1: "unigram", 2: "bigram", 3: "trigram"}
@@ -604,7 +605,7 @@ def _markdown(df, scored, ranked, below, report: Report, metric, threshold, refs
     top.insert(1, "configuration", [label(df[df["config id"] == i].iloc[0]) for i in top["id"]])
     top["id"] = top["id"].str[:12]
     cols = ["rank", "configuration", "runs", f"{metric} mean", f"{metric} ci low", f"{metric} ci high",
-            *[f"{m} mean" for m in SUMMARY_METRICS if m != metric and f"{m} mean" in top], "id"]
+            *[f"{m} mean" for m in ("val loss", "val bpb", "min loss") if m != metric and f"{m} mean" in top], "id"]
     out += [f"## The ten best configurations (by mean {metric}, 95 % t interval over seeds)", "",
             "Letters: I input gate, F forget gate, O output gate, S state gate, N new state, P previous (old) "
             "state, R residual ('.' = off), then layers and state size.", "",

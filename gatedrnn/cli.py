@@ -146,6 +146,8 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
                         "hosts; the default under --slurm)")
     q.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
     q.add_argument("--max-runs", type=int, default=None, help="runs per worker, then exit")
+    q.add_argument("--no-weights", action="store_true",
+                   help="do not keep each finished run's final weights (results_01_all/weights/<id>.pt)")
     f = p.add_argument_group("failures and faults")
     f.add_argument("--retry-failed", action="store_true",
                    help="train the failed configurations again (each old record kept as <id>.failed-<n>.json)")
@@ -191,7 +193,7 @@ def _options(args: argparse.Namespace):
     return WorkerOptions(config_file=args.config_file, results_dir=args.results_dir, settings=settings,
                          lease_seconds=args.lease_seconds, lock=lock, max_runs=args.max_runs, threads=args.threads,
                          retry_delay=args.retry_delay, fault_retries=args.fault_retries,
-                         fault_backoff=args.fault_backoff)
+                         fault_backoff=args.fault_backoff, keep_weights=not args.no_weights)
 
 
 def train_options(argv: Sequence[str]):
@@ -274,6 +276,99 @@ def _run_examine(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- status, inspect, sample
+def _status_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results-dir", default="results_01_all", help="results folder (%(default)s)")
+    p.add_argument("--config-file", default=None,
+                   help="the sweep's configuration list (default: the one recorded for the results folder)")
+    p.add_argument("--lease-seconds", type=_finite_float, default=120.0, help="the sweep's claim lease (%(default)s)")
+    p.add_argument("--json", action="store_true", help="print the state as JSON")
+
+
+def _labels(config_file: str) -> dict[str, str]:
+    from .config import RNNConfig
+    from .grid import read_configs
+
+    return {c["id"]: RNNConfig.from_dict(c).short() for c in read_configs(config_file)}
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    import json
+
+    from .tools import ToolError, format_sweep_report, sweep_report
+
+    try:
+        report = sweep_report(args.results_dir, args.config_file, args.lease_seconds)
+    except ToolError as e:
+        return _error(e)
+    print(json.dumps(report, indent=1) if args.json else format_sweep_report(report, _labels(report["config file"])))
+    return 3 if report["work left"] else 0
+
+
+def _inspect_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="PATH-or-ID", help="a checkpoint or weights file, or a run's id (or a unique prefix)")
+    p.add_argument("--results-dir", default="results_01_all", help="where an id is looked up (%(default)s)")
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from .tools import ToolError, format_inspect, inspect
+
+    try:
+        report = inspect(args.target, args.results_dir)
+    except ToolError as e:
+        return _error(e)
+    print(json.dumps(report, indent=1, default=str) if args.json else format_inspect(report))
+    return 0
+
+
+def _sample_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("id", metavar="ID", help="a finished run's id (or a unique prefix)")
+    p.add_argument("--results-dir", default="results_01_all", help="where the id is looked up (%(default)s)")
+    p.add_argument("--prompt", default="", help="text the model reads first (its state warms on it)")
+    p.add_argument("--bytes", type=int, default=200, help="bytes to generate (%(default)s)")
+    p.add_argument("--temperature", type=_finite_float, default=1.0, help="softmax temperature (%(default)s)")
+    p.add_argument("--top-k", type=int, default=None, help="draw among the K likeliest bytes only")
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same text (%(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:K or auto (%(default)s)")
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    from .tools import ToolError, sample
+
+    try:
+        out = sample(args.id, args.results_dir, args.prompt, args.bytes, args.temperature, args.top_k, args.seed,
+                     args.device)
+    except ToolError as e:
+        return _error(e)
+    sys.stdout.write(args.prompt + out.decode("utf-8", errors="replace") + "\n")
+    return 0
+
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", choices=("mlflow",), help="where to export (mlflow)")
+    p.add_argument("--results-dir", default="results_01_all", help="results folder (%(default)s)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: a local store beside the results folder, <results>.mlflow/)")
+    p.add_argument("--experiment", default="gatedrnn", help="MLflow experiment name (%(default)s)")
+    p.add_argument("--weights", action="store_true", help="also log each run's weights file as an artifact")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .tools import ToolError, export_mlflow
+
+    try:
+        r = export_mlflow(args.results_dir, args.tracking_uri, args.experiment, args.weights)
+    except ToolError as e:
+        return _error(e)
+    print(f"{r['runs']} runs to MLflow experiment {r['experiment']!r} at {r['tracking uri']}: "
+          f"{r['created']} created, {r['updated']} updated")
+    print(f"see them with: {r['ui']}   (the UI needs the full package: pip install mlflow)")
+    return 0
+
+
 # ---------------------------------------------------------------------------- dispatch
 # name -> (one-line help, add the arguments, run)
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -282,6 +377,11 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Calla
     "train": ("train the sweep's configurations with N workers over a file-lock queue; kill and rerun at any time",
               _train_arguments, _run_train),
     "examine": ("plot and summarise a results folder (ours or the original study's)", _examine_arguments, _run_examine),
+    "status": ("the sweep's state without training: counts, running and stale claims, failures, ETA",
+               _status_arguments, _run_status),
+    "inspect": ("what a checkpoint, a weights file or a finished run holds", _inspect_arguments, _run_inspect),
+    "sample": ("generate bytes with a finished run's model", _sample_arguments, _run_sample),
+    "export": ("export the finished runs to an experiment tracker (MLflow)", _export_arguments, _run_export),
 }
 
 

@@ -140,7 +140,7 @@ class ResultsFolder:
         """Create the queue's folders and check that the folder is writable; FolderError if not."""
         self.check_exists()
         try:
-            for d in (self.queue, self.claims, self.attempts, self.checkpoints, self.logs):
+            for d in (self.queue, self.claims, self.attempts, self.checkpoints, self.logs, self.weights_dir):
                 d.mkdir(exist_ok=True)
             probe = self.queue / f".probe-{os.getpid()}"
             probe.write_bytes(b"")

@@ -57,6 +57,7 @@ __all__ = [
 MA_START = 3.0  # the original study's moving average starts here ...
 MA_DECAY = 0.95  # ... and follows ma = 0.95 * ma + 0.05 * loss
 CHECKPOINT_FORMAT = 1
+WEIGHTS_FORMAT = "gatedrnn weights 1"
 # Settings that change what a run computes; a checkpoint made under other values is refused.
 _RESUME_KEYS = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams")
 
@@ -433,6 +434,7 @@ class Run:
             "config": self.config.to_dict(with_id=True),
             "settings": self.settings.to_dict(),
             "dataset sha256": self.corpus.sha256,
+            "dataset": self.corpus.name,
             "model": self.model.state_dict(),
             "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
             "ridge": None if self.ridge is None else self.ridge.state_dict(),
@@ -525,6 +527,47 @@ class Run:
         return True
 
     # ---------------------------------------------------------------- result
+    def weights_record(self) -> dict[str, Any]:
+        """The final weights as a plain dict of tensors and strings: safe to load with
+        ``torch.load(weights_only=True)`` (no pickled code)."""
+        return {"format": WEIGHTS_FORMAT, "config": self.config.to_dict(with_id=True),
+                "settings": self.settings.to_dict(), "dataset": self.corpus.name,
+                "dataset sha256": self.corpus.sha256, "step": self.step,
+                "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+
+    def save_weights(self, path: str | Path) -> None:
+        buffer = io.BytesIO()
+        torch.save(self.weights_record(), buffer)
+        atomic_write_bytes(path, buffer.getbuffer())
+
+    @torch.no_grad()
+    def inference_ms(self, batch: int, steps: int = 40) -> float:
+        """Milliseconds per step of the forward pass alone (no gradient), at ``batch`` streams."""
+        was_training = self.model.training
+        self.model.eval()
+        states = self.model.initial_state(batch)
+        x = self.val_windows[0, :1].expand(batch).contiguous() if batch > 0 else None
+        for _ in range(5):  # warm-up
+            _, states = self.model.step(x, states)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            _, states = self.model.step(x, states)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.model.train(was_training)
+        return 1e3 * (time.perf_counter() - t0) / steps
+
+    def convergence_step(self, within: float = 0.01) -> int | None:
+        """The first logged step at which the moving-average loss comes within ``within`` nats
+        of its minimum."""
+        if not self.curve:
+            return None
+        best = min(self.curve)
+        first = next(i for i, v in enumerate(self.curve) if v <= best + within)
+        return (first + 1) * self.settings.log_every
+
     def weights_sha256(self) -> str:
         digest = hashlib.sha256()
         for name, tensor in sorted(self.model.state_dict().items()):
@@ -564,7 +607,11 @@ class Run:
             "settings": s.to_dict(),
             "versions": _versions(),
             "final weights sha256": self.weights_sha256(),
+            "convergence step": self.convergence_step(),
         }
+        if not diverged:
+            fields["inference ms per step (batch 1)"] = self.inference_ms(1)
+            fields["inference ms per step (training batch)"] = self.inference_ms(s.batch_size)
         if diverged:
             fields["diverged at step"] = self.diverged_at
         if self.checkpoint_problems:
@@ -581,6 +628,7 @@ def train(
     before_checkpoint: Callable[[], None] | None = None,
     on_progress: Callable[[Run], None] | None = None,
     corpus: Corpus | None = None,
+    weights: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` under ``settings`` and return the result record.
 
@@ -591,6 +639,7 @@ def train(
     before_checkpoint: called before each checkpoint write; it may raise to abort the run
         (the worker uses it to check that it still owns its claim).
     on_progress: called with the run at every log point.
+    weights: file to write the final weights to (atomically; :meth:`Run.weights_record`), or None.
     """
     if not isinstance(config, RNNConfig):
         raise TypeError(f"config must be an RNNConfig, got {type(config).__name__}")
@@ -637,4 +686,8 @@ def train(
         raise Interrupted(f"stopped at step {run.step} of {s.steps}")
     if run.diverged_at is None and (not run.val_curve or run.val_curve[-1][0] != run.step):
         run.val_curve.append([run.step, run.evaluate()])
-    return run.result()
+    result = run.result()
+    if weights is not None:
+        run.save_weights(weights)
+        result["weights file"] = Path(weights).name
+    return result

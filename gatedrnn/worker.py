@@ -64,6 +64,7 @@ class WorkerOptions:
     retry_delay: float = 30.0  # before a configuration that raised is tried again (doubling)
     fault_retries: int = 5  # waits after environment faults before the worker gives up
     fault_backoff: float = 10.0  # the first such wait, in seconds (doubling)
+    keep_weights: bool = True  # write each finished run's final weights under the results folder
     stop: Any = None  # a threading.Event that asks the worker to stop (not data: never serialised)
 
     def to_dict(self) -> dict[str, Any]:
@@ -263,7 +264,8 @@ def run_worker(options: WorkerOptions) -> int:
         try:
             result = train(config, settings, checkpoint=ckpt, corpus=corpus,
                            should_stop=lambda: stop["signal"] is not None or hb.lost,
-                           before_checkpoint=hb.verify, on_progress=hb.update)
+                           before_checkpoint=hb.verify, on_progress=hb.update,
+                           weights=queue.folder.weights(claim.id) if options.keep_weights else None)
         except (Interrupted, ClaimLost) as e:
             hb.stop()
             if hb.lost or isinstance(e, ClaimLost):

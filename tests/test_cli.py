@@ -20,7 +20,7 @@ def run(*args, cwd):
 def test_help_lists_the_subcommands(tmp_path):
     proc = run("--help", cwd=tmp_path)
     assert proc.returncode == 0
-    for command in ("init", "train", "examine"):
+    for command in ("init", "train", "examine", "status", "inspect", "sample", "export"):
         assert command in proc.stdout
     assert run(cwd=tmp_path).returncode == 2  # a command is required
 

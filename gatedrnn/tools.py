@@ -1,0 +1,442 @@
+"""Looking at a sweep without training: ``gatedrnn status``, ``inspect`` and ``sample``.
+
+Every function takes plain values and returns data (a dict for ``--json``) or text; the
+command line (:mod:`gatedrnn.cli`) prints them. Bad input raises :class:`ToolError` with one line.
+Wherever an ID is taken, it is a configuration id or a unique prefix of one, looked up among the
+results, checkpoints and weights of the results folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+
+from .config import RNNConfig, TrainSettings
+from .folder import ResultsFolder, is_config_id, read_json, result_problem
+from .grid import ConfigFileError, read_configs
+from .queue import sweep_status
+from .trainer import CHECKPOINT_FORMAT, WEIGHTS_FORMAT
+
+__all__ = ["ToolError", "resolve_id", "sweep_report", "format_sweep_report", "inspect", "format_inspect",
+           "sample", "export_mlflow", "default_tracking_uri"]
+
+
+class ToolError(ValueError):
+    """Bad input to a tool: one line naming the file, id or value."""
+
+
+# ---------------------------------------------------------------------------- ids
+def _known_ids(folder: ResultsFolder) -> set[str]:
+    ids = set(folder.finished_ids())
+    for d, suffix in ((folder.checkpoints, ".pt"), (folder.weights_dir, ".pt")):
+        if d.is_dir():
+            ids |= {p.name[: -len(suffix)] for p in d.iterdir()
+                    if p.name.endswith(suffix) and is_config_id(p.name[: -len(suffix)])}
+    return ids
+
+
+def resolve_id(results_dir: str | Path, prefix: str) -> str:
+    """The configuration id that ``prefix`` starts, among the folder's results, checkpoints and
+    weights; ToolError when the folder is missing, nothing matches, or several do."""
+    folder = ResultsFolder(results_dir)
+    if not folder.root.is_dir():
+        raise ToolError(f"{folder.root}: no such results folder")
+    prefix = prefix.strip().lower()
+    if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+        raise ToolError(f"{prefix!r} is not a configuration id (64 hexadecimal digits, or a prefix of them)")
+    matches = sorted(i for i in _known_ids(folder) if i.startswith(prefix))
+    if not matches:
+        raise ToolError(f"{folder.root}: no run with an id starting {prefix!r}")
+    if len(matches) > 1:
+        shown = ", ".join(m[:16] for m in matches[:8]) + (" ..." if len(matches) > 8 else "")
+        raise ToolError(f"{folder.root}: {len(matches)} runs have ids starting {prefix!r}: {shown}")
+    return matches[0]
+
+
+# ---------------------------------------------------------------------------- status
+def _config_file(results_dir: Path, config_file: str | Path | None) -> Path | None:
+    if config_file is not None:
+        return Path(config_file)
+    rec = read_json(ResultsFolder(results_dir).configs_file)
+    path = rec.get("config file") if isinstance(rec, dict) else None
+    return Path(path) if isinstance(path, str) else None
+
+
+def sweep_report(results_dir: str | Path, config_file: str | Path | None = None,
+                 lease: float = 120.0) -> dict[str, Any]:
+    """The sweep's state, read without the lock and writing nothing: counts by status, live and
+    stale claims, failed configurations with their reason, and the ETA."""
+    folder = ResultsFolder(results_dir)
+    if not folder.root.is_dir():
+        raise ToolError(f"{folder.root}: no such results folder")
+    path = _config_file(folder.root, config_file)
+    if path is None:
+        raise ToolError(f"{folder.root}: no configuration file recorded for this results folder; "
+                        "name it with --config-file")
+    try:
+        configs = read_configs(path)
+    except ConfigFileError as e:
+        raise ToolError(str(e)) from None
+    settings = read_json(folder.settings_file)
+    steps = settings.get("steps") if isinstance(settings, dict) else None
+    snap = sweep_status(folder.root, configs, lease)
+    now = time.time()
+    ids = {c["id"] for c in configs}
+    running, stale = [], []
+    for cid, rec in folder.claim_records().items():
+        if cid not in ids or not isinstance(rec, dict):
+            continue
+        progress = rec.get("progress") if isinstance(rec.get("progress"), dict) else {}
+        hb = rec.get("heartbeat")
+        entry = {"id": cid, "worker": rec.get("worker"), "host": rec.get("host"), "step": progress.get("step"),
+                 "loss": progress.get("loss"), "steps per second": progress.get("steps per second"),
+                 "heartbeat age": now - hb if isinstance(hb, (int, float)) and math.isfinite(hb) else None}
+        (running if any(r.get("id") == cid for r in snap["running"]) else stale).append(entry)
+    failed = []
+    for cid in sorted(ids & folder.finished_ids()):
+        rec = read_json(folder.result(cid))
+        if result_problem(rec, cid) is None and rec.get("status") == "failed":
+            failed.append({"id": cid, "error": rec.get("error"), "attempts": rec.get("attempts")})
+    c = snap["counts"]
+    rate = sum(r["steps per second"] or 0 for r in running)
+    eta = None
+    if steps and rate:
+        left = c["pending"] * steps + sum(max(0, steps - (r["step"] or 0)) for r in running)
+        eta = left / rate
+    return {"results dir": str(folder.root), "config file": str(path), "total": snap["total"], "counts": c,
+            "running": running, "stale": stale, "failed": failed, "steps per run": steps,
+            "eta seconds": eta if c["pending"] or c["running"] else 0.0,
+            "work left": bool(c["pending"] or c["running"])}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "? (no running worker reports its speed)"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def format_sweep_report(r: dict[str, Any], labels: dict[str, str] | None = None) -> str:
+    labels = labels or {}
+    c = r["counts"]
+    lines = [f"{r['results dir']} ({r['config file']}): done {c['done']} · diverged {c['diverged']} · "
+             f"failed {c['failed']} · running {c['running']} · pending {c['pending']} (of {r['total']}) · "
+             f"ETA {_duration(r['eta seconds'])}"]
+    for title, rows in (("running", r["running"]), ("stale claims (their runs resume from their checkpoints)",
+                                                     r["stale"])):
+        if rows:
+            lines.append(f"{title}:")
+            for x in rows:
+                loss = "?" if x["loss"] is None else f"{x['loss']:.4f}"
+                sps = "?" if not x["steps per second"] else f"{x['steps per second']:.0f}"
+                age = "?" if x["heartbeat age"] is None else f"{x['heartbeat age']:.0f} s"
+                lines.append(f"  {x['worker']} on {x['host']}: {labels.get(x['id'], x['id'][:12])} step {x['step']} "
+                             f"loss {loss} {sps} steps/s, heartbeat {age} ago")
+    if r["failed"]:
+        lines.append("failed (gatedrnn train --retry-failed runs them again):")
+        for x in r["failed"]:
+            lines.append(f"  {labels.get(x['id'], x['id'][:12])} {x['id'][:12]}: {x['error']}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- inspect
+def _load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, foreign, pickled code: all "cannot read"
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise ToolError(f"{path}: not a readable gatedrnn checkpoint or weights file ({detail})") from None
+
+
+def _parameter_table(config: RNNConfig, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    from .model import ByteModel
+
+    model = ByteModel(config)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    rows, by_layer = [], {}
+    for name, t in state.items():
+        kind = "trainable" if name in trainable else "fixed buffer"
+        rows.append({"tensor": name, "shape": list(t.shape), "count": t.numel(), "kind": kind})
+        part = name.split(".")
+        layer = f"layer {part[1]}" if part[0] == "layers" else part[0]
+        entry = by_layer.setdefault(layer, {"trainable": 0, "fixed buffer": 0})
+        entry[kind] += t.numel()
+    totals = {"trainable": sum(r["count"] for r in rows if r["kind"] == "trainable"),
+              "fixed buffer": sum(r["count"] for r in rows if r["kind"] == "fixed buffer")}
+    return {"tensors": rows, "by layer": by_layer, "total": totals}
+
+
+def inspect(target: str, results_dir: str | Path = "results_01_all") -> dict[str, Any]:
+    """What a checkpoint, a weights file or a finished run (by path or id) holds."""
+    path = Path(target)
+    result = None
+    if not path.is_file():
+        cid = resolve_id(results_dir, target)
+        folder = ResultsFolder(results_dir)
+        result = read_json(folder.result(cid)) if folder.result(cid).exists() else None
+        for candidate in (folder.checkpoint(cid), folder.weights(cid)):
+            if candidate.exists():
+                path = candidate
+                break
+        else:
+            path = folder.result(cid)
+    if path.suffix == ".json":
+        rec = result if result is not None else read_json(path)
+        if result_problem(rec) is not None:
+            raise ToolError(f"{path}: not a result file ({result_problem(rec)})")
+        return _inspect_result(path, rec)
+    state = _load(path)
+    if not isinstance(state, dict):
+        raise ToolError(f"{path}: not a gatedrnn checkpoint or weights file")
+    if state.get("format") == WEIGHTS_FORMAT:
+        kind, model_state = "weights", state["model"]
+    elif state.get("format") == CHECKPOINT_FORMAT and "model" in state and "optimizer" in state:
+        kind, model_state = "checkpoint", state["model"]
+    else:
+        raise ToolError(f"{path}: not a gatedrnn checkpoint or weights file (format {state.get('format')!r})")
+    try:
+        config = RNNConfig.from_dict(state["config"])
+        settings = TrainSettings.from_dict(state["settings"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ToolError(f"{path}: its configuration or settings do not read ({e})") from None
+    out: dict[str, Any] = {"file": str(path), "kind": kind, "id": config.id, "configuration": config.to_dict(),
+                           "label": config.short(), "settings": settings.to_dict(), "step": state.get("step"),
+                           "dataset": state.get("dataset"), "dataset sha256": state.get("dataset sha256"),
+                           "parameters": _parameter_table(config, model_state)}
+    if kind == "checkpoint":
+        opt = state.get("optimizer")
+        if isinstance(opt, dict) and opt.get("param_groups"):
+            group = opt["param_groups"][0]
+            moments = [t for st in opt.get("state", {}).values() for k, t in st.items()
+                       if k in ("exp_avg", "exp_avg_sq") and isinstance(t, torch.Tensor)]
+            steps = [st.get("step") for st in opt.get("state", {}).values()]
+            out["optimizer"] = {"kind": "Adam", "lr": group.get("lr"), "betas": list(group.get("betas", [])),
+                                "step count": int(steps[0]) if steps and steps[0] is not None else 0,
+                                "moment values": sum(t.numel() for t in moments),
+                                "moment bytes": sum(t.numel() * t.element_size() for t in moments)}
+        else:
+            out["optimizer"] = {"kind": "closed-form ridge readout (no optimizer)"}
+        curve = state.get("curve") or []
+        val = state.get("val curve") or []
+        out["curve"] = {"points": len(curve), "last": curve[-1] if curve else None,
+                        "min": min(curve) if curve else None, "val loss": val[-1][1] if val else None}
+    if result is not None:
+        out["result"] = {k: result.get(k) for k in ("status", "min loss", "val loss", "val bpb", "training steps")}
+    return out
+
+
+def _inspect_result(path: Path, rec: dict[str, Any]) -> dict[str, Any]:
+    curve = [v for v in rec.get("loss", []) if isinstance(v, (int, float))]
+    return {"file": str(path), "kind": "result", "id": rec.get("id"),
+            "configuration": {k: v for k, v in rec.items() if k in RNNConfig.__dataclass_fields__},
+            "settings": rec.get("settings"), "step": rec.get("training steps"), "dataset": rec.get("dataset"),
+            "dataset sha256": rec.get("dataset sha256"), "status": rec.get("status"),
+            "curve": {"points": len(curve), "last": curve[-1] if curve else None,
+                      "min": min(curve) if curve else None, "val loss": rec.get("val loss")},
+            "parameters": {"total": {"trainable": rec.get("parameters")}},
+            "note": "no checkpoint or weights file for this run (trained with --no-weights?)"}
+
+
+def format_inspect(r: dict[str, Any]) -> str:
+    lines = [f"{r['file']}: {r['kind']} of {r.get('label') or r['id']}", f"  id        {r['id']}",
+             f"  config    {r['configuration']}"]
+    if r.get("settings"):
+        lines.append(f"  settings  {r['settings']}")
+    lines.append(f"  step      {r.get('step')}")
+    lines.append(f"  corpus    {r.get('dataset')} (sha256 {str(r.get('dataset sha256'))[:16]}…)")
+    if "optimizer" in r:
+        o = r["optimizer"]
+        lines.append("  optimizer " + ", ".join(f"{k} {v}" for k, v in o.items()))
+    if "curve" in r:
+        c = r["curve"]
+        fmt = lambda v: "?" if v is None else f"{v:.4f}"  # noqa: E731
+        lines.append(f"  curve     {c['points']} points, last {fmt(c['last'])}, min {fmt(c['min'])}, "
+                     f"val loss {fmt(c['val loss'])}")
+    p = r["parameters"]
+    if "tensors" in p:
+        lines.append(f"  {'tensor':<34} {'shape':<16} {'count':>10}  kind")
+        for t in p["tensors"]:
+            lines.append(f"  {t['tensor']:<34} {str(tuple(t['shape'])):<16} {t['count']:>10}  {t['kind']}")
+        for layer, n in p["by layer"].items():
+            lines.append(f"  total {layer:<28} {'':<16} {n['trainable']:>10}  trainable"
+                         + (f" (+{n['fixed buffer']} fixed)" if n["fixed buffer"] else ""))
+    lines.append(f"  total parameters: {p['total'].get('trainable')} trainable"
+                 + (f", {p['total']['fixed buffer']} fixed" if p["total"].get("fixed buffer") else ""))
+    if r.get("note"):
+        lines.append(f"  note: {r['note']}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- sample
+@torch.no_grad()
+def sample(run_id: str, results_dir: str | Path = "results_01_all", prompt: str = "", n_bytes: int = 200,
+           temperature: float = 1.0, top_k: int | None = None, seed: int = 0, device: str = "cpu") -> bytes:
+    """Bytes generated by a finished run's model: its state warmed on ``prompt``, then ``n_bytes``
+    drawn one at a time (softmax of logits / ``temperature``, the ``top_k`` likeliest only)."""
+    from .model import ByteModel
+    from .trainer import resolve_device
+
+    if n_bytes < 0:
+        raise ToolError(f"--bytes must be >= 0, got {n_bytes}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ToolError(f"--temperature must be a positive number, got {temperature}")
+    if top_k is not None and not 1 <= top_k <= 256:
+        raise ToolError(f"--top-k must be in 1..256, got {top_k}")
+    cid = resolve_id(results_dir, run_id)
+    path = ResultsFolder(results_dir).weights(cid)
+    if not path.exists():
+        raise ToolError(f"{path}: no weights for run {cid[:12]} (not finished, or trained with --no-weights)")
+    state = _load(path)
+    if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
+        raise ToolError(f"{path}: not a gatedrnn weights file")
+    config = RNNConfig.from_dict(state["config"])
+    if getattr(config, "task", "bytes") not in (None, "bytes"):
+        raise ToolError(f"run {cid[:12]} is of the {config.task!r} task: sampling applies to the byte task only")
+    try:
+        dev = resolve_device(device)
+    except ValueError as e:
+        raise ToolError(str(e)) from None
+    model = ByteModel(config)
+    model.load_state_dict(state["model"])
+    model.to(dev).eval()
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    states = model.initial_state(1)
+    text = prompt.encode("utf-8") or b"\n"
+    logits = None
+    for b in text:
+        logits, states = model.step(torch.tensor([b], device=dev), states)
+    out = bytearray()
+    for _ in range(n_bytes):
+        z = (logits[0].float() / temperature).cpu()
+        if top_k is not None:
+            cut = torch.topk(z, top_k).values[-1]
+            z = z.masked_fill(z < cut, float("-inf"))
+        b = int(torch.multinomial(torch.softmax(z, dim=0), 1, generator=gen))
+        out.append(b)
+        logits, states = model.step(torch.tensor([b], device=dev), states)
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------- export
+_CURVES = ("loss", "val curve")
+_FINAL = ("min loss", "val loss", "val bpb", "epochs", "steps per second", "train seconds", "parameters",
+          "peak memory MB", "convergence step", "inference ms per step (batch 1)",
+          "inference ms per step (training batch)", "training steps", "resumes", "attempts")
+
+
+def _metric_name(key: str) -> str:
+    """MLflow's names allow letters, digits, ``_ - . / `` and spaces."""
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "", key).strip()
+
+
+def default_tracking_uri(results_dir: str | Path) -> tuple[str, Path]:
+    """The local store beside a results folder: ``<results>.mlflow/mlflow.db`` (SQLite, MLflow's
+    recommended local backend) and its artifacts folder."""
+    root = Path(results_dir).resolve()
+    store = root.parent / f"{root.name}.mlflow"
+    return f"sqlite:///{store / 'mlflow.db'}", store
+
+
+def export_mlflow(results_dir: str | Path = "results_01_all", tracking_uri: str | None = None,
+                  experiment: str = "gatedrnn", weights: bool = False) -> dict[str, Any]:
+    """Every finished run of the folder as an MLflow run (matched by its ``gatedrnn.id`` tag, so a
+    second export updates rather than duplicates): configuration and settings as params, the
+    loss and validation curves as step-indexed metrics, the final metrics, status and id as tags,
+    the result file (and with ``weights`` the weights file) as artifacts."""
+    try:
+        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise ToolError("MLflow is not installed: pip install 'gatedrnn[mlflow]' (and 'mlflow' itself for its UI)") from None
+    folder = ResultsFolder(results_dir)
+    if not folder.root.is_dir():
+        raise ToolError(f"{folder.root}: no such results folder")
+    records = []
+    for path in folder.result_files():
+        rec = read_json(path)
+        if result_problem(rec, path.stem if is_config_id(path.stem) else None) is None and "id" in rec:
+            records.append((path, rec))
+    artifacts = None
+    if tracking_uri is None:
+        tracking_uri, store = default_tracking_uri(folder.root)
+        try:
+            store.mkdir(exist_ok=True)
+        except OSError as e:
+            raise ToolError(f"{store}: cannot create the local MLflow store ({e.strerror or e})") from None
+        artifacts = (store / "artifacts").as_uri()
+    elif tracking_uri.startswith(("sqlite:", "file:")):  # a local store: can it be written?
+        target = Path(urlparse(tracking_uri).path)
+        parent = target.parent if tracking_uri.startswith("sqlite:") else target
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise ToolError(f"--tracking-uri {tracking_uri}: {parent} is not a writable folder")
+    for name in ("mlflow", "alembic"):  # their INFO lines about creating tables are not ours to print
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        exp = client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp is not None else client.create_experiment(
+            experiment, artifact_location=artifacts)
+    except Exception as e:  # an unreachable server, a URI of an unknown scheme, ...
+        detail = " ".join(str(e).split())[:200]
+        raise ToolError(f"--tracking-uri {tracking_uri}: cannot use it ({type(e).__name__}: {detail})") from None
+    created = updated = 0
+    for path, rec in records:
+        cid = rec["id"]
+        found = client.search_runs([exp_id], filter_string=f"tags.`gatedrnn.id` = '{cid}'", max_results=1)
+        if found:
+            run_id, updated = found[0].info.run_id, updated + 1
+        else:
+            run_id = client.create_run(exp_id, run_name=_label(rec), tags={"gatedrnn.id": cid}).info.run_id
+            created += 1
+        params = {k: rec[k] for k in RNNConfig.__dataclass_fields__ if k in rec}
+        params.update({f"settings.{k}": v for k, v in (rec.get("settings") or {}).items()})
+        params.update({k: rec[k] for k in ("dataset", "dataset sha256", "batch size", "history size") if k in rec})
+        have = {p for p in client.get_run(run_id).data.params}
+        new_params = [Param(_metric_name(k), str(v)) for k, v in params.items() if _metric_name(k) not in have]
+        tags = [RunTag("gatedrnn.status", str(rec.get("status"))), RunTag("gatedrnn.label", _label(rec)),
+                RunTag("gatedrnn.device", str(rec.get("device")))]
+        now = int(time.time() * 1000)
+        every = rec.get("log every") or 50
+        series = {"loss": [((i + 1) * every, v) for i, v in enumerate(rec.get("loss") or []) if v is not None],
+                  "val loss": [(int(s), v) for s, v in rec.get("val curve") or [] if v is not None]}
+        metrics = []
+        for key, points in series.items():
+            known = len(client.get_metric_history(run_id, key)) if found else 0
+            metrics += [Metric(key, float(v), now, int(step)) for step, v in points[known:]]
+        for key in _FINAL:
+            v = rec.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                name = f"final {_metric_name(key)}"
+                if not found or client.get_run(run_id).data.metrics.get(name) != float(v):
+                    metrics.append(Metric(name, float(v), now, int(rec.get("training steps") or 0)))
+        for i in range(0, max(len(metrics), len(new_params), 1), 100):
+            client.log_batch(run_id, metrics=metrics[i:i + 100], params=new_params[i:i + 100],
+                             tags=tags if i == 0 else [])
+        client.log_artifact(run_id, str(path))
+        if weights and folder.weights(cid).exists():
+            client.log_artifact(run_id, str(folder.weights(cid)))
+        client.set_terminated(run_id, "FAILED" if rec.get("status") == "failed" else "FINISHED")
+    ui = f"mlflow ui --backend-store-uri {tracking_uri}"
+    return {"tracking uri": tracking_uri, "experiment": experiment, "experiment id": exp_id, "runs": len(records),
+            "created": created, "updated": updated, "ui": ui}
+
+
+def _label(rec: dict[str, Any]) -> str:
+    from .results import config_of
+
+    try:
+        return RNNConfig.from_dict(config_of(rec)).short()
+    except (TypeError, ValueError, KeyError):
+        return str(rec.get("id"))[:12]
