@@ -23,7 +23,7 @@ _EXPORTS = {
     "train": "trainer",
 }
 _MODULES = ("results", "config", "cells", "layers", "rnn", "model", "data", "grid", "folder", "queue", "trainer",
-            "worker", "slurm", "analysis", "cli")
+            "worker", "slurm", "stats", "analysis", "tools", "cli")
 
 __all__ = ["__version__", *_EXPORTS, "results"]
 
