@@ -197,17 +197,7 @@ def test_a_really_full_disk_mid_run_then_space_freed_finishes_identically(tmp_pa
 
 
 # ---------------------------------------------------------------- 3. an empty checkpoint
-def test_an_empty_checkpoint_is_set_aside_and_the_run_restarts(tmp_path, straight):
-    write_configs(tmp_path, [A])
-    ckpt = tmp_path / "results_01_all/checkpoints" / f"{A.id}.pt"
-    ckpt.parent.mkdir(parents=True)
-    ckpt.write_bytes(b"")
-    proc = script("training_01_all.py", *ARGS, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    res = results(tmp_path)[A.id]
-    same_run(res, straight[A.id])
-    assert "unreadable checkpoint" in res["checkpoint problems"][0]
-    assert ckpt.with_name(ckpt.name + ".corrupt").read_bytes() == b""
+# tests/test_worker.py::test_a_corrupt_checkpoint_is_reported_and_the_run_restarts[empty]
 
 
 # ---------------------------------------------------------------- 4. other settings in the same folder

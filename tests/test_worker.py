@@ -177,16 +177,18 @@ def test_an_exception_is_retried_then_recorded_as_failed(tmp_path):
     assert status.returncode == 1  # everything finished, something failed
 
 
-def test_a_corrupt_checkpoint_is_reported_and_the_run_restarts(tmp_path):
+@pytest.mark.parametrize("damage", [b"PK\x03\x04 truncated zip", b""], ids=["truncated", "empty"])
+def test_a_corrupt_checkpoint_is_reported_and_the_run_restarts(tmp_path, damage):
     write_configs(tmp_path, [LONG])
     ckpt = tmp_path / "results_01_all/checkpoints" / f"{LONG.id}.pt"
     ckpt.parent.mkdir(parents=True)
-    ckpt.write_bytes(b"PK\x03\x04 truncated zip")
+    ckpt.write_bytes(damage)
     proc = script("training_01_all.py", *TINY_ARGS, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     res = results(tmp_path)[LONG.id]
     assert res["status"] == "done" and res["resumes"] == 0
     assert "unreadable checkpoint" in res["checkpoint problems"][0]
+    assert ckpt.with_name(ckpt.name + ".corrupt").read_bytes() == damage  # kept aside, not lost
     log = next((tmp_path / "results_01_all/.queue/logs").glob("*.log")).read_text()
     assert "unreadable checkpoint" in log
 
