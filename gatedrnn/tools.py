@@ -300,8 +300,6 @@ def sample(run_id: str, results_dir: str | Path = "results_01_all", prompt: str 
     if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
         raise ToolError(f"{path}: not a gatedrnn weights file")
     config = RNNConfig.from_dict(state["config"])
-    if getattr(config, "task", "bytes") not in (None, "bytes"):
-        raise ToolError(f"run {cid[:12]} is of the {config.task!r} task: sampling applies to the byte task only")
     try:
         dev = resolve_device(device)
     except ValueError as e:
