@@ -408,23 +408,17 @@ def _summary_table(df: pd.DataFrame, configs: list[dict] | None, running: set[st
     stats_rows = summarise(df, [m for m in SUMMARY_METRICS if m in df and df[m].notna().any()])
     by_config = {r["config id"]: r for _, r in stats_rows.iterrows()} if len(stats_rows) else {}
     counts = df.groupby(["config id", "status"]).size().unstack(fill_value=0) if len(df) else pd.DataFrame()
-    order: list[str] = []
+    # the configuration file's entries by their id without seed (its seeds' entries together),
+    # in file order, then configurations that have results but are not in the file
     cfg_of: dict[str, dict] = {}
+    seed_ids: dict[str, set[str]] = {}
     for c in configs or []:
-        body = {k: v for k, v in c.items() if k not in ("id", "seed")}
-        cid = config_id(body)
-        if cid not in cfg_of:
-            order.append(cid)
-            cfg_of[cid] = c
-    for cid in df["config id"]:
-        if cid not in cfg_of and cid not in order:
-            order.append(cid)
+        cid = config_id({k: v for k, v in c.items() if k not in ("id", "seed")})
+        cfg_of.setdefault(cid, c)
+        seed_ids.setdefault(cid, set()).add(c["id"])
+    order = list(cfg_of) + [cid for cid in dict.fromkeys(df["config id"]) if cid not in cfg_of]
     rows = []
     first = df.drop_duplicates("config id").set_index("config id") if len(df) else df
-    seed_ids = {}
-    for c in configs or []:
-        body = {k: v for k, v in c.items() if k not in ("id", "seed")}
-        seed_ids.setdefault(config_id(body), set()).add(c["id"])
     for cid in order:
         src = first.loc[cid] if cid in first.index else cfg_of[cid]
         row = {k: src.get(k) for k in keys}
