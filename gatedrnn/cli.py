@@ -146,6 +146,10 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
                         "hosts; the default under --slurm)")
     q.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
     q.add_argument("--max-runs", type=int, default=None, help="runs per worker, then exit")
+    q.add_argument("--pack", type=int, default=None, metavar="K",
+                   help="train up to K gated configurations of one group (same n_layers and state_size) as one "
+                        "batched step; 1: one at a time (default: 96 on CUDA and the CPU, where it is faster; "
+                        "1 elsewhere)")
     q.add_argument("--no-weights", action="store_true",
                    help="do not keep each finished run's final weights (results_01_all/weights/<id>.pt)")
     f = p.add_argument_group("failures and faults")
@@ -193,7 +197,7 @@ def _options(args: argparse.Namespace):
     return WorkerOptions(config_file=args.config_file, results_dir=args.results_dir, settings=settings,
                          lease_seconds=args.lease_seconds, lock=lock, max_runs=args.max_runs, threads=args.threads,
                          retry_delay=args.retry_delay, fault_retries=args.fault_retries,
-                         fault_backoff=args.fault_backoff, keep_weights=not args.no_weights)
+                         fault_backoff=args.fault_backoff, keep_weights=not args.no_weights, pack=args.pack)
 
 
 def train_options(argv: Sequence[str]):

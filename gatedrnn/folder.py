@@ -4,11 +4,13 @@
 <results>/<id>.json                   the result of a finished configuration (written once, atomically)
 <results>/<id>.failed-<n>.json        an earlier failed result, kept as history by --retry-failed
 <results>/checkpoints/<id>.pt         the latest checkpoint of an unfinished run
+<results>/checkpoints/pack-<pack>.pt  the latest checkpoint of a pack: one solo checkpoint per member
 <results>/weights/<id>.pt             the final weights of a finished run
 <results>/.ngram-<sha256>.json        cached n-gram entropies of a corpus (analysis)
 <results>/.queue/lock                 the queue lock (filelock); lock.holder: who took it last
 <results>/.queue/claims/<id>.json     who trains <id>: worker, host, pid, token, heartbeat, progress
 <results>/.queue/attempts/<id>.json   failed attempts so far, with their tracebacks
+<results>/.queue/packs/<pack>.json    a pack: its members, when it was formed, the pack it resumed
 <results>/.queue/logs/                the launcher's worker logs
 <results>/.queue/slurm/               submitit's job folders
 <results>/.queue/settings.json        the sweep's settings, as first recorded
@@ -21,6 +23,7 @@ record: everyone else asks a :class:`ResultsFolder`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 __all__ = ["ResultsFolder", "FolderError", "read_json", "is_config_id", "result_record", "failed_record",
-           "finished_record", "claim_problem", "result_problem", "set_aside", "STATUSES"]
+           "finished_record", "pack_id_of", "claim_problem", "result_problem", "set_aside", "STATUSES"]
 
 STATUSES = ("done", "diverged", "failed")
 _ID = re.compile(r"^[0-9a-f]{64}$")
@@ -38,6 +41,11 @@ _HISTORY = re.compile(r"^[0-9a-f]{64}\.failed-\d+\.json$")
 
 class FolderError(RuntimeError):
     """The results folder cannot be used (missing, not a folder, not writable)."""
+
+
+def pack_id_of(ids: list[str]) -> str:
+    """A pack's id: the sha256 of its members' ids, sorted, one per line."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
 
 
 def is_config_id(text: str) -> bool:
@@ -62,6 +70,7 @@ class ResultsFolder:
         self.queue = self.root / ".queue"
         self.claims = self.queue / "claims"
         self.attempts = self.queue / "attempts"
+        self.packs = self.queue / "packs"
         self.logs = self.queue / "logs"
         self.slurm = self.queue / "slurm"
         self.lock = self.queue / "lock"
@@ -85,6 +94,12 @@ class ResultsFolder:
 
     def checkpoint(self, config_id: str) -> Path:
         return self.checkpoints / f"{config_id}.pt"
+
+    def pack_checkpoint(self, pack_id: str) -> Path:
+        return self.checkpoints / f"pack-{pack_id}.pt"
+
+    def pack_record(self, pack_id: str) -> Path:
+        return self.packs / f"{pack_id}.json"
 
     def weights(self, config_id: str) -> Path:
         return self.weights_dir / f"{config_id}.pt"
@@ -129,6 +144,24 @@ class ResultsFolder:
                 out[name[:-5]] = read_json(self.claims / name)
         return out
 
+    def pack_records(self) -> dict[str, dict[str, Any]]:
+        """The pack records of a sound shape (id, member ids, creation time), by pack id; others
+        are ignored (a pack whose record is damaged is simply not resumed as a pack)."""
+        out: dict[str, dict[str, Any]] = {}
+        try:
+            names = os.listdir(self.packs)
+        except OSError:
+            return out
+        for name in names:
+            if not (name.endswith(".json") and _ID.match(name[:-5])):
+                continue
+            rec = read_json(self.packs / name)
+            if (isinstance(rec, dict) and rec.get("id") == name[:-5] and isinstance(rec.get("members"), list)
+                    and all(isinstance(m, str) and _ID.match(m) for m in rec["members"])
+                    and _is_number(rec.get("created"))):
+                out[name[:-5]] = rec
+        return out
+
     # ------------------------------------------------------------------ set-up
     def check_exists(self) -> None:
         if self.root.exists() and not self.root.is_dir():
@@ -140,7 +173,8 @@ class ResultsFolder:
         """Create the queue's folders and check that the folder is writable; FolderError if not."""
         self.check_exists()
         try:
-            for d in (self.queue, self.claims, self.attempts, self.checkpoints, self.logs, self.weights_dir):
+            for d in (self.queue, self.claims, self.attempts, self.packs, self.checkpoints, self.logs,
+                      self.weights_dir):
                 d.mkdir(exist_ok=True)
             probe = self.queue / f".probe-{os.getpid()}"
             probe.write_bytes(b"")

@@ -27,15 +27,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import filelock
 
 from ._atomic import atomic_write_json
-from .folder import (FolderError, ResultsFolder, claim_problem, failed_record, finished_record, read_json,
+from .folder import (pack_id_of, FolderError, ResultsFolder, claim_problem, failed_record, finished_record, read_json,
                      result_problem, set_aside)
 
-__all__ = ["Queue", "Claim", "QueueError", "SettingsMismatch", "LOCK_KINDS", "HOST", "pid_alive", "claim_is_live",
+__all__ = ["Queue", "Claim", "PackClaim", "QueueError", "SettingsMismatch", "LOCK_KINDS", "HOST", "pid_alive", "claim_is_live",
            "sweep_status", "RECORDED_SETTINGS"]
 
 LOCK_KINDS = ("file", "soft")
@@ -89,6 +89,16 @@ def pid_alive(pid: int, start: str | None = None) -> bool:
         if now is not None and now != start:
             return False
     return True
+
+
+@dataclass
+class PackClaim:
+    """The claims of one pack's members, taken together; ``resume_from``: the pack whose
+    checkpoint holds the members' saved state (None for a new pack)."""
+
+    id: str
+    claims: list["Claim"]
+    resume_from: str | None
 
 
 @dataclass
@@ -227,6 +237,39 @@ class Queue:
         return isinstance(rec, dict) and rec.get("token") == claim.token
 
     # ------------------------------------------------------------------ operations
+    def _free(self, cid: str, finished: set[str], claims: dict[str, Any], now: float):
+        """Whether ``cid`` may be claimed now: no sound result, no live claim, no pending retry.
+        Returns (the stale claim it replaces or None, its attempt number), or None. Damaged
+        claim records are set aside. Call under the lock."""
+        if cid in finished and self._result_sound(cid):
+            return None
+        old = claims.get(cid, _NONE)
+        if old is not _NONE:
+            problem = claim_problem(old, cid)
+            if problem is not None:
+                self._set_aside(self.folder.claim(cid), "a damaged claim record", problem)
+                claims.pop(cid, None)
+                old = None
+            elif self.is_live(old, now):
+                return None
+        else:
+            old = None
+        tries = self.attempts(cid)
+        if (tries.get("retry after") or 0) > now:
+            return None  # it raised recently: its next attempt waits (next_retry says how long)
+        return old, tries["failures"] + 1
+
+    def _write_claim(self, config: Mapping[str, Any], worker: str, now: float, old, attempt: int,
+                     **extra: Any) -> Claim:
+        cid = config["id"]
+        rec = {
+            "id": cid, "worker": worker, "host": HOST, "pid": os.getpid(),
+            "pid start": _process_start(os.getpid()), "token": secrets.token_hex(16),
+            "claimed": now, "heartbeat": now, "lease": self.lease, "attempt": attempt, "progress": {}, **extra,
+        }
+        atomic_write_json(self.folder.claim(cid), rec)
+        return Claim(cid, dict(config), rec["token"], attempt, worker, took_over=old, record=rec)
+
     def claim(self, configs: Iterable[Mapping[str, Any]], worker: str) -> Claim | None:
         """Take the first configuration with no result and no live claim, or return None."""
         with self.locked():
@@ -234,31 +277,116 @@ class Queue:
             claims = self.folder.claim_records()
             now = time.time()
             for config in configs:
-                cid = config["id"]
-                if cid in finished and self._result_sound(cid):
-                    continue
-                old = claims.get(cid, _NONE)
-                if old is not _NONE:
-                    problem = claim_problem(old, cid)
-                    if problem is not None:
-                        self._set_aside(self.folder.claim(cid), "a damaged claim record", problem)
-                        old = None
-                    elif self.is_live(old, now):
-                        continue
-                else:
-                    old = None
-                tries = self.attempts(cid)
-                if (tries.get("retry after") or 0) > now:
-                    continue  # it raised recently: its next attempt waits (next_retry says how long)
-                attempt = tries["failures"] + 1
-                rec = {
-                    "id": cid, "worker": worker, "host": HOST, "pid": os.getpid(),
-                    "pid start": _process_start(os.getpid()), "token": secrets.token_hex(16),
-                    "claimed": now, "heartbeat": now, "lease": self.lease, "attempt": attempt, "progress": {},
-                }
-                atomic_write_json(self.folder.claim(cid), rec)
-                return Claim(cid, dict(config), rec["token"], attempt, worker, took_over=old, record=rec)
+                free = self._free(config["id"], finished, claims, now)
+                if free is not None:
+                    return self._write_claim(config, worker, now, *free)
         return None
+
+    def claim_pack(self, configs: Iterable[Mapping[str, Any]], worker: str, limit: int,
+                   group: Callable[[Mapping[str, Any]], Any]) -> "PackClaim | None":
+        """Take up to ``limit`` configurations to train as one pack, all or none, under one
+        hold of the lock; None when no pack of two or more can be formed now.
+
+        First an interrupted pack: the members of the newest pack record whose checkpoint
+        exists, that are free (no result, no live claim, no failed attempt, no solo checkpoint
+        of their own) and for which no newer pack holds a state; they resume from that
+        checkpoint. Else a new pack: free configurations with ``group(config)`` equal to the
+        first one's (``group`` returns None for one that is never packed), in file order, that
+        no pack holds a state of. Each member's claim record names the pack.
+        """
+        configs = list(configs)
+        by_id = {c["id"]: c for c in configs}
+        with self.locked():
+            finished = self.finished_ids()
+            claims = self.folder.claim_records()
+            now = time.time()
+            records = self._live_pack_records(claims, now)
+            latest: dict[str, tuple[float, str]] = {}  # member -> (created, pack) of its newest saved state
+            for pid, rec in records.items():
+                if self.folder.pack_checkpoint(pid).exists():
+                    for cid in rec["members"]:
+                        if rec["created"] > latest.get(cid, (-math.inf, ""))[0]:
+                            latest[cid] = (rec["created"], pid)
+
+            def packable(cid: str):
+                config = by_id.get(cid)
+                if config is None or group(config) is None or self.folder.checkpoint(cid).exists():
+                    return None
+                free = self._free(cid, finished, claims, now)
+                if free is None or free[1] != 1:  # one that raised is retried alone
+                    return None
+                return free
+
+            for pid, rec in sorted(records.items(), key=lambda item: -item[1]["created"]):
+                if not self.folder.pack_checkpoint(pid).exists():
+                    continue
+                members = []
+                for cid in rec["members"]:
+                    if latest.get(cid, (0, ""))[1] == pid and len(members) < limit:
+                        free = packable(cid)
+                        if free is not None:
+                            members.append((by_id[cid], free))
+                if members:
+                    return self._write_pack(members, worker, now, resume_from=pid)
+            first, members = None, []
+            for config in configs:
+                if config["id"] in latest:
+                    continue
+                key = group(config)
+                if key is None or (first is not None and key != first):
+                    continue
+                free = packable(config["id"])
+                if free is None:
+                    continue
+                first = key
+                members.append((config, free))
+                if len(members) == limit:
+                    break
+            if len(members) >= 2:
+                return self._write_pack(members, worker, now, resume_from=None)
+        return None
+
+    def _write_pack(self, members, worker: str, now: float, resume_from: str | None) -> "PackClaim":
+        ids = [config["id"] for config, _ in members]
+        pid = pack_id_of(ids)
+        atomic_write_json(self.folder.pack_record(pid), {"id": pid, "members": sorted(ids), "created": now,
+                                                         "resumed from": resume_from, "worker": worker})
+        claims = [self._write_claim(config, worker, now, old, attempt, pack=pid)
+                  for config, (old, attempt) in members]
+        return PackClaim(pid, claims, resume_from)
+
+    def _live_pack_records(self, claims: dict[str, Any], now: float) -> dict[str, dict[str, Any]]:
+        """The pack records still of use; drops (with their checkpoints) those whose members all
+        have results, and those that never saved a checkpoint and that no live claim names.
+        Call under the lock."""
+        finished = self.finished_ids()
+        out = {}
+        for pid, rec in self.folder.pack_records().items():
+            done = all(cid in finished for cid in rec["members"])
+            running = any(isinstance(claims.get(cid), dict) and claims[cid].get("pack") == pid
+                          and self.is_live(claims[cid], now) for cid in rec["members"])
+            if done or (not running and not self.folder.pack_checkpoint(pid).exists()):
+                if not running:
+                    self.folder.pack_checkpoint(pid).unlink(missing_ok=True)
+                    self.folder.pack_record(pid).unlink(missing_ok=True)
+                    continue
+            out[pid] = rec
+        return out
+
+    def tidy_packs(self) -> None:
+        """Drop the records and checkpoints of packs that are of no further use."""
+        with self.locked():
+            self._live_pack_records(self.folder.claim_records(), time.time())
+
+    def pack_source(self, config_id: str) -> Path | None:
+        """The checkpoint of the newest pack holding a saved state of ``config_id`` (to finish
+        it alone), or None. Read without the lock: a claimant's hint."""
+        best = None
+        for pid, rec in self.folder.pack_records().items():
+            path = self.folder.pack_checkpoint(pid)
+            if config_id in rec["members"] and path.exists() and (best is None or rec["created"] > best[0]):
+                best = (rec["created"], path)
+        return None if best is None else best[1]
 
     def next_retry(self, configs: Iterable[Mapping[str, Any]]) -> float | None:
         """The earliest time at which a configuration that raised may be tried again, or None
@@ -316,17 +444,24 @@ class Queue:
                 self._set_aside(path, "a damaged settings record")
             atomic_write_json(path, mine)
 
-    def heartbeat(self, claim: Claim, progress: Mapping[str, Any] | None = None) -> bool:
-        """Refresh the claim's heartbeat (and progress); False if the claim is no longer ours."""
+    def heartbeat(self, claim: "Claim | list[Claim]", progress: Mapping[str, Any] | None = None) -> bool:
+        """Refresh the heartbeat (and progress) of a claim, or of every claim of a pack under one
+        hold of the lock; False if any of them is no longer ours."""
+        claims = claim if isinstance(claim, list) else [claim]
+        ok = True
         with self.locked():
-            rec = read_json(self.folder.claim(claim.id))
-            if not isinstance(rec, dict) or rec.get("token") != claim.token:
-                return False
-            rec["heartbeat"] = time.time()
-            if progress is not None:
-                rec["progress"] = dict(progress)
-            atomic_write_json(self.folder.claim(claim.id), rec)
-            return True
+            now = time.time()
+            for c in claims:
+                rec = read_json(self.folder.claim(c.id))
+                if not isinstance(rec, dict) or rec.get("token") != c.token:
+                    ok = False
+                    continue
+                rec["heartbeat"] = now
+                if progress is not None:
+                    mine = progress.get(c.id, progress) if isinstance(progress.get(c.id), Mapping) else progress
+                    rec["progress"] = {k: v for k, v in mine.items() if not isinstance(v, Mapping)}
+                atomic_write_json(self.folder.claim(c.id), rec)
+        return ok
 
     def release(self, claim: Claim) -> bool:
         """Give the claim back (the checkpoint stays for whoever claims it next)."""

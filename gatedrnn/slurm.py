@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from .folder import ResultsFolder
-from .worker import EXIT_BAD_INPUT, EXIT_OK, WorkerOptions, exit_status, serve, watch
+from .worker import EXIT_BAD_INPUT, EXIT_OK, WorkerOptions, exit_status, serve, share_packs, watch
 
 __all__ = ["SlurmWorker", "SlurmParams", "submit", "run_array", "parse_extra", "ArrayWatch"]
 
@@ -155,6 +155,7 @@ def run_array(options: WorkerOptions, workers: int, params: SlurmParams, wait: b
     """Submit the array, say where its logs go, and (``wait``) show progress until it ends."""
     if options.threads is None:
         options = dataclasses.replace(options, threads=params.cpus_per_worker)
+    options = share_packs(options, workers)
     try:
         jobs = submit(options, workers, params)
     except ValueError as e:

@@ -29,18 +29,25 @@ import torch
 import torch.nn.functional as F
 
 from ._atomic import atomic_write_bytes
-from ._fast import fused_adam
+from ._fast import backward_kernels as manual_backward_available, fused_adam
 from ._version import __version__
 from ._malloc import keep_freed_memory
 from .cells import RidgeReadout
 from .config import RIDGE_ALPHA, RNNConfig, TrainSettings
 from .data import Corpus, check_length, load_corpus, StreamSampler, validation_streams
-from .folder import result_record
+from .folder import pack_id_of, result_record
+from .config import SWITCH_LETTERS, SWITCHES
 from .model import VOCAB, ByteModel
+from .packed import PackError, PackedModel
 
 __all__ = [
     "train",
     "Run",
+    "PackRun",
+    "train_pack",
+    "read_pack_checkpoint",
+    "pack_id_of",
+    "pack_chunk",
     "UpdateRule",
     "HandWrittenRule",
     "AutogradRule",
@@ -288,6 +295,29 @@ class RidgeRule(UpdateRule):
         return loss
 
 
+def _check_compatible(state: dict[str, Any], config: RNNConfig, settings: TrainSettings, corpus: Corpus,
+                      where: str) -> None:
+    """CheckpointMismatch unless ``state`` is a checkpoint of ``config`` under these settings and corpus."""
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointMismatch(f"{where}: checkpoint format {got!r}, expected {CHECKPOINT_FORMAT}")
+    if state["config"].get("id") != config.id:
+        raise CheckpointMismatch(f"{where}: checkpoint is for configuration {state['config'].get('id')}, not {config.id}")
+    saved = state["settings"]
+    mine = settings.to_dict()
+    for key in _RESUME_KEYS:
+        if saved.get(key) != mine[key]:
+            raise CheckpointMismatch(
+                f"{where}: the checkpoint was made with {key}={saved.get(key)!r} but this run has "
+                f"{key}={mine[key]!r}; rerun with the original value, or delete the checkpoint to start over"
+            )
+    if state["dataset sha256"] != corpus.sha256:
+        raise CheckpointMismatch(
+            f"{where}: the checkpoint was trained on another corpus (sha256 {state['dataset sha256'][:12]}…, "
+            f"this run's is {corpus.sha256[:12]}…)"
+        )
+
+
 class Run:
     """The complete state of one training run."""
 
@@ -297,12 +327,7 @@ class Run:
         hand-written backward (:meth:`ByteModel.train_step`); the two agree to float rounding."""
         self.config = config
         self.autograd = autograd
-        self.settings = settings
-        self.device = resolve_device(settings.device)
-        if self.device.type == "cpu":
-            keep_freed_memory()
-        self.corpus = corpus if corpus is not None else load_corpus(settings.data)
-        check_length(self.corpus, settings.history)
+        self._set_up(settings, corpus)
         self.seed = config.seed if config.seed is not None else settings.seed
         # one seed for the model's initial weights, one for the order of the data
         with torch.random.fork_rng(devices=[]):
@@ -333,6 +358,15 @@ class Run:
         self.resumes = 0
         self.diverged_at: int | None = None
         self.checkpoint_problems: list[str] = []
+
+    def _set_up(self, settings: TrainSettings, corpus: Corpus | None) -> None:
+        """The settings, the device and the corpus (loaded unless given), checked."""
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
+        self.corpus = corpus if corpus is not None else load_corpus(settings.data)
+        check_length(self.corpus, settings.history)
 
     def _rule_kind(self) -> str:
         if self.config.cell == "esn" and self.config.readout == "ridge":
@@ -410,6 +444,12 @@ class Run:
             on_boundary(self)
         return t0
 
+    def record_evaluation(self) -> None:
+        self.val_curve.append([self.step, self.evaluate()])
+
+    def evaluated_now(self) -> bool:
+        return bool(self.val_curve) and self.val_curve[-1][0] == self.step
+
     @torch.no_grad()
     def evaluate(self) -> float:
         """Validation loss (nats per byte) on the fixed held-out streams, stepwise from zero states."""
@@ -455,23 +495,7 @@ class Run:
         }
 
     def check_compatible(self, state: dict[str, Any], where: str) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointMismatch(f"{where}: checkpoint format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}")
-        if state["config"].get("id") != self.config.id:
-            raise CheckpointMismatch(f"{where}: checkpoint is for configuration {state['config'].get('id')}, not {self.config.id}")
-        saved = state["settings"]
-        mine = self.settings.to_dict()
-        for key in _RESUME_KEYS:
-            if saved.get(key) != mine[key]:
-                raise CheckpointMismatch(
-                    f"{where}: the checkpoint was made with {key}={saved.get(key)!r} but this run has "
-                    f"{key}={mine[key]!r}; rerun with the original value, or delete the checkpoint to start over"
-                )
-        if state["dataset sha256"] != self.corpus.sha256:
-            raise CheckpointMismatch(
-                f"{where}: the checkpoint was trained on another corpus (sha256 {state['dataset sha256'][:12]}…, "
-                f"this run's is {self.corpus.sha256[:12]}…)"
-            )
+        _check_compatible(state, self.config, self.settings, self.corpus, where)
 
     def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
         self.check_compatible(state, where)
@@ -619,50 +643,19 @@ class Run:
         return result_record(self.config.to_dict(with_id=True), "diverged" if diverged else "done", fields)
 
 
-def train(
-    config: RNNConfig,
-    settings: TrainSettings,
-    *,
-    checkpoint: str | Path | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    before_checkpoint: Callable[[], None] | None = None,
-    on_progress: Callable[[Run], None] | None = None,
-    corpus: Corpus | None = None,
-    weights: str | Path | None = None,
-) -> dict[str, Any]:
-    """Train ``config`` under ``settings`` and return the result record.
-
-    checkpoint: file to resume from (if it exists) and to save to every
-        ``settings.checkpoint_every`` steps and when stopped.
-    should_stop: polled after every step; when it returns True the run is checkpointed and
-        :class:`Interrupted` is raised.
-    before_checkpoint: called before each checkpoint write; it may raise to abort the run
-        (the worker uses it to check that it still owns its claim).
-    on_progress: called with the run at every log point.
-    weights: file to write the final weights to (atomically; :meth:`Run.weights_record`), or None.
-    """
-    if not isinstance(config, RNNConfig):
-        raise TypeError(f"config must be an RNNConfig, got {type(config).__name__}")
-    if not isinstance(settings, TrainSettings):
-        raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}")
-    run = Run(config, settings, corpus)
-    if checkpoint is not None:
-        run.restore(checkpoint)
-
-    def save() -> None:
-        if checkpoint is not None:
-            if before_checkpoint is not None:
-                before_checkpoint()
-            run.save(checkpoint)
-
-    s = settings
+def _drive(run: Run, save: Callable[[], None], should_stop: Callable[[], bool] | None,
+           on_progress: Callable[[Run], None] | None) -> None:
+    """Train ``run`` (a :class:`Run` or a :class:`PackRun`) to its end: evaluations every
+    ``eval_every`` steps and at the end, ``save()`` every ``checkpoint_every`` steps; when
+    ``should_stop()`` says so, ``save()`` and raise :class:`Interrupted`."""
+    s = run.settings
     stopped = False
 
     def after(step: int, every: int) -> int:
         return (step // every + 1) * every
 
     next_eval = after(run.step, s.eval_every) if s.eval_every else None
-    next_ckpt = after(run.step, s.checkpoint_every) if s.checkpoint_every and checkpoint is not None else None
+    next_ckpt = after(run.step, s.checkpoint_every) if s.checkpoint_every else None
     while run.step < s.steps and run.diverged_at is None:
         # run to the next event: evaluation, checkpoint or the end (with truncated BPTT the
         # run passes an event's step to the end of its chunk)
@@ -672,7 +665,7 @@ def train(
             break
         if next_eval is not None and run.step >= next_eval:
             if run.step < s.steps:
-                run.val_curve.append([run.step, run.evaluate()])
+                run.record_evaluation()
             next_eval = after(run.step, s.eval_every)
         if next_ckpt is not None and run.step >= next_ckpt:
             if run.step < s.steps:
@@ -684,10 +677,413 @@ def train(
     if stopped:
         save()
         raise Interrupted(f"stopped at step {run.step} of {s.steps}")
-    if run.diverged_at is None and (not run.val_curve or run.val_curve[-1][0] != run.step):
-        run.val_curve.append([run.step, run.evaluate()])
+    if run.diverged_at is None and not run.evaluated_now():
+        run.record_evaluation()
+
+
+def _saver(run, checkpoint: str | Path | None, before_checkpoint: Callable[[], None] | None) -> Callable[[], None]:
+    def save() -> None:
+        if checkpoint is not None:
+            if before_checkpoint is not None:
+                before_checkpoint()
+            run.save(checkpoint)
+    return save
+
+
+def train(
+    config: RNNConfig,
+    settings: TrainSettings,
+    *,
+    checkpoint: str | Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    before_checkpoint: Callable[[], None] | None = None,
+    on_progress: Callable[[Run], None] | None = None,
+    corpus: Corpus | None = None,
+    weights: str | Path | None = None,
+    pack_checkpoint: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train ``config`` under ``settings`` and return the result record.
+
+    checkpoint: file to resume from (if it exists) and to save to every
+        ``settings.checkpoint_every`` steps and when stopped.
+    should_stop: polled after every step; when it returns True the run is checkpointed and
+        :class:`Interrupted` is raised.
+    before_checkpoint: called before each checkpoint write; it may raise to abort the run
+        (the worker uses it to check that it still owns its claim).
+    on_progress: called with the run at every log point.
+    weights: file to write the final weights to (atomically; :meth:`Run.weights_record`), or None.
+    pack_checkpoint: a pack's checkpoint holding this configuration, to resume from when
+        ``checkpoint`` does not exist (a pack member finished alone).
+    """
+    if not isinstance(config, RNNConfig):
+        raise TypeError(f"config must be an RNNConfig, got {type(config).__name__}")
+    if not isinstance(settings, TrainSettings):
+        raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}")
+    run = Run(config, settings, corpus)
+    restored = checkpoint is not None and run.restore(checkpoint)
+    if not restored and pack_checkpoint is not None:
+        state = read_pack_checkpoint(pack_checkpoint, run.checkpoint_problems)
+        if state is not None and config.id in state["members"]:
+            run.load_state_dict(state["members"][config.id], where=str(pack_checkpoint))
+    _drive(run, _saver(run, checkpoint, before_checkpoint), should_stop, on_progress)
     result = run.result()
     if weights is not None:
         run.save_weights(weights)
         result["weights file"] = Path(weights).name
     return result
+
+
+# ---------------------------------------------------------------------------- packs
+PACK_FORMAT = "gatedrnn pack 1"
+
+
+def read_pack_checkpoint(path: str | Path, problems: list[str] | None = None) -> dict[str, Any] | None:
+    """A pack's checkpoint (``{"format", "pack", "members": {id: a solo checkpoint}}``), or None
+    when it is missing; an unreadable one is reported (warning, and into ``problems``), set
+    aside as ``<name>.corrupt`` and read as missing."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != PACK_FORMAT or not isinstance(state.get("members"), dict):
+            raise ValueError("not a gatedrnn pack checkpoint")
+    except Exception as e:  # truncated, garbage, wrong pickle: all mean "cannot resume"
+        detail = (str(e).strip().splitlines() or ["empty or truncated file"])[0][:200]
+        problem = f"{path}: unreadable pack checkpoint ({e.__class__.__name__}: {detail}); restarting from scratch"
+        warnings.warn(problem, RuntimeWarning, stacklevel=2)
+        if problems is not None:
+            problems.append(problem)
+        try:
+            path.replace(path.with_name(path.name + ".corrupt"))
+        except OSError:
+            pass
+        return None
+    return state
+
+
+class PackedRule(UpdateRule):
+    """A pack's step: the batched hand-written forward and backward of every member
+    (:meth:`PackedModel.train_step`), one fused Adam step over the stacked parameters."""
+
+    name = "packed"
+
+    def __init__(self, model: PackedModel, optimizer: torch.optim.Adam) -> None:
+        self.model, self.optimizer_step = model, adam_stepper(optimizer)
+
+    def step(self, run, x, y):
+        loss, run.states = self.model.train_step(x, y, run.states)  # (K,)
+        self.optimizer_step()
+        return loss
+
+
+class PackRun(Run):
+    """The complete state of a pack: K configurations of one group (:func:`gatedrnn.packed.pack_group`)
+    trained as one batched step, each exactly its own model. It runs through :meth:`Run.train_steps`
+    (the one loop) with :class:`PackedRule`; the moving average, the curves and divergence are
+    per member. Its checkpoint holds one solo checkpoint per member (so a member can also be
+    finished alone), and each member's result is its solo :class:`Run`'s, with the pack recorded.
+    """
+
+    def __init__(self, configs: list[RNNConfig], settings: TrainSettings, corpus: Corpus | None = None,
+                 pack_id: str | None = None, chunk: int | None = None) -> None:
+        """``chunk``: members per batched computation (:class:`PackedModel`); None: the
+        device's default (:func:`pack_chunk`). The members are kept in the order of their
+        switches, so that a chunk's members mostly agree and need fewer masks."""
+        if not manual_backward_available():
+            raise PackError("packed training needs this torch's private backward kernels (see gatedrnn/_fast.py)")
+        ids = [c.id for c in configs]
+        if len(set(ids)) != len(ids):
+            raise PackError("a pack lists a configuration twice")
+        self.configs = sorted(configs, key=lambda c: tuple(not getattr(c, name) for name in SWITCHES))
+        self.k = len(configs)
+        self.pack_id = pack_id or pack_id_of(ids)
+        self._set_up(settings, corpus)
+        self.seeds = [c.seed if c.seed is not None else settings.seed for c in self.configs]
+        self.chunk = chunk if chunk is not None else pack_chunk(self.device, self.configs[0].state_size,
+                                                                 settings.batch_size)
+        self.model = PackedModel(self.configs, device=self.device, chunk=self.chunk)
+        for k, (config, seed) in enumerate(zip(self.configs, self.seeds)):
+            with torch.random.fork_rng(devices=[]):  # each member's solo initial weights
+                torch.manual_seed(2 * seed)
+                self.model.load_member(k, ByteModel(config).state_dict())
+        self.flat = self.model.flat
+        self.optimizer = _make_optimizer(self.flat, settings.lr, self.device)
+        self.ridge = None
+        self.rule = PackedRule(self.model, self.optimizer)
+        # one data stream per distinct seed; members of one seed read the same bytes
+        data_seeds = sorted(set(self.seeds))
+        self.member_stream = [data_seeds.index(seed) for seed in self.seeds]
+        self.samplers = [StreamSampler(self.corpus.train, settings.batch_size, settings.history, seed=2 * seed + 1,
+                                       device=self.device) for seed in data_seeds]
+        self._member_stream = torch.tensor(self.member_stream, device=self.device)
+        self.val_windows = torch.from_numpy(
+            validation_streams(self.corpus.val, settings.history, settings.val_streams)
+        ).to(self.device).long()
+        self.step = 0
+        self.pos = 0
+        self.offsets: list[torch.Tensor] | None = None
+        self.window = None
+        self.rows = ()
+        self.states = self.model.initial_state(settings.batch_size)
+        self.ma = torch.full((self.k,), MA_START, device=self.device)
+        self.curves: list[list[float]] = [[] for _ in configs]
+        self.val_curves: list[list[list[float]]] = [[] for _ in configs]
+        self.last_eval: int | None = None
+        self.train_seconds = 0.0
+        self.base_seconds = [0.0] * self.k
+        self.start_times = [time.time()] * self.k
+        self.member_resumes = [0] * self.k
+        self.member_diverged: list[int | None] = [None] * self.k
+        self.member_problems: list[list[str]] = [[] for _ in configs]
+        self.checkpoint_problems: list[str] = []
+
+    @property
+    def diverged_at(self) -> int | None:
+        """The step at which the last member diverged, once every member has; else None."""
+        if all(d is not None for d in self.member_diverged):
+            return max(self.member_diverged)
+        return None
+
+    @property
+    def curve(self) -> list[float]:  # what progress reports show: the first live member's curve
+        live = [c for c, d in zip(self.curves, self.member_diverged) if d is None]
+        return live[0] if live else self.curves[0]
+
+    @property
+    def resumes(self) -> int:
+        return max(self.member_resumes)
+
+    # ---------------------------------------------------------------- training
+    def _new_window(self) -> None:
+        self.offsets = [sampler.next_offsets() for sampler in self.samplers]
+        windows = [sampler.window(o) for sampler, o in zip(self.samplers, self.offsets)]
+        self._set_window(windows)
+        self.states = self.model.initial_state(self.settings.batch_size)
+
+    def _set_window(self, windows: list[torch.Tensor]) -> None:
+        if len(windows) == 1:  # (history + 1, N): every member reads the same bytes
+            self.window = windows[0]
+        else:  # (history + 1, K, N)
+            self.window = torch.stack(windows, dim=1).index_select(1, self._member_stream)
+        self.rows = self.window.unbind(0)
+
+    def _log_point(self, on_boundary, t0: float) -> float | None:
+        values = self.ma.tolist()
+        for k, value in enumerate(values):
+            if self.member_diverged[k] is not None:
+                continue
+            if math.isfinite(value):
+                self.curves[k].append(value)
+            else:
+                self.member_diverged[k] = self.step
+        if self.diverged_at is not None:
+            return None
+        if on_boundary is not None:
+            self.train_seconds += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            on_boundary(self)
+        return t0
+
+    @torch.no_grad()
+    def evaluate(self) -> list[float]:
+        """Each member's validation loss (nats per byte), all members in one batched pass."""
+        windows = self.val_windows
+        states = self.model.initial_state(windows.size(1))
+        total = torch.zeros(self.k, dtype=torch.float64, device=self.device)
+        n = windows.size(1)
+        for j in range(windows.size(0) - 1):
+            logits, states = self.model.step(windows[j], states)  # (K, V, 256)
+            target = windows[j + 1].expand(self.k, n).reshape(-1)
+            losses = F.cross_entropy(logits.view(-1, VOCAB), target, reduction="none").view(self.k, n)
+            total += losses.sum(1).double()
+        return (total / ((windows.size(0) - 1) * n)).tolist()
+
+    def record_evaluation(self) -> None:
+        for k, value in enumerate(self.evaluate()):
+            if self.member_diverged[k] is None:
+                self.val_curves[k].append([self.step, value])
+        self.last_eval = self.step
+
+    def evaluated_now(self) -> bool:
+        return self.last_eval == self.step
+
+    # ---------------------------------------------------------------- checkpoint
+    def member_checkpoint(self, k: int) -> dict[str, Any]:
+        """Member ``k``'s state as a solo checkpoint (:meth:`Run.state_dict`'s format)."""
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        group = {key: value for key, value in self.optimizer.param_groups[0].items() if key != "params"}
+        opt_state = self.optimizer.state.get(self.flat)
+        state = {}
+        if opt_state:
+            state[0] = {"step": opt_state["step"].detach().cpu().clone(),
+                        "exp_avg": self.model.member_flat(k, opt_state["exp_avg"]),
+                        "exp_avg_sq": self.model.member_flat(k, opt_state["exp_avg_sq"])}
+        u = self.member_stream[k]
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.configs[k].to_dict(with_id=True),
+            "settings": self.settings.to_dict(),
+            "dataset sha256": self.corpus.sha256,
+            "dataset": self.corpus.name,
+            "model": self.model.member_state(k),
+            "optimizer": {"state": state, "param_groups": [{**group, "params": [0]}]},
+            "ridge": None,
+            "step": self.step,
+            "pos": self.pos,
+            "offsets": None if self.offsets is None or self.window is None else self.offsets[u].cpu(),
+            "states": [s[k].cpu() for s in self.states],
+            "ma": self.ma[k].cpu().clone(),
+            "curve": list(self.curves[k]),
+            "val curve": [list(p) for p in self.val_curves[k]],
+            "sampler": self.samplers[u].state_dict(),
+            "rng": rng,
+            "train seconds": self.base_seconds[k] + self.train_seconds,
+            "start time": self.start_times[k],
+            "resumes": self.member_resumes[k],
+            "diverged at": self.member_diverged[k],
+            "checkpoint problems": self.member_problems[k] + self.checkpoint_problems,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"format": PACK_FORMAT, "pack": self.pack_id, "step": self.step,
+                "members": {c.id: self.member_checkpoint(k) for k, c in enumerate(self.configs)}}
+
+    def load_members(self, members: dict[str, dict[str, Any]], where: str) -> None:
+        """Continue from solo checkpoints of every member (from this pack's checkpoint or an
+        earlier pack's): they must be at one step, and members of one data seed at one data
+        position; CheckpointMismatch otherwise."""
+        missing = [c.id[:12] for c in self.configs if c.id not in members]
+        if missing:
+            raise CheckpointMismatch(f"{where}: no state for pack member(s) {', '.join(missing)}")
+        states = [members[c.id] for c in self.configs]
+        for state, config in zip(states, self.configs):
+            _check_compatible(state, config, self.settings, self.corpus, where)
+        if len({(st["step"], st["pos"]) for st in states}) != 1:
+            raise CheckpointMismatch(f"{where}: the pack's members are at different steps")
+        for u, sampler in enumerate(self.samplers):
+            mine = [st for st, v in zip(states, self.member_stream) if v == u]
+            gens = {bytes(st["sampler"]["generator"].numpy()) for st in mine}
+            offs = {None if st["offsets"] is None else bytes(st["offsets"].numpy()) for st in mine}
+            if len(gens) != 1 or len(offs) != 1:
+                raise CheckpointMismatch(f"{where}: members with one data seed are at different data positions")
+            sampler.load_state_dict(mine[0]["sampler"])
+        first = states[0]
+        opt = [st["optimizer"]["state"].get(0) for st in states]
+        if any(o is not None for o in opt):
+            if any(o is None for o in opt) or len({float(o["step"]) for o in opt}) != 1:
+                raise CheckpointMismatch(f"{where}: the members' optimizer states are at different steps")
+            self.optimizer.state[self.flat] = {
+                "step": opt[0]["step"].to(device=self.device, dtype=torch.float32).clone(),
+                "exp_avg": torch.zeros_like(self.flat), "exp_avg_sq": torch.zeros_like(self.flat)}
+        with torch.no_grad():
+            self.flat.zero_()
+            for k, st in enumerate(states):
+                self.model.load_member(k, st["model"])
+                if opt[k] is not None:
+                    for key in ("exp_avg", "exp_avg_sq"):
+                        self.model.load_member_flat(k, self.optimizer.state[self.flat][key], opt[k][key])
+        self.step, self.pos = first["step"], first["pos"]
+        if first["offsets"] is None:
+            self.offsets, self.window, self.rows = None, None, ()
+        else:
+            self.offsets = [next(st["offsets"] for st, v in zip(states, self.member_stream) if v == u)
+                            for u in range(len(self.samplers))]
+            self._set_window([sampler.window(o) for sampler, o in zip(self.samplers, self.offsets)])
+        self.states = [torch.stack([st["states"][layer] for st in states]).to(self.device)
+                       for layer in range(self.model.n_layers)]
+        self.ma = torch.stack([st["ma"] for st in states]).to(self.device)
+        self.curves = [list(st["curve"]) for st in states]
+        self.val_curves = [[list(p) for p in st["val curve"]] for st in states]
+        self.last_eval = None
+        torch.set_rng_state(first["rng"]["torch"])
+        if "cuda" in first["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(first["rng"]["cuda"], self.device)
+        self.train_seconds = 0.0
+        self.base_seconds = [st["train seconds"] for st in states]
+        self.start_times = [st["start time"] for st in states]
+        self.member_resumes = [st["resumes"] + 1 for st in states]
+        self.member_diverged = [st["diverged at"] for st in states]
+        self.member_problems = [list(st["checkpoint problems"]) for st in states]
+
+    def restore(self, path: str | Path) -> bool:
+        """Resume from the pack checkpoint ``path`` if it exists (an unreadable one is set aside
+        and the pack starts from scratch: False)."""
+        state = read_pack_checkpoint(path, self.checkpoint_problems)
+        if state is None:
+            return False
+        self.load_members(state["members"], str(path))
+        return True
+
+    # ---------------------------------------------------------------- results
+    def member_run(self, k: int) -> Run:
+        """Member ``k`` as a solo :class:`Run` in its current state (for its result and weights)."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            run = Run(self.configs[k], self.settings, self.corpus)
+            run.load_state_dict(self.member_checkpoint(k), where=f"pack {self.pack_id[:12]}")
+        run.resumes = self.member_resumes[k]
+        return run
+
+    def results(self, weights: Callable[[str], str | Path] | None = None) -> dict[str, dict[str, Any]]:
+        """Each member's result record, with its pack, by configuration id; ``weights(id)``
+        names each member's weights file (written atomically), or None for none."""
+        out = {}
+        union = "".join(letter for letter, name in zip(SWITCH_LETTERS, SWITCHES) if self.model.union[name])
+        for k, config in enumerate(self.configs):
+            run = self.member_run(k)
+            result = run.result()
+            result["pack"] = {"id": self.pack_id, "size": self.k, "index": k, "union": union,
+                              "peak memory MB per member": result["peak memory MB"] / self.k}
+            if weights is not None:
+                path = weights(config.id)
+                run.save_weights(path)
+                result["weights file"] = Path(path).name
+            out[config.id] = result
+        return out
+
+
+def pack_chunk(device: torch.device, state_size: int, batch_size: int) -> int | None:
+    """Members per batched computation of a pack: all of them on a GPU (fewest launches); on
+    the CPU a few, each chunk with the layout of its own members' switches, which wastes less
+    arithmetic on gates its members do not have (benchmarks/bench_pack.py: 6 members at state
+    32 and 2 at state 256, batch 256, were the fastest of 1 to 16 on a 2-core machine)."""
+    if device.type != "cpu":
+        return None
+    return max(2, min(8, 49152 // (state_size * batch_size)))
+
+
+def train_pack(
+    configs: list[RNNConfig],
+    settings: TrainSettings,
+    *,
+    checkpoint: str | Path | None = None,
+    resume_from: str | Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    before_checkpoint: Callable[[], None] | None = None,
+    on_progress: Callable[[Run], None] | None = None,
+    corpus: Corpus | None = None,
+    weights: Callable[[str], str | Path] | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``configs`` as one pack (:class:`PackRun`) and return their result records, in order.
+
+    checkpoint: the pack's checkpoint file: resumed from if it exists, saved to every
+        ``checkpoint_every`` steps and when stopped. resume_from: another pack's checkpoint
+        holding every member (an earlier pack of which these are the members left), used when
+        ``checkpoint`` does not exist. The other arguments are :func:`train`'s;
+        ``weights(id)`` names each member's weights file.
+    """
+    for config in configs:
+        if not isinstance(config, RNNConfig):
+            raise TypeError(f"configs must be RNNConfigs, got {type(config).__name__}")
+    if not isinstance(settings, TrainSettings):
+        raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}")
+    run = PackRun(configs, settings, corpus)
+    if not (checkpoint is not None and run.restore(checkpoint)) and resume_from is not None:
+        state = read_pack_checkpoint(resume_from, run.checkpoint_problems)
+        if state is not None:
+            run.load_members(state["members"], str(resume_from))
+    _drive(run, _saver(run, checkpoint, before_checkpoint), should_stop, on_progress)
+    results = run.results(weights)
+    return [results[c.id] for c in configs]

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -35,8 +36,9 @@ from .config import RNNConfig, TrainSettings
 from .data import DataError, check_length, load_corpus
 from .folder import FolderError
 from .grid import ConfigFileError, read_configs
+from .packed import pack_group
 from .queue import Queue, QueueError, sweep_status
-from .trainer import CheckpointMismatch, Interrupted, check_fits, resolve_device, train
+from .trainer import CheckpointMismatch, Interrupted, check_fits, resolve_device, train, train_pack
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 # a worker process's own ends, which the launcher reports and turns into EXIT_STOPPED
@@ -45,7 +47,7 @@ EXIT_FAULT, EXIT_CRASH = 4, 5
 BAD_INPUT = (ConfigFileError, DataError, FolderError, CheckpointMismatch, ValueError, TypeError)
 
 __all__ = ["WorkerOptions", "run_worker", "serve", "launch", "watch", "validate", "format_status", "exit_status",
-           "environment_fault", "recorded_settings", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_STOPPED",
+           "environment_fault", "recorded_settings", "pack_limit", "share_packs", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_STOPPED",
            "EXIT_FAULT", "EXIT_CRASH"]
 
 
@@ -65,6 +67,7 @@ class WorkerOptions:
     fault_retries: int = 5  # waits after environment faults before the worker gives up
     fault_backoff: float = 10.0  # the first such wait, in seconds (doubling)
     keep_weights: bool = True  # write each finished run's final weights under the results folder
+    pack: int | None = None  # members per pack (1: no packing); None: the device's default (pack_limit)
     stop: Any = None  # a threading.Event that asks the worker to stop (not data: never serialised)
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,10 +100,12 @@ class ClaimLost(Exception):
 
 
 class _Heartbeat(threading.Thread):
-    """Refreshes the claim every ``interval`` seconds; notes when the claim is lost."""
+    """Refreshes the claim (or every claim of a pack, a list) every ``interval`` seconds; notes
+    when a claim is lost."""
 
     def __init__(self, queue, claim, interval: float) -> None:
-        super().__init__(daemon=True, name=f"heartbeat-{claim.id[:8]}")
+        first = claim[0] if isinstance(claim, list) else claim
+        super().__init__(daemon=True, name=f"heartbeat-{first.id[:8]}")
         self.queue, self.claim, self.interval = queue, claim, interval
         self.progress: dict[str, Any] = {}
         self.lost = False
@@ -122,12 +127,16 @@ class _Heartbeat(threading.Thread):
         if not self.lost:
             self.beat()
         if self.lost:
-            raise ClaimLost(self.claim.id)
+            raise ClaimLost(self.claim[0].id if isinstance(self.claim, list) else self.claim.id)
 
     def update(self, run) -> None:
-        self.progress = {"step": run.step, "steps": run.settings.steps, "loss": run.curve[-1] if run.curve else None,
-                         "steps per second": run.step / run.train_seconds if run.train_seconds else None,
-                         "resumes": run.resumes, "time": time.time()}
+        progress = {"step": run.step, "steps": run.settings.steps, "loss": run.curve[-1] if run.curve else None,
+                    "steps per second": run.step / run.train_seconds if run.train_seconds else None,
+                    "resumes": run.resumes, "time": time.time()}
+        if hasattr(run, "curves"):  # a pack: each member's own loss
+            progress.update({c.id: {**progress, "loss": curve[-1] if curve else None, "pack": run.pack_id}
+                             for c, curve in zip(run.configs, run.curves)})
+        self.progress = progress
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -239,8 +248,84 @@ def run_worker(options: WorkerOptions) -> int:
             back_off(cause)
             return _FAULT
 
+    limit = pack_limit(options.pack, resolve_device(settings.device))
+
+    def packs_of(config: Mapping[str, Any]):
+        try:
+            return pack_group(RNNConfig.from_dict(config))
+        except (TypeError, ValueError):
+            return None
+
+    def train_one_pack(job) -> str:
+        """Train a claimed pack; "next", or "stop" after a stop request."""
+        nonlocal runs, faults
+        configs = [RNNConfig.from_dict(c.config) for c in job.claims]
+        folder = queue.folder
+        ckpt = folder.pack_checkpoint(job.id)
+        source = folder.pack_checkpoint(job.resume_from) if job.resume_from else None
+        how = "resuming" if ckpt.exists() or source is not None else "starting"
+        say(f"{how} a pack of {len(configs)} ({configs[0].short().split(' ', 1)[-1]}) {job.id[:12]}")
+        hb = _Heartbeat(queue, job.claims, interval)
+        hb.start()
+        try:
+            results = train_pack(configs, settings, checkpoint=ckpt, resume_from=source, corpus=corpus,
+                                 should_stop=lambda: stop["signal"] is not None or hb.lost,
+                                 before_checkpoint=hb.verify, on_progress=hb.update,
+                                 weights=folder.weights if options.keep_weights else None)
+        except (Interrupted, ClaimLost) as e:
+            hb.stop()
+            for claim in job.claims:
+                _release_quietly(queue, claim)
+            if hb.lost or isinstance(e, ClaimLost):
+                say(f"lost a claim of pack {job.id[:12]} (its lease expired and another worker took it); "
+                    "released the others, no result written")
+                return "next"
+            say(f"{stop['signal']}: checkpointed pack {job.id[:12]} ({e}) and released it")
+            return "stop"
+        except CheckpointMismatch:
+            hb.stop()
+            for claim in job.claims:
+                _release_quietly(queue, claim)
+            raise
+        except Exception as e:
+            hb.stop()
+            cause = environment_fault(e)
+            if cause is not None:
+                for claim in job.claims:
+                    _release_quietly(queue, claim)
+                back_off(cause)
+                return "next"
+            tb = traceback.format_exc()
+            for claim in job.claims:  # each member's next attempt runs alone
+                queue.fail(claim, tb)
+            say(f"pack {job.id[:12]} raised {tb.strip().splitlines()[-1]} -> each member will be retried alone")
+            return "next"
+        hb.stop()
+        for claim, result in zip(job.claims, results):
+            completed = queue_step(lambda: queue.complete(claim, result), claim)
+            if completed is _FAULT:
+                for other in job.claims:
+                    _release_quietly(queue, other)
+                return "next"
+            if completed:
+                runs += 1
+        queue_step(queue.tidy_packs)
+        faults = 0
+        done = sum(r["status"] == "done" for r in results)
+        say(f"finished pack {job.id[:12]}: {done} done, {len(results) - done} diverged")
+        return "next"
+
     while stop["signal"] is None and (options.max_runs is None or runs < options.max_runs):
         configs = read_configs(options.config_file)
+        if limit > 1:
+            room = limit if options.max_runs is None else min(limit, options.max_runs - runs)
+            job = queue_step(lambda: queue.claim_pack(configs, name, room, packs_of)) if room > 1 else None
+            if job is _FAULT:
+                continue
+            if job is not None:
+                if train_one_pack(job) == "stop":
+                    break
+                continue
         claim = queue_step(lambda: queue.claim(configs, name))
         if claim is _FAULT:
             continue
@@ -255,7 +340,8 @@ def run_worker(options: WorkerOptions) -> int:
             break
         config = RNNConfig.from_dict(claim.config)
         ckpt = queue.folder.checkpoint(claim.id)
-        how = "resuming" if ckpt.exists() else "starting"
+        from_pack = None if ckpt.exists() else queue.pack_source(claim.id)
+        how = "resuming" if ckpt.exists() or from_pack is not None else "starting"
         if claim.took_over is not None:
             how += f" (took over from stale claim of {claim.took_over.get('worker')})"
         say(f"{how} {config.short()} {claim.id[:12]} attempt {claim.attempt}")
@@ -265,7 +351,8 @@ def run_worker(options: WorkerOptions) -> int:
             result = train(config, settings, checkpoint=ckpt, corpus=corpus,
                            should_stop=lambda: stop["signal"] is not None or hb.lost,
                            before_checkpoint=hb.verify, on_progress=hb.update,
-                           weights=queue.folder.weights(claim.id) if options.keep_weights else None)
+                           weights=queue.folder.weights(claim.id) if options.keep_weights else None,
+                           pack_checkpoint=from_pack)
         except (Interrupted, ClaimLost) as e:
             hb.stop()
             if hb.lost or isinstance(e, ClaimLost):
@@ -307,6 +394,34 @@ def run_worker(options: WorkerOptions) -> int:
     if options.max_runs is not None and runs >= options.max_runs:
         return EXIT_STOPPED
     return EXIT_OK
+
+
+# members per pack when --pack is not given: a whole group (the default grid's groups hold 48
+# or 96 configurations) on CUDA, where a step's cost is its launches, and on the CPU, where
+# benchmarks/bench_pack.py measured packs 1.3 to 1.6 times faster than solo runs; no packing
+# on other devices, where it was never measured
+_DEFAULT_PACK = {"cuda": 96, "cpu": 96}
+
+
+def pack_limit(option: int | None, device: torch.device) -> int:
+    """Members per pack: ``option`` (``--pack``) when given, else the device's default."""
+    if option is not None:
+        return option
+    return _DEFAULT_PACK.get(device.type, 1)
+
+
+def share_packs(options: WorkerOptions, workers: int) -> WorkerOptions:
+    """With ``--pack`` not given and several workers, the default pack size shrinks so that the
+    largest group is shared by all workers (each takes a pack of ceil(group / workers))
+    rather than trained by one while the others wait."""
+    if options.pack is not None or workers <= 1:
+        return options
+    default = pack_limit(None, resolve_device(options.settings.device))
+    sizes = Counter(pack_group(RNNConfig.from_dict(c)) for c in read_configs(options.config_file))
+    sizes.pop(None, None)
+    if default <= 1 or not sizes:
+        return options
+    return dataclasses.replace(options, pack=max(2, min(default, -(-max(sizes.values()) // workers))))
 
 
 def _release_quietly(queue: Queue, claim) -> None:
@@ -426,6 +541,7 @@ def watch(options: WorkerOptions, alive, refresh: float | None = None) -> dict[s
 def launch(options: WorkerOptions, workers: int, refresh: float | None = None) -> int:
     """Start ``workers`` worker processes, show progress, forward signals, return the exit status."""
     queue = Queue(options.results_dir, lease_seconds=options.lease_seconds, lock=options.lock)
+    options = share_packs(options, workers)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     procs: list[tuple[subprocess.Popen, Path]] = []
     gpu_count = torch.cuda.device_count() if options.settings.device == "auto" else 0
@@ -529,6 +645,9 @@ def validate(options: WorkerOptions) -> None:
     Last, the results folder records the sweep's settings (or refuses other ones)."""
     if options.max_runs is not None and options.max_runs < 1:
         raise ValueError(f"--max-runs must be >= 1, got {options.max_runs}")
+    if options.pack is not None and (isinstance(options.pack, bool) or not isinstance(options.pack, int)
+                                     or options.pack < 1):
+        raise ValueError(f"--pack must be a whole number >= 1, got {options.pack!r}")
     if options.threads is not None and options.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {options.threads}")
     if options.fault_retries < 0 or not options.fault_backoff >= 0 or not options.retry_delay >= 0:

@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# one configuration per worker run (--pack 1): these tests are about the queue and the solo path;
+# tests/test_packed.py runs packs through the same workers
 TINY_ARGS = ["--steps", "150", "--batch-size", "8", "--history", "50", "--device", "cpu",
-             "--checkpoint-every", "50", "--val-streams", "8", "--threads", "1"]
+             "--checkpoint-every", "50", "--val-streams", "8", "--threads", "1", "--pack", "1"]
 
 
 def env():

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 A = RNNConfig(False, True, False, True, True, False, True, n_layers=1, state_size=16)
 B = RNNConfig(True, False, False, False, True, True, True, n_layers=1, state_size=16)
 ARGS = ["--steps", "300", "--batch-size", "8", "--history", "50", "--device", "cpu", "--threads", "1",
-        "--checkpoint-every", "100", "--val-streams", "8", "--eval-every", "0"]
+        "--checkpoint-every", "100", "--val-streams", "8", "--eval-every", "0", "--pack", "1"]
 SETTINGS = TrainSettings(steps=300, batch_size=8, history=50, device="cpu", checkpoint_every=100, val_streams=8,
                          eval_every=0)
 LONG_ARGS = [*ARGS[:1], "3000", *ARGS[2:]]

@@ -1,0 +1,498 @@
+"""Many configurations of one group as one batched step (DESIGN.md, "Packs").
+
+A pack is K gated configurations with the same ``n_layers`` and ``state_size`` and any mix of
+the seven switches. :class:`PackedModel` holds them as one *superset* model: every parameter
+of the union of the members' switches, stacked on a leading member axis (K, ...), with each
+member's weights at the places its own layer has them and zeros elsewhere. A step runs one
+batched matrix product per fused map of the layer (``torch.bmm`` over the member axis) and
+one elementwise operation per activation for all members; where the members disagree on a
+switch, a per-member mask selects what each member's own layer computes:
+
+* a missing input, state or forget gate or output gate: ``torch.where`` picks the ungated
+  value (so the member computes exactly ``cg = c``, ``n1 = n0``, ``n = n1`` or ``swish(o)``);
+* a missing block of ``h = [n | s' | x]``: the block is multiplied by 0, so its columns of
+  ``W_o`` meet zeros, as if absent.
+
+A member's unused weights start at zero and get exactly zero gradients, so Adam (elementwise)
+leaves them at zero, and each member trains exactly its own model: same initial weights as its
+solo run (:meth:`PackedModel.load_member`), same procedure, equal to its solo run to float
+rounding (tests/test_packed.py: all 96 switch combinations at 1 and 2 layers). The backward is
+the hand-written one of :class:`gatedrnn.layers.GatedLayer`, batched: the state is detached,
+so no gradient with respect to it is computed.
+
+Why stacked weights with masks rather than grouping members by identical shapes or
+``torch.func.vmap``: the default grid's groups hold up to 96 distinct switch combinations,
+so grouping by shape would leave up to 96 groups of one (no fewer operations than solo), and
+``vmap`` needs one structure for all members, which is this superset anyway, while its
+autograd backward launches several times the operations of the hand-written one
+(benchmarks/bench_pack.py counts them).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._fast import backward_kernels
+from .config import SWITCHES, RNNConfig
+from .model import VOCAB, ByteModel
+
+__all__ = ["PackedModel", "pack_group", "PackError"]
+
+
+class PackError(ValueError):
+    """Configurations that cannot share a pack."""
+
+
+def pack_group(config: RNNConfig) -> tuple | None:
+    """The key shared by configurations that may be packed together, or None for one that is
+    always trained alone (other cells, truncated BPTT)."""
+    if config.cell != "gated" or config.bptt != 1:
+        return None
+    return ("gated", config.n_layers, config.state_size)
+
+
+def _union(configs: list[RNNConfig]) -> dict[str, bool]:
+    return {name: any(getattr(c, name) for c in configs) for name in SWITCHES}
+
+
+class _LayerPlan:
+    """The superset layer of a pack and where each member's weights sit in it."""
+
+    def __init__(self, union: dict[str, bool], d: int) -> None:
+        i = d  # every layer's input is d wide (the embedding, or the layer below)
+        self.d, self.i = d, i
+        self.u = union
+        self.c_parts = ["n"] + (["g"] if union["use_state_gate"] else []) + (["f"] if union["use_forget_gate"] else [])
+        # h = [n | s' | x] with the union's blocks
+        self.h_blocks: dict[str, tuple[int, int]] = {}
+        col = 0
+        for name, key, width in (("n", "use_new_state", d), ("s", "use_old_state", d), ("x", "use_residual", i)):
+            if union[key]:
+                self.h_blocks[name] = (col, col + width)
+                col += width
+        self.h_width = col
+        cw = i + d
+        shapes = {}
+        if union["use_input_gate"]:
+            shapes["ig_w"], shapes["ig_b"] = (cw, cw), (cw,)
+        shapes["c_w"], shapes["c_b"] = (len(self.c_parts) * d, cw), (len(self.c_parts) * d,)
+        if union["use_state_gate"]:
+            shapes["sg_w"] = (d, d)
+        if union["use_forget_gate"]:
+            shapes["fg_w"] = (d, d)
+        rows = 2 if union["use_output_gate"] else 1
+        shapes["h_w"], shapes["h_b"] = (rows * d, self.h_width), (rows * d,)
+        if union["use_output_gate"]:
+            shapes["og_w"] = (d, d)
+        self.shapes = shapes
+
+    def member_map(self, sw: dict[str, bool]) -> dict[str, tuple[str, Tensor | None, Tensor | None]]:
+        """For a member with switches ``sw``: its GatedLayer's parameter name -> (superset name,
+        rows, columns) where ``rows``/``columns`` index the superset parameter (None: all)."""
+        d = self.d
+        out: dict[str, tuple[str, Tensor | None, Tensor | None]] = {}
+        if sw["use_input_gate"]:
+            out["input_gate.weight"] = ("ig_w", None, None)
+            out["input_gate.bias"] = ("ig_b", None, None)
+        parts = ["n"] + (["g"] if sw["use_state_gate"] else []) + (["f"] if sw["use_forget_gate"] else [])
+        rows = torch.cat([torch.arange(self.c_parts.index(p) * d, (self.c_parts.index(p) + 1) * d) for p in parts])
+        out["c_proj.weight"] = ("c_w", rows, None)
+        out["c_proj.bias"] = ("c_b", rows, None)
+        if sw["use_state_gate"]:
+            out["state_gate_n.weight"] = ("sg_w", None, None)
+        if sw["use_forget_gate"]:
+            out["forget_gate_n.weight"] = ("fg_w", None, None)
+        cols = [torch.arange(*self.h_blocks[name]) for name, key in
+                (("n", "use_new_state"), ("s", "use_old_state"), ("x", "use_residual")) if sw[key]]
+        hrows = torch.arange((2 if sw["use_output_gate"] else 1) * d)
+        out["h_proj.weight"] = ("h_w", hrows, torch.cat(cols))
+        out["h_proj.bias"] = ("h_b", hrows, None)
+        if sw["use_output_gate"]:
+            out["output_gate_o.weight"] = ("og_w", None, None)
+        return out
+
+
+class _Chunk(NamedTuple):
+    a: int
+    b: int
+    plan: _LayerPlan
+    params: dict[str, Tensor]
+    grads: dict[str, Tensor]
+    masks: dict[str, Tensor]
+    fmasks: dict[str, Tensor]
+    offsets: Tensor
+
+
+def _join(parts: list[Tensor]) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+
+
+class PackedModel:
+    """K byte models of gated layers, one group, as one stacked superset (see the module).
+
+    ``params`` maps each superset parameter's name to a (K, ...) tensor; all of them, and their
+    gradients (``grads``), are views into the flat buffers ``flat`` and ``flat_grad``, so one
+    fused Adam step updates every member. ``train_step`` writes every gradient (overwriting).
+    """
+
+    def __init__(self, configs: list[RNNConfig], device=None, dtype=torch.float32, chunk: int | None = None) -> None:
+        if not configs:
+            raise PackError("a pack needs at least one configuration")
+        groups = {pack_group(c) for c in configs}
+        if None in groups or len(groups) != 1:
+            raise PackError("a pack holds gated configurations without truncated BPTT, all with the same "
+                            f"n_layers and state_size; got groups {sorted(map(str, groups))}")
+        self.configs = list(configs)
+        self.k = len(configs)
+        self.n_layers, self.d = configs[0].n_layers, configs[0].state_size
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.union = _union(self.configs)  # of the whole pack
+        self.chunk = k = self.k if chunk is None else max(1, min(int(chunk), self.k))
+        d = self.d
+        # each chunk of members is a stacked superset of its own union: its own layout
+        layouts = []
+        for a in range(0, self.k, k):
+            b = min(a + k, self.k)
+            plan = _LayerPlan(_union(self.configs[a:b]), d)
+            shapes: dict[str, tuple[int, ...]] = {"emb": (VOCAB, d)}
+            for layer in range(self.n_layers):
+                shapes.update({f"{layer}.{name}": sh for name, sh in plan.shapes.items()})
+            shapes["out_w"], shapes["out_b"] = (VOCAB, d), (VOCAB,)
+            layouts.append((a, b, plan, shapes))
+        total = sum((b - a) * math.prod(sh) for a, b, _, shapes in layouts for sh in shapes.values())
+        self.flat = torch.nn.Parameter(torch.zeros(total, device=self.device, dtype=dtype))
+        self.flat.grad = torch.zeros_like(self.flat)
+        self._layouts = [(a, b, shapes) for a, b, _, shapes in layouts]
+        self._chunks: list[_Chunk] = []
+        self._member: list[tuple[int, int]] = []  # member -> (chunk, index in the chunk)
+        self._maps = []
+        params, grads = self._views(self.flat.data), self._views(self.flat.grad)
+        for ci, (a, b, plan, _) in enumerate(layouts):
+            masks = {}
+            for name in SWITCHES:  # (C, 1, 1), True where the member has the switch
+                values = [getattr(c, name) for c in self.configs[a:b]]
+                if any(values) and not all(values):
+                    masks[name] = torch.tensor(values, device=self.device).view(b - a, 1, 1)
+            self._chunks.append(_Chunk(a, b, plan, params[ci], grads[ci], masks,
+                                       {n: m_.to(dtype) for n, m_ in masks.items()},
+                                       (torch.arange(b - a, device=self.device) * VOCAB).view(b - a, 1)))
+            for j, config in enumerate(self.configs[a:b]):
+                self._member.append((ci, j))
+                self._maps.append(plan.member_map(config.switches))
+        self._inv = {}
+
+    def _views(self, flat: Tensor) -> list[dict[str, Tensor]]:
+        """Each chunk's parameters (or moments, or gradients) as (C, ...) views of ``flat``."""
+        out, offset = [], 0
+        for a, b, shapes in self._layouts:
+            views = {}
+            for name, sh in shapes.items():
+                n = (b - a) * math.prod(sh)
+                views[name] = flat[offset:offset + n].view(b - a, *sh)
+                offset += n
+            out.append(views)
+        return out
+
+    # ------------------------------------------------------------------ members
+    def _solo_names(self, k: int) -> list[tuple[str, str, Tensor | None, Tensor | None]]:
+        """(solo parameter name, superset name, rows, columns) for member ``k``, in the order of
+        its solo ByteModel's parameters."""
+        out = [("embedding.weight", "emb", None, None)]
+        for layer in range(self.n_layers):
+            for name, (sup, rows, cols) in self._maps[k].items():
+                out.append((f"layers.{layer}.{name}", f"{layer}.{sup}", rows, cols))
+        out += [("readout.weight", "out_w", None, None), ("readout.bias", "out_b", None, None)]
+        return out
+
+    def solo_order(self, k: int) -> list[str]:
+        """Member ``k``'s parameter names in its solo model's order (its flat buffer's order)."""
+        model = ByteModel(self.configs[k], device="meta")
+        return [name for name, p in model.named_parameters() if p.requires_grad]
+
+    def _get(self, table: list[dict[str, Tensor]], k: int, sup: str, rows, cols) -> Tensor:
+        ci, j = self._member[k]
+        t = table[ci][sup][j]
+        if rows is not None:
+            t = t.index_select(0, rows.to(t.device))
+        if cols is not None:
+            t = t.index_select(1, cols.to(t.device))
+        return t
+
+    def _put(self, table: list[dict[str, Tensor]], k: int, sup: str, rows, cols, value: Tensor) -> None:
+        ci, j = self._member[k]
+        t = table[ci][sup][j]
+        value = value.to(device=t.device, dtype=t.dtype)
+        if rows is None and cols is None:
+            t.copy_(value)
+        elif cols is None:
+            t.index_copy_(0, rows.to(t.device), value)
+        else:
+            r = torch.arange(t.size(0)) if rows is None else rows
+            t[r.to(t.device)[:, None], cols.to(t.device)[None, :]] = value
+
+    @torch.no_grad()
+    def load_member(self, k: int, state: dict[str, Tensor]) -> None:
+        """Put a solo ByteModel state dict into member ``k`` (its unused places stay zero)."""
+        for solo, sup, rows, cols in self._solo_names(k):
+            self._put(self._params(), k, sup, rows, cols, state[solo])
+
+    @torch.no_grad()
+    def member_state(self, k: int) -> dict[str, Tensor]:
+        """Member ``k``'s weights as its solo ByteModel's state dict (CPU tensors)."""
+        params = self._params()
+        return {solo: self._get(params, k, sup, rows, cols).detach().cpu().clone()
+                for solo, sup, rows, cols in self._solo_names(k)}
+
+    def member_flat(self, k: int, stacked_flat: Tensor) -> Tensor:
+        """Member ``k``'s slice of a tensor laid out like ``flat`` (an Adam moment), in its solo
+        flat buffer's layout."""
+        table = self._views(stacked_flat)
+        by_name = {solo: (sup, rows, cols) for solo, sup, rows, cols in self._solo_names(k)}
+        return torch.cat([self._get(table, k, *by_name[n]).reshape(-1).cpu() for n in self.solo_order(k)])
+
+    def load_member_flat(self, k: int, stacked_flat: Tensor, solo_flat: Tensor) -> None:
+        """The inverse of :meth:`member_flat`: write a solo-layout flat tensor into member ``k``."""
+        table = self._views(stacked_flat)
+        by_name = {solo: (sup, rows, cols) for solo, sup, rows, cols in self._solo_names(k)}
+        shapes = dict(ByteModel(self.configs[k], device="meta").named_parameters())
+        offset = 0
+        for name in self.solo_order(k):
+            shape = shapes[name].shape
+            n = math.prod(shape)
+            self._put(table, k, *by_name[name], solo_flat[offset:offset + n].view(shape))
+            offset += n
+        if offset != solo_flat.numel():
+            raise PackError(f"a flat buffer of {solo_flat.numel()} values for member {k}, expected {offset}")
+
+    def _params(self) -> list[dict[str, Tensor]]:
+        return [ch.params for ch in self._chunks]
+
+    def num_parameters(self) -> int:
+        return self.flat.numel()
+
+    # ------------------------------------------------------------------ the step
+    def initial_state(self, batch: int) -> list[Tensor]:
+        return [self.flat.new_zeros(self.k, batch, self.d) for _ in range(self.n_layers)]
+
+    def _embed(self, ch: "_Chunk", x: Tensor) -> tuple[Tensor, Tensor]:
+        """Rows of each member's embedding: x (N,) shared or (C, N) -> (C, N, d), and the flat
+        row indices (C * N,) into the chunk's (C * 256, d) stacked table."""
+        c = ch.b - ch.a
+        idx = (x + ch.offsets).reshape(-1)
+        emb = ch.params["emb"].reshape(c * VOCAB, self.d)
+        return F.embedding(idx, emb).view(c, -1, self.d), idx
+
+    def _layer(self, ch: "_Chunk", layer: int, x: Tensor, s: Tensor, keep: dict | None) -> tuple[Tensor, Tensor]:
+        """One step of layer ``layer`` for a chunk's members: x, s (C, N, d) -> (out, n) (C, N, d)."""
+        p, plan, m, fm, d = ch.params, ch.plan, ch.masks, ch.fmasks, self.d
+        pre_ = f"{layer}."
+        c = torch.cat((x, s), dim=-1)  # (K, N, 2d)
+        a = None
+        if plan.u["use_input_gate"]:
+            a = torch.sigmoid(torch.baddbmm(p[pre_ + "ig_b"].unsqueeze(1), c, p[pre_ + "ig_w"].transpose(1, 2)))
+            cg = a * c
+            if "use_input_gate" in m:
+                cg = torch.where(m["use_input_gate"], cg, c)
+        else:
+            cg = c
+        pre = torch.baddbmm(p[pre_ + "c_b"].unsqueeze(1), cg, p[pre_ + "c_w"].transpose(1, 2))  # (K, N, parts*d)
+        n0 = n1 = n = torch.tanh(pre[..., :d])
+        g = f = None
+        j = 1
+        if plan.u["use_state_gate"]:
+            g = torch.sigmoid(torch.baddbmm(pre[..., j * d:(j + 1) * d], n0, p[pre_ + "sg_w"].transpose(1, 2)))
+            n1 = n = torch.lerp(s, n0, g)
+            if "use_state_gate" in m:
+                n1 = n = torch.where(m["use_state_gate"], n1, n0)
+            j += 1
+        if plan.u["use_forget_gate"]:
+            f = torch.sigmoid(torch.baddbmm(pre[..., j * d:(j + 1) * d], n1, p[pre_ + "fg_w"].transpose(1, 2)))
+            n = f * n1
+            if "use_forget_gate" in m:
+                n = torch.where(m["use_forget_gate"], n, n1)
+        parts = []
+        for name, key, value in (("n", "use_new_state", n), ("s", "use_old_state", None), ("x", "use_residual", x)):
+            if name in plan.h_blocks:
+                if value is None:
+                    value = cg[..., plan.i:]  # s'
+                parts.append(value * fm[key] if key in fm else value)
+        h = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)  # (K, N, h_width)
+        q = torch.baddbmm(p[pre_ + "h_b"].unsqueeze(1), h, p[pre_ + "h_w"].transpose(1, 2))
+        o = z = None
+        if plan.u["use_output_gate"]:
+            o = q[..., :d]
+            z = torch.sigmoid(torch.baddbmm(q[..., d:], o, p[pre_ + "og_w"].transpose(1, 2)))
+            out = o * z
+            if "use_output_gate" in m:
+                out = torch.where(m["use_output_gate"], out, F.silu(o))
+        else:
+            out = F.silu(q)
+        if keep is not None:
+            keep.update(x=x, s=s, c=c, a=a, cg=cg, n0=n0, g=g, n1=n1, f=f, h=h, q=q, o=o, z=z)
+        return out, n
+
+    def step(self, x: Tensor, states: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """Forward only: bytes x (N,) or (K, N) -> logits (K, N, 256) and the new states."""
+        logits, new = [], [[] for _ in states]
+        for ch in self._chunks:
+            h, _ = self._embed(ch, x if x.dim() == 1 else x[ch.a:ch.b])
+            for layer, s in enumerate(states):
+                h, s = self._layer(ch, layer, h, s[ch.a:ch.b], None)
+                new[layer].append(s)
+            logits.append(torch.baddbmm(ch.params["out_b"].unsqueeze(1), h, ch.params["out_w"].transpose(1, 2)))
+        return _join(logits), [_join(parts) for parts in new]
+
+    def _inv_n(self, n: int, like: Tensor) -> Tensor:
+        key = (n, like.device, like.dtype)
+        if key not in self._inv:
+            self._inv[key] = torch.tensor(1.0 / n, dtype=like.dtype, device=like.device)
+        return self._inv[key]
+
+    @torch.no_grad()
+    def train_step(self, x: Tensor, y: Tensor, states: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """One step of training without BPTT for every member, by hand: returns each member's
+        mean cross-entropy (K,) and the new states, and writes every gradient (overwriting).
+        ``x``, ``y``: bytes (N,) read by every member, or (K, N) one row per member."""
+        losses, new = [], [[] for _ in states]
+        for ch in self._chunks:
+            rows = slice(ch.a, ch.b)
+            loss, states_c = self._train_chunk(ch, x if x.dim() == 1 else x[rows], y if y.dim() == 1 else y[rows],
+                                               [s[rows] for s in states])
+            losses.append(loss)
+            for layer, s in enumerate(states_c):
+                new[layer].append(s)
+        return _join(losses), [_join(parts) for parts in new]
+
+    def _train_chunk(self, ch: "_Chunk", x: Tensor, y: Tensor, states: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        k, d = ch.b - ch.a, self.d
+        h, idx = self._embed(ch, x)
+        keeps, new = [], []
+        for layer, s in enumerate(states):
+            keep: dict = {}
+            h, s = self._layer(ch, layer, h, s, keep)
+            keeps.append(keep)
+            new.append(s)
+        w = ch.params["out_w"]
+        logits = torch.baddbmm(ch.params["out_b"].unsqueeze(1), h, w.transpose(1, 2))  # (C, N, 256)
+        n = logits.size(1)
+        logp = torch.log_softmax(logits, dim=-1).view(-1, VOCAB)  # (C*N, 256)
+        target = y.expand(k, n).reshape(-1) if y.dim() == 1 else y.reshape(-1)
+        aten = torch.ops.aten
+        losses, total = aten.nll_loss_forward(logp, target, None, 0, -100)  # 0: per element
+        loss = losses.view(k, n).mean(1)  # (C,)
+        dnll = aten.nll_loss_backward(self._inv_n(n, logp), logp, target, None, 2, -100, total)  # 2: sum, x 1/N
+        dlogits = aten._log_softmax_backward_data(dnll, logp, 1, logp.dtype).view(k, n, VOCAB)
+        g = ch.grads
+        torch.bmm(dlogits.transpose(1, 2), h, out=g["out_w"])
+        torch.sum(dlogits, 1, out=g["out_b"])
+        dx = torch.bmm(dlogits, w)
+        for layer in reversed(range(self.n_layers)):
+            dx = self._backward_layer(ch, layer, keeps[layer], dx)
+        grad = g["emb"].view(k * VOCAB, d)
+        if grad.is_cuda:  # the deterministic kernel, not atomics
+            grad.copy_(aten.embedding_dense_backward(dx.reshape(-1, d), idx, k * VOCAB, -1, False))
+        else:
+            grad.zero_().index_add_(0, idx, dx.reshape(-1, d))
+        return loss, new
+
+    def _backward_layer(self, ch: "_Chunk", layer: int, keep: dict, dout: Tensor) -> Tensor:
+        """The batched hand-written backward of one layer (GatedLayer.backward_step with masks):
+        writes the layer's gradients, returns the gradient with respect to its input."""
+        p, g, plan, m, fm, i = ch.params, ch.grads, ch.plan, ch.masks, ch.fmasks, ch.plan.i
+        pre_ = f"{layer}."
+        h, q = keep["h"], keep["q"]
+        if plan.u["use_output_gate"]:
+            o, z = keep["o"], keep["z"]
+            dz = torch.ops.aten.sigmoid_backward(dout * o, z)
+            if "use_output_gate" in m:
+                dz = dz * fm["use_output_gate"]
+            w_og = p[pre_ + "og_w"]
+            torch.bmm(dz.transpose(1, 2), o, out=g[pre_ + "og_w"])
+            do = torch.bmm(dz, w_og).addcmul_(dout, z)
+            if "use_output_gate" in m:
+                do = torch.where(m["use_output_gate"], do, torch.ops.aten.silu_backward(dout, o))
+            dq = torch.cat((do, dz), dim=-1)
+        else:
+            dq = torch.ops.aten.silu_backward(dout, q)
+        w_h = p[pre_ + "h_w"]
+        torch.bmm(dq.transpose(1, 2), h, out=g[pre_ + "h_w"])
+        torch.sum(dq, 1, out=g[pre_ + "h_b"])
+        dh = torch.bmm(dq, w_h)  # (K, N, h_width)
+        blocks = {}
+        for name, key in (("n", "use_new_state"), ("s", "use_old_state"), ("x", "use_residual")):
+            if name in plan.h_blocks:
+                a_, b_ = plan.h_blocks[name]
+                block = dh[..., a_:b_]
+                blocks[name] = block * fm[key] if key in fm else block
+        dn, ds_old, dx_res = blocks.get("n"), blocks.get("s"), blocks.get("x")
+        cg = keep["cg"]
+        if dn is None:  # no member reads the new state: its maps get zero gradients
+            for name in ("c_w", "c_b", "sg_w", "fg_w"):
+                if pre_ + name in g:
+                    g[pre_ + name].zero_()
+            dcg = None
+        else:
+            parts = []  # the gradients of pre = [n | g | f], gathered from the last
+            for key, name, gate, read, scale in (
+                    ("use_forget_gate", "fg_w", keep["f"], keep["n1"], keep["n1"]),  # n = f * n1
+                    ("use_state_gate", "sg_w", keep["g"], keep["n0"], None)):  # n1 = lerp(s, n0, g)
+                if not plan.u[key]:
+                    continue
+                # the gate's pre-activation gradient; the state gate's output moves by n0 - s
+                dgate = torch.ops.aten.sigmoid_backward(dn * (scale if scale is not None else read - keep["s"]), gate)
+                if key in m:
+                    dgate = dgate * fm[key]
+                torch.bmm(dgate.transpose(1, 2), read, out=g[pre_ + name])
+                through = torch.bmm(dgate, p[pre_ + name]).addcmul_(dn, gate)
+                dn = torch.where(m[key], through, dn) if key in m else through
+                parts.append(dgate)
+            parts.append(torch.ops.aten.tanh_backward(dn, keep["n0"]))
+            dpre = parts[0] if len(parts) == 1 else torch.cat(parts[::-1], dim=-1)  # [n | g | f]
+            w_c = p[pre_ + "c_w"]
+            torch.bmm(dpre.transpose(1, 2), cg, out=g[pre_ + "c_w"])
+            torch.sum(dpre, 1, out=g[pre_ + "c_b"])
+            if plan.u["use_input_gate"]:
+                dcg = torch.bmm(dpre, w_c)
+            else:
+                dcg = torch.bmm(dpre, w_c[..., :i]) if dx_res is None else torch.baddbmm(dx_res, dpre, w_c[..., :i])
+                dx_res = None
+        if ds_old is not None and plan.u["use_input_gate"]:  # s' matters only through the input gate
+            if dcg is None:
+                dcg = torch.cat((torch.zeros_like(keep["x"]), ds_old), dim=-1)
+            else:
+                dcg[..., i:] += ds_old
+        if plan.u["use_input_gate"]:
+            if dcg is None:
+                g[pre_ + "ig_w"].zero_()
+                g[pre_ + "ig_b"].zero_()
+                dx = None
+            else:
+                a, c = keep["a"], keep["c"]
+                da = torch.ops.aten.sigmoid_backward(dcg * c, a)
+                if "use_input_gate" in m:
+                    da = da * fm["use_input_gate"]
+                torch.bmm(da.transpose(1, 2), c, out=g[pre_ + "ig_w"])
+                torch.sum(da, 1, out=g[pre_ + "ig_b"])
+                dx = torch.bmm(da, p[pre_ + "ig_w"][..., :i]).addcmul_(dcg[..., :i], a[..., :i])
+                if "use_input_gate" in m:
+                    dx = torch.where(m["use_input_gate"], dx, dcg[..., :i])
+        else:
+            dx = dcg
+        if dx_res is not None:
+            dx = dx_res if dx is None else dx.add_(dx_res)
+        if dx is None:
+            dx = torch.zeros_like(keep["x"])
+        return dx
+
+    @property
+    def manual_backward(self) -> bool:
+        return bool(backward_kernels())
+
+    def train(self, mode: bool = True) -> "PackedModel":
+        """For :meth:`gatedrnn.trainer.Run.train_steps`: a pack has no train/eval difference."""
+        return self
