@@ -148,8 +148,8 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--max-runs", type=int, default=None, help="runs per worker, then exit")
     q.add_argument("--pack", type=int, default=None, metavar="K",
                    help="train up to K gated configurations of one group (same n_layers and state_size) as one "
-                        "batched step; 1: one at a time (default: 96 on CUDA and the CPU, where it is faster; "
-                        "1 elsewhere)")
+                        "batched step; 1: one at a time (default: whole groups where packing is faster: every "
+                        "group on CUDA, states up to 64 on the CPU; split among --workers)")
     q.add_argument("--no-weights", action="store_true",
                    help="do not keep each finished run's final weights (results_01_all/weights/<id>.pt)")
     f = p.add_argument_group("failures and faults")

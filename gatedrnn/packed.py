@@ -20,12 +20,18 @@ rounding (tests/test_packed.py: all 96 switch combinations at 1 and 2 layers). T
 the hand-written one of :class:`gatedrnn.layers.GatedLayer`, batched: the state is detached,
 so no gradient with respect to it is computed.
 
-Why stacked weights with masks rather than grouping members by identical shapes or
-``torch.func.vmap``: the default grid's groups hold up to 96 distinct switch combinations,
-so grouping by shape would leave up to 96 groups of one (no fewer operations than solo), and
-``vmap`` needs one structure for all members, which is this superset anyway, while its
-autograd backward launches several times the operations of the hand-written one
-(benchmarks/bench_pack.py counts them).
+Why stacked weights with masks: the default grid's groups hold up to 96 distinct switch
+combinations, so grouping members by identical shapes leaves groups of one; that is this
+model with chunks of one member, which benchmarks/bench_pack.py measured 2.7 times slower on
+the CPU than chunks of six at state 32. ``torch.func.vmap`` needs one structure for all
+members, which is this superset again, and would take its backward from autograd, which the
+hand-written backward beats already for one configuration (benchmarks/bench_train.py's
+autograd column); it was not built.
+
+On the CPU a pack runs in chunks of a few members (:func:`gatedrnn.trainer.pack_chunk`), each
+chunk stacked over the union of its own members' switches (members are kept sorted by their
+switches, so a chunk's members mostly agree and compute few gates they do not have); on a GPU
+the whole pack is one chunk, the fewest launches.
 """
 
 from __future__ import annotations

@@ -381,9 +381,13 @@ class Queue:
     def pack_source(self, config_id: str) -> Path | None:
         """The checkpoint of the newest pack holding a saved state of ``config_id`` (to finish
         it alone), or None. Read without the lock: a claimant's hint."""
+        return self.pack_source_in(self.folder, config_id)
+
+    @staticmethod
+    def pack_source_in(folder: ResultsFolder, config_id: str) -> Path | None:
         best = None
-        for pid, rec in self.folder.pack_records().items():
-            path = self.folder.pack_checkpoint(pid)
+        for pid, rec in folder.pack_records().items():
+            path = folder.pack_checkpoint(pid)
             if config_id in rec["members"] and path.exists() and (best is None or rec["created"] > best[0]):
                 best = (rec["created"], path)
         return None if best is None else best[1]

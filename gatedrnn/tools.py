@@ -22,8 +22,8 @@ import torch
 from .config import RNNConfig, TrainSettings
 from .folder import ResultsFolder, is_config_id, read_json, result_problem
 from .grid import ConfigFileError, read_configs
-from .queue import sweep_status
-from .trainer import CHECKPOINT_FORMAT, WEIGHTS_FORMAT
+from .queue import Queue, sweep_status
+from .trainer import CHECKPOINT_FORMAT, PACK_FORMAT, WEIGHTS_FORMAT
 
 __all__ = ["ToolError", "resolve_id", "sweep_report", "format_sweep_report", "inspect", "format_inspect",
            "sample", "export_mlflow", "default_tracking_uri"]
@@ -40,12 +40,15 @@ def _known_ids(folder: ResultsFolder) -> set[str]:
         if d.is_dir():
             ids |= {p.name[: -len(suffix)] for p in d.iterdir()
                     if p.name.endswith(suffix) and is_config_id(p.name[: -len(suffix)])}
+    for rec in folder.pack_records().values():  # members of packs with a saved state
+        if folder.pack_checkpoint(rec["id"]).exists():
+            ids |= set(rec["members"])
     return ids
 
 
 def resolve_id(results_dir: str | Path, prefix: str) -> str:
-    """The configuration id that ``prefix`` starts, among the folder's results, checkpoints and
-    weights; ToolError when the folder is missing, nothing matches, or several do."""
+    """The configuration id that ``prefix`` starts, among the folder's results, checkpoints
+    (its own or its pack's) and weights; ToolError when the folder is missing, nothing matches, or several do."""
     folder = ResultsFolder(results_dir)
     if not folder.root.is_dir():
         raise ToolError(f"{folder.root}: no such results folder")
@@ -179,14 +182,16 @@ def _parameter_table(config: RNNConfig, state: dict[str, torch.Tensor]) -> dict[
 def inspect(target: str, results_dir: str | Path = "results_01_all") -> dict[str, Any]:
     """What a checkpoint, a weights file or a finished run (by path or id) holds."""
     path = Path(target)
-    result = None
+    result = member = None
     if not path.is_file():
         cid = resolve_id(results_dir, target)
         folder = ResultsFolder(results_dir)
         result = read_json(folder.result(cid)) if folder.result(cid).exists() else None
-        for candidate in (folder.checkpoint(cid), folder.weights(cid)):
-            if candidate.exists():
+        in_pack = Queue.pack_source_in(folder, cid)
+        for candidate in (folder.checkpoint(cid), in_pack, folder.weights(cid)):
+            if candidate is not None and candidate.exists():
                 path = candidate
+                member = cid if candidate == in_pack else None
                 break
         else:
             path = folder.result(cid)
@@ -196,6 +201,10 @@ def inspect(target: str, results_dir: str | Path = "results_01_all") -> dict[str
             raise ToolError(f"{path}: not a result file ({result_problem(rec)})")
         return _inspect_result(path, rec)
     state = _load(path)
+    if isinstance(state, dict) and state.get("format") == PACK_FORMAT and isinstance(state.get("members"), dict):
+        if member is None:
+            return _inspect_pack(path, state)
+        state = state["members"][member]
     if not isinstance(state, dict):
         raise ToolError(f"{path}: not a gatedrnn checkpoint or weights file")
     if state.get("format") == WEIGHTS_FORMAT:
@@ -235,6 +244,22 @@ def inspect(target: str, results_dir: str | Path = "results_01_all") -> dict[str
     return out
 
 
+def _inspect_pack(path: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """A pack checkpoint: its members, each with its step and curve so far."""
+    members = []
+    for cid, st in state["members"].items():
+        try:
+            label = RNNConfig.from_dict(st["config"]).short()
+        except (KeyError, TypeError, ValueError):
+            label = cid[:12]
+        curve = st.get("curve") or [] if isinstance(st, dict) else []
+        members.append({"id": cid, "label": label, "step": st.get("step") if isinstance(st, dict) else None,
+                        "last loss": curve[-1] if curve else None,
+                        "diverged at": st.get("diverged at") if isinstance(st, dict) else None})
+    return {"file": str(path), "kind": "pack checkpoint", "id": state.get("pack"), "step": state.get("step"),
+            "members": members}
+
+
 def _inspect_result(path: Path, rec: dict[str, Any]) -> dict[str, Any]:
     curve = [v for v in rec.get("loss", []) if isinstance(v, (int, float))]
     return {"file": str(path), "kind": "result", "id": rec.get("id"),
@@ -248,6 +273,13 @@ def _inspect_result(path: Path, rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def format_inspect(r: dict[str, Any]) -> str:
+    if r["kind"] == "pack checkpoint":
+        lines = [f"{r['file']}: checkpoint of pack {r['id']} at step {r['step']}, {len(r['members'])} members"]
+        for m in r["members"]:
+            loss = "-" if m["last loss"] is None else f"{m['last loss']:.4f}"
+            state = f"diverged at {m['diverged at']}" if m["diverged at"] is not None else f"loss {loss}"
+            lines.append(f"  {m['id'][:12]}  {m['label']:<18} {state}")
+        return "\n".join(lines)
     lines = [f"{r['file']}: {r['kind']} of {r.get('label') or r['id']}", f"  id        {r['id']}",
              f"  config    {r['configuration']}"]
     if r.get("settings"):

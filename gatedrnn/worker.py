@@ -47,7 +47,7 @@ EXIT_FAULT, EXIT_CRASH = 4, 5
 BAD_INPUT = (ConfigFileError, DataError, FolderError, CheckpointMismatch, ValueError, TypeError)
 
 __all__ = ["WorkerOptions", "run_worker", "serve", "launch", "watch", "validate", "format_status", "exit_status",
-           "environment_fault", "recorded_settings", "pack_limit", "share_packs", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_STOPPED",
+           "environment_fault", "recorded_settings", "pack_limit", "packed_group", "share_packs", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_STOPPED",
            "EXIT_FAULT", "EXIT_CRASH"]
 
 
@@ -248,13 +248,11 @@ def run_worker(options: WorkerOptions) -> int:
             back_off(cause)
             return _FAULT
 
-    limit = pack_limit(options.pack, resolve_device(settings.device))
+    device = resolve_device(settings.device)
+    limit = pack_limit(options.pack, device)
 
     def packs_of(config: Mapping[str, Any]):
-        try:
-            return pack_group(RNNConfig.from_dict(config))
-        except (TypeError, ValueError):
-            return None
+        return packed_group(config, options.pack, device)
 
     def train_one_pack(job) -> str:
         """Train a claimed pack; "next", or "stop" after a stop request."""
@@ -397,17 +395,33 @@ def run_worker(options: WorkerOptions) -> int:
 
 
 # members per pack when --pack is not given: a whole group (the default grid's groups hold 48
-# or 96 configurations) on CUDA, where a step's cost is its launches, and on the CPU, where
-# benchmarks/bench_pack.py measured packs 1.3 to 1.6 times faster than solo runs; no packing
-# on other devices, where it was never measured
-_DEFAULT_PACK = {"cuda": 96, "cpu": 96}
+# or 96 configurations) where packing is faster: on CUDA always (a step's cost is its launches),
+# on the CPU for states up to 64 wide (benchmarks/bench_pack.py: packs of state 32 ran 1.2-1.3x
+# faster than solo runs, those of state 256 at 0.6-0.8x of their speed); never on other devices, where
+# it was never measured
+_DEFAULT_PACK = 96
+_CPU_PACK_MAX_STATE = 64
 
 
 def pack_limit(option: int | None, device: torch.device) -> int:
     """Members per pack: ``option`` (``--pack``) when given, else the device's default."""
     if option is not None:
         return option
-    return _DEFAULT_PACK.get(device.type, 1)
+    return _DEFAULT_PACK if device.type in ("cuda", "cpu") else 1
+
+
+def packed_group(config: Mapping[str, Any], option: int | None, device: torch.device):
+    """The pack group of a configuration (:func:`gatedrnn.packed.pack_group`), or None when it
+    is trained alone: never packable, or ``--pack`` not given and packing its group is slower
+    on this device."""
+    try:
+        c = RNNConfig.from_dict(config)
+    except (TypeError, ValueError):
+        return None
+    key = pack_group(c)
+    if key is not None and option is None and device.type == "cpu" and c.state_size > _CPU_PACK_MAX_STATE:
+        return None
+    return key
 
 
 def share_packs(options: WorkerOptions, workers: int) -> WorkerOptions:
@@ -416,8 +430,9 @@ def share_packs(options: WorkerOptions, workers: int) -> WorkerOptions:
     rather than trained by one while the others wait."""
     if options.pack is not None or workers <= 1:
         return options
-    default = pack_limit(None, resolve_device(options.settings.device))
-    sizes = Counter(pack_group(RNNConfig.from_dict(c)) for c in read_configs(options.config_file))
+    device = resolve_device(options.settings.device)
+    default = pack_limit(None, device)
+    sizes = Counter(packed_group(c, None, device) for c in read_configs(options.config_file))
     sizes.pop(None, None)
     if default <= 1 or not sizes:
         return options

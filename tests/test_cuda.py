@@ -128,3 +128,22 @@ def test_device_auto_takes_the_gpu_and_spreads_workers_over_gpus(tmp_path):
         assert all(d.startswith("cuda") for d in devices), devices
     else:  # the launcher gives worker k the GPU k % n
         assert devices == ["cuda:0", "cuda:1"], devices
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_a_pack_of_all_96_combinations_equals_their_solo_runs_on_cuda(n_layers):
+    """Issue 13 on the GPU, where a pack is one chunk: each member's curve equals its solo
+    CUDA run's over 200 steps (never run yet: no GPU was lent when packs were written)."""
+    import itertools
+
+    from gatedrnn.config import SWITCHES
+    from gatedrnn.trainer import train_pack
+
+    combos = [dict(zip(SWITCHES, v)) for v in itertools.product([False, True], repeat=7) if v[4] or v[5]]
+    configs = [RNNConfig(**c, n_layers=n_layers, state_size=16) for c in combos]
+    settings = TrainSettings(steps=200, batch_size=8, history=40, log_every=10, eval_every=0, val_streams=4,
+                             device=DEV)
+    for config, packed in zip(configs, train_pack(configs, settings)):
+        solo = train(config, settings)
+        assert packed["device"].startswith("cuda") and packed["pack"]["size"] == 96
+        np.testing.assert_allclose(packed["loss"], solo["loss"], atol=1e-4)

@@ -18,6 +18,7 @@ import torch
 from gatedrnn import RNNConfig, TrainSettings, train
 from gatedrnn.folder import result_record
 from gatedrnn.grid import default_grid
+from gatedrnn.trainer import train_pack
 from helpers import ROOT, claims, env, results, script, start_worker, wait_for, write_configs
 
 pytestmark = pytest.mark.slow
@@ -349,14 +350,20 @@ def test_retry_failed_runs_failed_configurations_again_keeping_the_old_record(tm
 
 
 # ---------------------------------------------------------------- chaos
-def test_six_workers_random_sigkills_exactly_one_bit_identical_result_each(tmp_path):
+@pytest.mark.parametrize("pack", [1, 4])
+def test_six_workers_random_sigkills_exactly_one_bit_identical_result_each(tmp_path, pack):
+    """Solo (--pack 1) and packed (--pack 4: packs form in file order, so the same three packs
+    re-form after every kill, and each resumes from its checkpoint)."""
     configs = default_grid(state_sizes=[8], layers=[1])[:12]
     args = ["--steps", "240", "--batch-size", "4", "--history", "20", "--device", "cpu", "--threads", "1",
-            "--checkpoint-every", "20", "--val-streams", "4", "--eval-every", "0"]
+            "--checkpoint-every", "20", "--val-streams", "4", "--eval-every", "0", "--pack", str(pack)]
     settings = TrainSettings(steps=240, batch_size=4, history=20, device="cpu", checkpoint_every=20,
                              val_streams=4, eval_every=0)
     torch.set_num_threads(1)
-    want = {c.id: train(c, settings) for c in configs}
+    if pack == 1:
+        want = {c.id: train(c, settings) for c in configs}
+    else:
+        want = {r["id"]: r for k in range(0, 12, pack) for r in train_pack(configs[k:k + pack], settings)}
     write_configs(tmp_path, configs)
     rng = random.Random(11)
     workers = [start_worker(*args, cwd=tmp_path, name=f"w{k}") for k in range(6)]
@@ -385,3 +392,5 @@ def test_six_workers_random_sigkills_exactly_one_bit_identical_result_each(tmp_p
         assert rec["final weights sha256"] == want[cid]["final weights sha256"], cid
     assert claims(tmp_path) == []
     assert not list((tmp_path / "results_01_all/checkpoints").glob("*.pt"))
+    if pack > 1:
+        assert len({rec["pack"]["id"] for rec in got.values()}) == 3

@@ -15,6 +15,7 @@ from gatedrnn.config import SWITCHES
 from gatedrnn.model import ByteModel
 from gatedrnn.packed import PackError, PackedModel, pack_group
 from gatedrnn.queue import Queue
+from gatedrnn.tools import inspect
 from gatedrnn.trainer import Interrupted, PackRun, _drive, _flatten_parameters, _saver, train_pack
 from helpers import claims, kill, results, start_worker, wait_for, write_configs
 
@@ -94,6 +95,9 @@ def test_a_pack_is_reproducible_and_resumes_bit_identically_from_its_checkpoint(
     seen = []
     with pytest.raises(Interrupted):
         train_pack(configs, settings, checkpoint=ckpt, should_stop=lambda: seen.append(1) or len(seen) >= 65)
+    seen_by_inspect = inspect(str(ckpt))
+    assert seen_by_inspect["kind"] == "pack checkpoint" and 0 < seen_by_inspect["step"] < 120
+    assert {m["id"] for m in seen_by_inspect["members"]} == {c.id for c in configs}
     resumed = train_pack(configs, settings, checkpoint=ckpt)
     for a, b in zip(straight, resumed):
         assert a["final weights sha256"] == b["final weights sha256"]
