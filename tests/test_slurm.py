@@ -37,8 +37,9 @@ if not _slurm_up():
                 "'sudo bash .ci/slurm/start.sh' (Debian; installs slurm, munge, mariadb), then rerun",
                 allow_module_level=True)
 
+# --pack 1: each task's log says "finished" once per configuration (packs are tested in test_packed.py)
 SWEEP = ["--steps", "150", "--batch-size", "8", "--history", "50", "--device", "cpu",
-         "--checkpoint-every", "50", "--val-streams", "8"]
+         "--checkpoint-every", "50", "--val-streams", "8", "--pack", "1"]
 LONG = RNNConfig(False, True, False, True, True, False, True, n_layers=1, state_size=16)
 LONG_SETTINGS = TrainSettings(steps=100_000, batch_size=8, history=50, device="cpu", checkpoint_every=500,
                               log_every=50, eval_every=10_000, val_streams=8)
