@@ -88,6 +88,7 @@ def test_slurm_is_submitted_with_the_soft_lock_by_default(tmp_path, monkeypatch)
     (["--lease-seconds", "inf"], "--lease-seconds: must be a finite number"),
     (["--lr", "nan"], "--lr: must be a finite number"),
     (["--workers", "0"], "--workers must be >= 1"),
+    (["--pack", "0"], "--pack must be a whole number >= 1, got 0"),
 ])
 def test_non_finite_and_out_of_range_options_are_exit_2(tmp_path, args, words):
     write_configs(tmp_path, [LONG])
