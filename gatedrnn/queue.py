@@ -36,7 +36,7 @@ from .folder import (pack_id_of, FolderError, ResultsFolder, claim_problem, fail
                      result_problem, set_aside)
 
 __all__ = ["Queue", "Claim", "PackClaim", "QueueError", "SettingsMismatch", "LOCK_KINDS", "HOST", "pid_alive", "claim_is_live",
-           "sweep_status", "RECORDED_SETTINGS"]
+           "sweep_status", "by_pack", "pack_label", "RECORDED_SETTINGS"]
 
 LOCK_KINDS = ("file", "soft")
 HOST = socket.gethostname()
@@ -546,6 +546,30 @@ def claim_is_live(rec: Any, lease: float, now: float | None = None) -> bool:
         if not pid_alive(pid, start if isinstance(start, str) else None):
             return False
     return True
+
+
+def by_pack(records: Iterable[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """Claim records (or rows made from them) grouped for display: a pack's members together,
+    in the order first seen; a record without a ``pack`` alone."""
+    out: list[list[Mapping[str, Any]]] = []
+    packs: dict[str, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        pid = rec.get("pack")
+        if isinstance(pid, str) and pid in packs:
+            packs[pid].append(rec)
+            continue
+        out.append([rec])
+        if isinstance(pid, str):
+            packs[pid] = out[-1]
+    return out
+
+
+def pack_label(members: list[Mapping[str, Any]], labels: Mapping[str, str]) -> str:
+    """A display label: the configuration's, or ``pack of N (L.. d..)`` for a pack's members."""
+    first = labels.get(members[0].get("id"), str(members[0].get("id", "?"))[:12])
+    if len(members) == 1:
+        return first
+    return f"pack of {len(members)} ({first.split(' ', 1)[-1]})"
 
 
 def sweep_status(results_dir: str | os.PathLike, configs: Iterable[Mapping[str, Any]],

@@ -22,7 +22,7 @@ import torch
 from .config import RNNConfig, TrainSettings
 from .folder import ResultsFolder, is_config_id, read_json, result_problem
 from .grid import ConfigFileError, read_configs
-from .queue import Queue, sweep_status
+from .queue import Queue, by_pack, pack_label, sweep_status
 from .trainer import CHECKPOINT_FORMAT, PACK_FORMAT, WEIGHTS_FORMAT
 
 __all__ = ["ToolError", "resolve_id", "sweep_report", "format_sweep_report", "inspect", "format_inspect",
@@ -99,7 +99,8 @@ def sweep_report(results_dir: str | Path, config_file: str | Path | None = None,
             continue
         progress = rec.get("progress") if isinstance(rec.get("progress"), dict) else {}
         hb = rec.get("heartbeat")
-        entry = {"id": cid, "worker": rec.get("worker"), "host": rec.get("host"), "step": progress.get("step"),
+        entry = {"id": cid, "pack": rec.get("pack"), "worker": rec.get("worker"), "host": rec.get("host"),
+                 "step": progress.get("step"),
                  "loss": progress.get("loss"), "steps per second": progress.get("steps per second"),
                  "heartbeat age": now - hb if isinstance(hb, (int, float)) and math.isfinite(hb) else None}
         (running if any(r.get("id") == cid for r in snap["running"]) else stale).append(entry)
@@ -139,12 +140,14 @@ def format_sweep_report(r: dict[str, Any], labels: dict[str, str] | None = None)
                                                      r["stale"])):
         if rows:
             lines.append(f"{title}:")
-            for x in rows:
-                loss = "?" if x["loss"] is None else f"{x['loss']:.4f}"
+            for members in by_pack(rows):
+                x = members[0]
+                losses = [m["loss"] for m in members if isinstance(m["loss"], (int, float))]
+                loss = "?" if not losses else f"{min(losses):.4f}"
                 sps = "?" if not x["steps per second"] else f"{x['steps per second']:.0f}"
                 age = "?" if x["heartbeat age"] is None else f"{x['heartbeat age']:.0f} s"
-                lines.append(f"  {x['worker']} on {x['host']}: {labels.get(x['id'], x['id'][:12])} step {x['step']} "
-                             f"loss {loss} {sps} steps/s, heartbeat {age} ago")
+                lines.append(f"  {x['worker']} on {x['host']}: {pack_label(members, labels)} step {x['step']} "
+                             f"{'best ' if len(members) > 1 else ''}loss {loss} {sps} steps/s, heartbeat {age} ago")
     if r["failed"]:
         lines.append("failed (gatedrnn train --retry-failed runs them again):")
         for x in r["failed"]:

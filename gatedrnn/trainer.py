@@ -830,8 +830,9 @@ class PackRun(Run):
         self.curves: list[list[float]] = [[] for _ in configs]
         self.val_curves: list[list[list[float]]] = [[] for _ in configs]
         self.last_eval: int | None = None
-        self.train_seconds = 0.0
-        self.base_seconds = [0.0] * self.k
+        self.train_seconds = 0.0  # the pack's, since its first step (as a solo run's)
+        self.base_seconds = [0.0] * self.k  # each member's at the last load, and the pack's then
+        self._seconds_at_load = 0.0
         self.start_times = [time.time()] * self.k
         self.member_resumes = [0] * self.k
         self.member_diverged: list[int | None] = [None] * self.k
@@ -940,7 +941,7 @@ class PackRun(Run):
             "val curve": [list(p) for p in self.val_curves[k]],
             "sampler": self.samplers[u].state_dict(),
             "rng": rng,
-            "train seconds": self.base_seconds[k] + self.train_seconds,
+            "train seconds": self.base_seconds[k] + self.train_seconds - self._seconds_at_load,
             "start time": self.start_times[k],
             "resumes": self.member_resumes[k],
             "diverged at": self.member_diverged[k],
@@ -1001,8 +1002,8 @@ class PackRun(Run):
         torch.set_rng_state(first["rng"]["torch"])
         if "cuda" in first["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(first["rng"]["cuda"], self.device)
-        self.train_seconds = 0.0
         self.base_seconds = [st["train seconds"] for st in states]
+        self.train_seconds = self._seconds_at_load = max(self.base_seconds)
         self.start_times = [st["start time"] for st in states]
         self.member_resumes = [st["resumes"] + 1 for st in states]
         self.member_diverged = [st["diverged at"] for st in states]

@@ -37,7 +37,7 @@ from .data import DataError, check_length, load_corpus
 from .folder import FolderError
 from .grid import ConfigFileError, read_configs
 from .packed import pack_group
-from .queue import Queue, QueueError, sweep_status
+from .queue import Queue, QueueError, by_pack, pack_label, sweep_status
 from .trainer import CheckpointMismatch, Interrupted, check_fits, resolve_device, train, train_pack
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
@@ -47,8 +47,8 @@ EXIT_FAULT, EXIT_CRASH = 4, 5
 BAD_INPUT = (ConfigFileError, DataError, FolderError, CheckpointMismatch, ValueError, TypeError)
 
 __all__ = ["WorkerOptions", "run_worker", "serve", "launch", "watch", "validate", "format_status", "exit_status",
-           "environment_fault", "recorded_settings", "pack_limit", "packed_group", "share_packs", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_STOPPED",
-           "EXIT_FAULT", "EXIT_CRASH"]
+           "environment_fault", "recorded_settings", "pack_limit", "packed_group", "share_packs", "EXIT_OK",
+           "EXIT_FAILED", "EXIT_BAD_INPUT", "EXIT_STOPPED", "EXIT_FAULT", "EXIT_CRASH"]
 
 
 @dataclass
@@ -508,12 +508,16 @@ def format_status(status: dict[str, Any], steps: int, labels: dict[str, str]) ->
     eta = remaining / rate if rate else None
     lines = [f"done {c['done']} · diverged {c['diverged']} · failed {c['failed']} · running {c['running']} · "
              f"pending {c['pending']} (of {status['total']}) · ETA {_duration(eta) if remaining else '0m00s'}"]
-    for r in sorted(running, key=lambda r: r.get("worker", "")):
+    for members in by_pack(sorted(running, key=lambda r: r.get("worker", ""))):
+        r = members[0]
         p = r.get("progress") or {}
-        loss = p.get("loss")
+        losses = [(m.get("progress") or {}).get("loss") for m in members]
+        losses = [x for x in losses if isinstance(x, (int, float))]
+        loss = min(losses) if losses else None
         sps = p.get("steps per second")
-        lines.append(f"  {r.get('worker', '?'):<24} {labels.get(r['id'], r['id'][:12]):<22} "
-                     f"step {p.get('step', 0):>7}/{steps:<7} loss {loss if loss is None else f'{loss:.4f}'}  "
+        lines.append(f"  {r.get('worker', '?'):<24} {pack_label(members, labels):<22} "
+                     f"step {p.get('step', 0):>7}/{steps:<7} {'best ' if len(members) > 1 else ''}loss "
+                     f"{loss if loss is None else f'{loss:.4f}'}  "
                      f"{'?' if not sps else f'{sps:.0f}'} steps/s")
     return lines
 

@@ -230,3 +230,19 @@ def test_members_with_their_own_seeds_read_their_own_data_and_start_from_their_o
         solo = train(config, settings)
         assert result["seed"] == solo["seed"] == config.seed
         np.testing.assert_allclose(result["loss"], solo["loss"], atol=1e-5)
+
+
+def test_progress_shows_a_pack_as_one_line_with_its_best_member():
+    from gatedrnn.worker import format_status
+
+    running = [{"id": "a" * 64, "worker": "w0", "pack": "p1", "progress": {"step": 10, "loss": 2.5,
+                                                                          "steps per second": 100}},
+               {"id": "b" * 64, "worker": "w0", "pack": "p1", "progress": {"step": 10, "loss": 2.1,
+                                                                          "steps per second": 100}},
+               {"id": "c" * 64, "worker": "w1", "progress": {"step": 5, "loss": 3.0, "steps per second": 50}}]
+    status = {"counts": {"done": 0, "diverged": 0, "failed": 0, "running": 3, "pending": 0}, "total": 3,
+              "running": running}
+    lines = format_status(status, 100, {"a" * 64: "IFOSNPR L1 d32", "c" * 64: "....N.R L2 d8"})
+    assert len(lines) == 3
+    assert "pack of 2 (L1 d32)" in lines[1] and "best loss 2.1000" in lines[1]
+    assert "....N.R L2 d8" in lines[2] and "loss 3.0000" in lines[2]
