@@ -19,7 +19,10 @@ limit so finishes by itself (submitit's cap on requeues after time-outs is raise
 lease elsewhere); a later run, local or Slurm, resumes the configurations.
 
 The worker loop runs in a thread of its own so that the signal handlers, which Python runs in
-the main thread, never interrupt a training step half-way.
+the main thread, never interrupt a training step half-way. This module imports the worker (and
+so torch) only when a task runs, not when submitit unpickles the task: submitit installs its
+signal handler after the unpickling, and a USR2 that Slurm sends during a slow import would
+kill the task instead of requeueing it.
 """
 
 from __future__ import annotations
@@ -34,8 +37,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from typing import TYPE_CHECKING
+
 from .folder import ResultsFolder
-from .worker import EXIT_BAD_INPUT, EXIT_OK, WorkerOptions, exit_status, serve, share_packs, watch
+
+if TYPE_CHECKING:
+    from .worker import WorkerOptions
 
 __all__ = ["SlurmWorker", "SlurmParams", "submit", "run_array", "parse_extra", "ArrayWatch"]
 
@@ -82,7 +89,6 @@ class SlurmWorker:
         name = f"{os.uname().nodename}-slurm{job}_{os.environ.get('SLURM_ARRAY_TASK_ID', task)}"
         self._stop = threading.Event()
         stop = self._stop
-        options = dataclasses.replace(WorkerOptions.from_dict(self.options), name=name, stop=stop)
 
         def on_term(signum, _frame):  # scancel: checkpoint, release, exit (submitit ignores SIGTERM)
             print(f"{signal.Signals(signum).name}: stopping the worker", flush=True)
@@ -90,8 +96,13 @@ class SlurmWorker:
 
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
+        from .worker import WorkerOptions  # torch, now that every signal is handled
+
+        options = dataclasses.replace(WorkerOptions.from_dict(self.options), name=name, stop=stop)
 
         def body():
+            from .worker import serve
+
             self._code = serve(options)
 
         self._thread = threading.Thread(target=body, name="gatedrnn-worker")
@@ -126,7 +137,7 @@ def parse_extra(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def submit(options: WorkerOptions, workers: int, params: SlurmParams) -> list:
+def submit(options: "WorkerOptions", workers: int, params: SlurmParams) -> list:
     """Submit ``workers`` array tasks running the worker loop; returns submitit's jobs."""
     try:
         import submitit
@@ -151,8 +162,10 @@ def submit(options: WorkerOptions, workers: int, params: SlurmParams) -> list:
     return executor.map_array(SlurmWorker(options.resolved(stop=None).to_dict()), list(range(workers)))
 
 
-def run_array(options: WorkerOptions, workers: int, params: SlurmParams, wait: bool = False) -> int:
+def run_array(options: "WorkerOptions", workers: int, params: SlurmParams, wait: bool = False) -> int:
     """Submit the array, say where its logs go, and (``wait``) show progress until it ends."""
+    from .worker import EXIT_BAD_INPUT, EXIT_OK, exit_status, share_packs, watch
+
     if options.threads is None:
         options = dataclasses.replace(options, threads=params.cpus_per_worker)
     options = share_packs(options, workers)

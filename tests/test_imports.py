@@ -105,3 +105,18 @@ def test_only_cli_parses_arguments_and_only_folder_spells_the_queue_paths():
         if path.name != "folder.py":
             for spelled in ('".queue"', '"checkpoints"', '"claims"', '"lock.holder"', '".ngram-'):
                 assert spelled not in text, f"{path.name} spells {spelled}"
+
+
+def test_unpickling_a_slurm_task_imports_no_torch():
+    """submitit installs its USR2 handler only after it unpickles the task; loading
+    gatedrnn.slurm must be quick, or a time-limit signal during the load kills the task
+    instead of requeueing it (seen in CI: 'srun: error: task 0: User defined signal 2')."""
+    import subprocess
+    import sys
+
+    code = ("import pickle, sys\n"
+            "import gatedrnn.slurm as s\n"
+            "pickle.loads(pickle.dumps(s.SlurmWorker({'name': 'x'})))\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
