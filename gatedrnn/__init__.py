@@ -1,7 +1,7 @@
 """gatedrnn: which parts of a gated RNN layer matter when it is trained without BPTT.
 
 Public API (DESIGN.md): the configuration and settings, the layer, the sequence module, the
-byte model, one training run, and the results loader. Names are imported on first use, so the
+byte model, one training run (or one pack of them), and the results loader. Names are imported on first use, so the
 command-line tools that need no torch (the grid, the analysis) start quickly.
 """
 
@@ -21,8 +21,10 @@ _EXPORTS = {
     "RNN": "rnn",
     "ByteModel": "model",
     "train": "trainer",
+    "train_pack": "trainer",
+    "PackedModel": "packed",
 }
-_MODULES = ("results", "config", "cells", "layers", "rnn", "model", "data", "grid", "folder", "queue", "trainer",
+_MODULES = ("results", "config", "cells", "layers", "rnn", "model", "packed", "data", "grid", "folder", "queue", "trainer",
             "worker", "slurm", "stats", "analysis", "tools", "cli")
 
 __all__ = ["__version__", *_EXPORTS, "results"]
@@ -33,7 +35,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .layers import GatedLayer
     from .rnn import RNN, GatedRNN
     from .model import ByteModel
-    from .trainer import train
+    from .packed import PackedModel
+    from .trainer import train, train_pack
 
 
 def __getattr__(name: str) -> Any:

@@ -92,6 +92,7 @@ def test_train_settings_defaults_and_validation():
 def test_public_api_is_exported():
     import gatedrnn
 
-    for name in ["RNNConfig", "TrainSettings", "GatedLayer", "GatedRNN", "ByteModel", "train", "results"]:
+    for name in ["RNNConfig", "TrainSettings", "GatedLayer", "GatedRNN", "ByteModel", "train", "train_pack",
+                 "PackedModel", "results"]:
         assert name in gatedrnn.__all__ and hasattr(gatedrnn, name)
     assert callable(gatedrnn.results.load)
