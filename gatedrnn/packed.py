@@ -22,8 +22,8 @@ so no gradient with respect to it is computed.
 
 Why stacked weights with masks: the default grid's groups hold up to 96 distinct switch
 combinations, so grouping members by identical shapes leaves groups of one; that is this
-model with chunks of one member, which benchmarks/bench_pack.py measured 2.7 times slower on
-the CPU than chunks of six at state 32. ``torch.func.vmap`` needs one structure for all
+model with chunks of one member, which measured 2.2 times slower on the CPU than chunks of
+six at state 32 (1 layer, batch 256). ``torch.func.vmap`` needs one structure for all
 members, which is this superset again, and would take its backward from autograd, which the
 hand-written backward beats already for one configuration (benchmarks/bench_train.py's
 autograd column); it was not built.
