@@ -396,7 +396,7 @@ def run_worker(options: WorkerOptions) -> int:
 
 # members per pack when --pack is not given: a whole group (the default grid's groups hold 48
 # or 96 configurations) where packing is faster: on CUDA always (a step's cost is its launches),
-# on the CPU for states up to 64 wide (benchmarks/bench_pack.py: packs of state 32 ran 1.2-1.3x
+# on the CPU for states up to 64 wide (benchmarks/bench_pack.py: packs of state 32 ran 1.2-1.7x
 # faster than solo runs, those of state 256 at 0.6-0.8x of their speed); never on other devices, where
 # it was never measured
 _DEFAULT_PACK = 96
