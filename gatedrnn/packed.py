@@ -43,7 +43,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._fast import backward_kernels
 from .config import SWITCHES, RNNConfig
 from .model import VOCAB, ByteModel
 
@@ -494,10 +493,6 @@ class PackedModel:
         if dx is None:
             dx = torch.zeros_like(keep["x"])
         return dx
-
-    @property
-    def manual_backward(self) -> bool:
-        return bool(backward_kernels())
 
     def train(self, mode: bool = True) -> "PackedModel":
         """For :meth:`gatedrnn.trainer.Run.train_steps`: a pack has no train/eval difference."""

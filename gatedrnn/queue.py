@@ -365,11 +365,10 @@ class Queue:
             done = all(cid in finished for cid in rec["members"])
             running = any(isinstance(claims.get(cid), dict) and claims[cid].get("pack") == pid
                           and self.is_live(claims[cid], now) for cid in rec["members"])
-            if done or (not running and not self.folder.pack_checkpoint(pid).exists()):
-                if not running:
-                    self.folder.pack_checkpoint(pid).unlink(missing_ok=True)
-                    self.folder.pack_record(pid).unlink(missing_ok=True)
-                    continue
+            if not running and (done or not self.folder.pack_checkpoint(pid).exists()):
+                self.folder.pack_checkpoint(pid).unlink(missing_ok=True)
+                self.folder.pack_record(pid).unlink(missing_ok=True)
+                continue
             out[pid] = rec
         return out
 

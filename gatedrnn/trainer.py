@@ -533,19 +533,8 @@ class Run:
         """Resume from ``path`` if it exists. An unreadable checkpoint is reported, set aside
         as ``<name>.corrupt`` and the run starts from scratch (returns False); a checkpoint of
         another configuration or other settings raises :class:`CheckpointMismatch`."""
-        path = Path(path)
-        if not path.exists():
-            return False
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict) or "format" not in state:
-                raise ValueError("not a gatedrnn checkpoint")
-        except Exception as e:  # truncated, garbage, wrong pickle: all mean "cannot resume"
-            detail = (str(e).strip().splitlines() or ["empty or truncated file"])[0][:200]
-            problem = f"{path}: unreadable checkpoint ({e.__class__.__name__}: {detail}); restarting from scratch"
-            warnings.warn(problem, RuntimeWarning, stacklevel=2)
-            self.checkpoint_problems.append(problem)
-            path.replace(path.with_name(path.name + ".corrupt"))
+        state = _read_checkpoint(path, "checkpoint", lambda st: "format" in st, self.checkpoint_problems)
+        if state is None:
             return False
         self.load_state_dict(state, where=str(path))
         return True
@@ -741,17 +730,27 @@ def read_pack_checkpoint(path: str | Path, problems: list[str] | None = None) ->
     """A pack's checkpoint (``{"format", "pack", "members": {id: a solo checkpoint}}``), or None
     when it is missing; an unreadable one is reported (warning, and into ``problems``), set
     aside as ``<name>.corrupt`` and read as missing."""
+    return _read_checkpoint(path, "pack checkpoint",
+                            lambda st: st.get("format") == PACK_FORMAT and isinstance(st.get("members"), dict),
+                            problems)
+
+
+def _read_checkpoint(path: str | Path, what: str, valid: Callable[[dict], bool],
+                     problems: list[str] | None) -> dict[str, Any] | None:
+    """The dict in ``path`` (None when missing). One that cannot be read, or that ``valid``
+    refuses, is reported (a warning, and into ``problems``), set aside as ``<name>.corrupt``
+    and read as missing: the run restarts from scratch."""
     path = Path(path)
     if not path.exists():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != PACK_FORMAT or not isinstance(state.get("members"), dict):
-            raise ValueError("not a gatedrnn pack checkpoint")
+        if not isinstance(state, dict) or not valid(state):
+            raise ValueError(f"not a gatedrnn {what}")
     except Exception as e:  # truncated, garbage, wrong pickle: all mean "cannot resume"
         detail = (str(e).strip().splitlines() or ["empty or truncated file"])[0][:200]
-        problem = f"{path}: unreadable pack checkpoint ({e.__class__.__name__}: {detail}); restarting from scratch"
-        warnings.warn(problem, RuntimeWarning, stacklevel=2)
+        problem = f"{path}: unreadable {what} ({e.__class__.__name__}: {detail}); restarting from scratch"
+        warnings.warn(problem, RuntimeWarning, stacklevel=3)
         if problems is not None:
             problems.append(problem)
         try:

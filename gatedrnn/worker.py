@@ -104,9 +104,9 @@ class _Heartbeat(threading.Thread):
     when a claim is lost."""
 
     def __init__(self, queue, claim, interval: float) -> None:
-        first = claim[0] if isinstance(claim, list) else claim
-        super().__init__(daemon=True, name=f"heartbeat-{first.id[:8]}")
-        self.queue, self.claim, self.interval = queue, claim, interval
+        self.claims = claim if isinstance(claim, list) else [claim]
+        super().__init__(daemon=True, name=f"heartbeat-{self.claims[0].id[:8]}")
+        self.queue, self.interval = queue, interval
         self.progress: dict[str, Any] = {}
         self.lost = False
         self._stop_event = threading.Event()
@@ -117,7 +117,7 @@ class _Heartbeat(threading.Thread):
 
     def beat(self) -> None:
         try:
-            if not self.queue.heartbeat(self.claim, self.progress):
+            if not self.queue.heartbeat(self.claims, self.progress):
                 self.lost = True
         except Exception:  # a transient file-system error: try again at the next beat
             pass
@@ -127,7 +127,7 @@ class _Heartbeat(threading.Thread):
         if not self.lost:
             self.beat()
         if self.lost:
-            raise ClaimLost(self.claim[0].id if isinstance(self.claim, list) else self.claim.id)
+            raise ClaimLost(self.claims[0].id)
 
     def update(self, run) -> None:
         progress = {"step": run.step, "steps": run.settings.steps, "loss": run.curve[-1] if run.curve else None,
