@@ -24,7 +24,7 @@ _EXPORTS = {
     "train_pack": "trainer",
     "PackedModel": "packed",
 }
-_MODULES = ("results", "config", "cells", "layers", "rnn", "model", "packed", "data", "grid", "folder", "queue", "trainer",
+_MODULES = ("results", "config", "cells", "layers", "rnn", "model", "packed", "data", "tasks", "grid", "folder", "queue", "trainer",
             "worker", "slurm", "stats", "analysis", "tools", "cli")
 
 __all__ = ["__version__", *_EXPORTS, "results"]

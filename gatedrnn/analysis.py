@@ -33,19 +33,20 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ._atomic import atomic_write, atomic_write_bytes, atomic_write_json  # noqa: E402
-from .config import CONFIG_KEYS, EXTRA_KEYS, SWITCHES, RNNConfig  # noqa: E402
+from .config import ALL_TASK_KEYS, CONFIG_KEYS, EXTRA_KEYS, SWITCHES, RNNConfig  # noqa: E402
 from .data import BUILTIN, DataError, load_corpus, ngram_cross_entropies  # noqa: E402
 from .folder import ResultsFolder  # noqa: E402
 from .grid import ConfigFileError, read_configs  # noqa: E402
 from .queue import sweep_status  # noqa: E402
 from .results import config_of, load  # noqa: E402
-from .stats import (effects as matched_effects, ranking_metric, seed_noise, seed_table, summarise,  # noqa: E402
-                    ties_with_best)
+from .stats import (EFFECT_COLUMNS, effects as matched_effects, ranking_metric, seed_noise,  # noqa: E402
+                    seed_table, summarise, ties_with_best)
 
 __all__ = ["examine", "Report", "hyperparameters", "plot_curves", "plot_hyperparameters",
            "value_means", "linear_model", "reference_entropies", "filtered_name", "METRICS"]
 
 METRICS = ("min loss", "val loss")
+TASK_METRICS = ("cross-entropy", "accuracy", "recall accuracy", "mse", "nrmse")  # gatedrnn.tasks
 SUMMARY_METRICS = ("val loss", "val bpb", "min loss", "convergence step", "inference ms per step (batch 1)",
                    "inference ms per step (training batch)")
 CURVES_PNG = "results_01_all.png"
@@ -77,7 +78,7 @@ def hyperparameters(df: pd.DataFrame) -> list[str]:
         if key in df and df[key].nunique(dropna=True) > 1:
             keys.append(key)
     swept = df[df["seed swept"] == True] if "seed swept" in df else df.iloc[:0]  # noqa: E712
-    for key in EXTRA_KEYS:
+    for key in (k for k in EXTRA_KEYS if k != "task"):  # tasks are analysed one at a time
         if key != "seed" and key in swept and swept[key].nunique(dropna=True) > 1 and key not in keys:
             keys.append(key)
     return keys
@@ -89,7 +90,10 @@ def _steps_axis(row: pd.Series) -> np.ndarray:
     if every is None or (isinstance(every, float) and math.isnan(every)):
         steps = row.get("training steps")
         every = steps / n if steps and n and not pd.isna(steps) else 50
-    return (np.arange(n) + 1) * float(every)
+    start = row.get("curve start")  # a memory task's curve starts at its first log point after a target
+    if start is None or (isinstance(start, float) and math.isnan(start)):
+        start = every
+    return float(start) + np.arange(n) * float(every)
 
 
 # ---------------------------------------------------------------------------- plots
@@ -102,8 +106,8 @@ def _mean_curve(group: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return _steps_axis(group.iloc[0])[:n], stack.mean(axis=0), std
 
 
-def plot_curves(df: pd.DataFrame, metric: str, threshold: float, references: dict[str, float] | None = None,
-                highlight: int = 10) -> plt.Figure:
+def plot_curves(df: pd.DataFrame, metric: str, threshold: float | None, references: dict[str, float] | None = None,
+                highlight: int = 10, title: str = "") -> plt.Figure:
     """Every configuration's moving-average loss against training step: one line per run, or
     for a configuration with replicates its mean curve with a band of one standard deviation
     across seeds. The best ``highlight`` configurations (by mean ``metric`` over finished runs)
@@ -133,22 +137,23 @@ def plot_curves(df: pd.DataFrame, metric: str, threshold: float, references: dic
             replicated = True
             ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2, lw=0, zorder=2)
     points = np.array([v for r in runs["loss"] for v in r if v is not None and math.isfinite(v)])
-    ax.axhline(threshold, color="crimson", ls="--", lw=1.2, zorder=2, label=f"threshold {threshold:g}")
+    if threshold is not None:
+        ax.axhline(threshold, color="crimson", ls="--", lw=1.2, zorder=2, label=f"threshold {threshold:g}")
     for name, value in (references or {}).items():
         ax.axhline(value, color="black", ls=":", lw=1.0, zorder=2)
         ax.annotate(f"{name} {value:.3f}", xy=(1.0, value), xycoords=("axes fraction", "data"),
                     xytext=(-4, 2), textcoords="offset points", ha="right", va="bottom", fontsize=8)
     if len(points):
         # the moving average starts at 3.0 and may first climb: show all but the extreme 1 %
-        marks = [threshold, *(references or {}).values()]
+        marks = [*([threshold] if threshold is not None else []), *(references or {}).values()]
         top = max(float(np.percentile(points, 99)), *marks) + 0.1
         bottom = min(float(points.min()), *marks) - 0.1
         ax.set_ylim(bottom, top)
     ax.set_xlabel("training step")
-    ax.set_ylabel("loss (moving average, nats per byte)")
+    ax.set_ylabel("loss (moving average, nats per byte)" if not title else "training loss (moving average)")
     shown = f"best {len(best_ids)} in colour" if rest else "all configurations"
     band = "; band: ±1 std across seeds" if replicated else ""
-    ax.set_title(f"{len(runs)} runs of {len(groups)} configurations, {shown} (ranked by mean {metric}){band}")
+    ax.set_title(f"{title}{len(runs)} runs of {len(groups)} configurations, {shown} (ranked by mean {metric}){band}")
     if best_ids:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
                   title="configuration  (I F O S gates, N new / P previous state, R residual)",
@@ -158,7 +163,8 @@ def plot_curves(df: pd.DataFrame, metric: str, threshold: float, references: dic
 
 
 def plot_hyperparameters(df: pd.DataFrame, metric: str, title: str,
-                         effects_table: pd.DataFrame | None = None) -> plt.Figure:
+                         effects_table: pd.DataFrame | None = None,
+                         reference: dict[str, float] | None = None) -> plt.Figure:
     """One panel per hyperparameter: each run's metric by the hyperparameter's value (a jittered
     strip: seaborn's swarm redraws the whole figure once per panel, seconds at this size), the
     mean per value marked. With ``effects_table`` (:func:`gatedrnn.stats.effects`), each
@@ -206,6 +212,10 @@ def plot_hyperparameters(df: pd.DataFrame, metric: str, title: str,
                 ax.annotate(f"mean {means[v]:.3f}", xy=(i, means[v]), xytext=(0, 3), textcoords="offset points",
                             fontsize=7, color="crimson", ha="center", va="bottom", zorder=6,
                             bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.7))
+        for name, value in (reference or {}).items():  # a memory task's chance line
+            ax.axhline(value, color="black", ls=":", lw=1.0, zorder=4)
+            ax.annotate(f"{name} {value:.3f}", xy=(1.0, value), xycoords=("axes fraction", "data"), xytext=(-3, 2),
+                        textcoords="offset points", ha="right", va="bottom", fontsize=7)
         note = f" ({len(sub)} gated runs)" if key in SWITCHES and len(sub) < len(data) else ""
         ax.set_title(key.replace("use_", "").replace("_", " ") + note, fontsize=10)
         ax.set_xlabel("")
@@ -342,6 +352,8 @@ class Report:
     noise: dict[str, float] | None = None
     written: list[Path] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    chance: float | None = None  # a memory task's chance (or persistence) level of the metric
+    tasks: dict[str, "Report"] = field(default_factory=dict)  # each memory task's, by its label
 
     def status_line(self) -> str:
         if self.status is None:
@@ -387,7 +399,7 @@ def _md_table(df: pd.DataFrame) -> str:
 
 
 def _keys(df: pd.DataFrame, configs: list[dict] | None) -> list[str]:
-    optional = [*EXTRA_KEYS, "density", "spectral_radius", "input_scaling", "leak", "readout"]
+    optional = [*EXTRA_KEYS, "density", "spectral_radius", "input_scaling", "leak", "readout", *ALL_TASK_KEYS]
     return [*CONFIG_KEYS, *[k for k in optional if k != "seed" and (k in df or (configs and any(k in c for c in configs)))]]
 
 
@@ -405,7 +417,7 @@ def _summary_table(df: pd.DataFrame, configs: list[dict] | None, running: set[st
     """summary.csv: one row per configuration (replicates together), pending ones included."""
     from .config import config_id
 
-    stats_rows = summarise(df, [m for m in SUMMARY_METRICS if m in df and df[m].notna().any()])
+    stats_rows = summarise(df, [m for m in (*SUMMARY_METRICS, *TASK_METRICS) if m in df and df[m].notna().any()])
     by_config = {r["config id"]: r for _, r in stats_rows.iterrows()} if len(stats_rows) else {}
     counts = df.groupby(["config id", "status"]).size().unstack(fill_value=0) if len(df) else pd.DataFrame()
     # the configuration file's entries by their id without seed (its seeds' entries together),
@@ -437,7 +449,7 @@ def _summary_table(df: pd.DataFrame, configs: list[dict] | None, running: set[st
         if cid in by_config:
             r = by_config[cid]
             row["seeds"] = r["seeds"]
-            for m in SUMMARY_METRICS:
+            for m in (*SUMMARY_METRICS, *TASK_METRICS):
                 for part in ("mean", "std", "ci low", "ci high"):
                     if f"{m} {part}" in r:
                         row[f"{m} {part}"] = r[f"{m} {part}"]
@@ -453,6 +465,18 @@ def _recorded_config_file(results_dir: Path) -> Path | None:
     return Path(path) if isinstance(path, str) else None
 
 
+def _task_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The results by task (its label: the task with its keys), next-byte prediction first."""
+    if not len(df) or "task label" not in df or set(df["task label"].dropna()) <= {"bytes"}:
+        return [("bytes", df)]
+    labels = sorted(df["task label"].fillna("bytes").unique(), key=lambda t: (t != "bytes", t))
+    return [(t, df[df["task label"].fillna("bytes") == t]) for t in labels]
+
+
+def _slug(label: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in label).strip("_").replace("__", "_")
+
+
 def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", threshold: float = 1.9,
             metric: str = "auto", config_file: str | os.PathLike | None = None,
             data_path: str | None = None) -> Report:
@@ -460,7 +484,14 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
     ``val loss`` where the finished runs have it, else ``min loss``. ``config_file``: the
     sweep's configuration list for the status line; None uses the one recorded for this results
     folder by the training launcher (never a file that merely sits in the working directory).
-    Raises ResultsError for a missing folder and ValueError for a bad metric, threshold or out."""
+    Raises ResultsError for a missing folder and ValueError for a bad metric, threshold or out.
+
+    A sweep of several tasks (``task``) is analysed one task at a time: rankings, replicates and
+    effects never compare runs of different tasks. Next-byte prediction keeps the file names
+    above; each memory task gets ``results_01_all_<task>.png`` and
+    ``results_01_all_<task>_hyperparameters.png`` with its chance line, a section of
+    ``summary.md``, and its rows of ``effects.csv`` (column ``task``); the report of each memory
+    task is in ``Report.tasks``."""
     if metric not in ("auto", *METRICS):
         raise ValueError(f"--metric must be one of auto, {', '.join(repr(m) for m in METRICS)}, got {metric!r}")
     if not math.isfinite(threshold):
@@ -473,8 +504,6 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
         df = load(results_dir)
     messages = [str(w.message) for w in caught]
     out_dir.mkdir(parents=True, exist_ok=True)
-    if metric == "auto":
-        metric = ranking_metric(df)
 
     if config_file is None:
         config_file = _recorded_config_file(results_dir)
@@ -493,11 +522,61 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
         snap = sweep_status(results_dir, configs)
         counts = snap["counts"]
         running = {r["id"] for r in snap["running"]}
-    report = Report(runs=len(df), status=counts, best=None, below=0, metric=metric, messages=messages)
 
     keys = _keys(df, configs)
     summary = _summary_table(df, configs, running, keys)
+    groups = _task_groups(df)
+    several = len(groups) > 1 or groups[0][0] != "bytes"
+    reports, sections, effect_tables = {}, [], []
+    for task, sub in groups:
+        task_metric = ranking_metric(sub) if metric == "auto" else metric
+        rep = Report(runs=len(sub), status=counts, best=None, below=0, metric=task_metric,
+                     messages=messages if task == "bytes" else [])
+        suffix = "" if task == "bytes" else "_" + _slug(task)
+        md, eff = _examine_task(sub, task, suffix, rep, summary, threshold, results_dir, out_dir, data_path,
+                                level=3 if several else 2)
+        reports[task] = rep
+        sections.append((task, md))
+        if eff is not None and len(eff):
+            effect_tables.append(eff.assign(task=task) if several else eff)
+    report = reports.get("bytes") or Report(runs=len(df), status=counts, best=None, below=0,
+                                            metric=metric if metric != "auto" else "val loss", messages=messages)
+    report.tasks = {t: r for t, r in reports.items() if t != "bytes"}
+    written = [w for r in reports.values() for w in r.written]
+    report.written = []
+
+    effects_out = pd.concat(effect_tables, ignore_index=True) if effect_tables else pd.DataFrame(
+        columns=(["task"] if several else []) + EFFECT_COLUMNS)
+    if several and "task" in effects_out:
+        effects_out = effects_out[["task", *[c for c in effects_out.columns if c != "task"]]]
     runs_table = _runs_table(df, keys)
+    for name, table in (("summary.csv", summary), ("runs.csv", runs_table), ("effects.csv", effects_out)):
+        atomic_write_bytes(out_dir / name, table.to_csv(index=False).encode())
+        report.written.append(out_dir / name)
+    report.written += written
+
+    out = [f"# Sweep summary: {results_dir}", "", f"**Status:** {report.status_line()}", ""]
+    if report.messages:
+        out += ["Notes:", *[f"- {m}" for m in report.messages], ""]
+    if several:
+        out += [f"The sweep has {len(groups)} tasks; each is ranked and analysed on its own (its runs are "
+                "never compared with another task's).", ""]
+        for task, md in sections:
+            out += [f"## Task: {task}", "", md]
+    else:
+        out.append(sections[0][1])
+    atomic_write_bytes(out_dir / "summary.md", "\n".join(out).encode())
+    report.written.append(out_dir / "summary.md")
+    return report
+
+
+def _examine_task(df: pd.DataFrame, task: str, suffix: str, report: Report, summary: pd.DataFrame,
+                  threshold: float, results_dir: Path, out_dir: Path, data_path: str | None,
+                  level: int) -> tuple[str, pd.DataFrame | None]:
+    """One task's ranking, effects, plots (file names with ``suffix``) and summary section;
+    fills ``report`` and returns the section's markdown and the effects table."""
+    metric, messages = report.metric, report.messages
+    memory = task != "bytes"
     # ranked: finished runs only; a diverged run's min loss is from before it diverged
     scored = df[(df["status"] == "done") & df[metric].notna()].sort_values(metric, kind="stable")
     diverged = df[df["status"] == "diverged"]
@@ -505,21 +584,28 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
         messages.append(f"{len(diverged)} diverged run(s) are listed as diverged and left out of every ranking "
                         "and threshold")
     eff, _ = matched_effects(scored, metric, hyperparameters(scored)) if len(scored) else (None, None)
-    for name, table in (("summary.csv", summary), ("runs.csv", runs_table),
-                        ("effects.csv", eff if eff is not None else pd.DataFrame(columns=["hyperparameter"]))):
-        atomic_write_bytes(out_dir / name, table.to_csv(index=False).encode())
-        report.written.append(out_dir / name)
 
-    refs = reference_entropies(df, results_dir, data_path) if len(df) else None
-    ref_lines = {f"{name} (held out)": v for name, v in (refs or {}).get("nats per byte", {}).items()}
-
-    below = scored[scored[metric] < threshold]
-    report.below = len(below)
-    if f"{metric} mean" in summary:
-        ranked = summary[summary["runs"] > 0].dropna(subset=[f"{metric} mean"]).sort_values(f"{metric} mean",
-                                                                                             kind="stable")
+    chance = None
+    if memory:
+        refs = None
+        values = df["chance loss"].dropna() if "chance loss" in df else pd.Series(dtype=float)
+        chance = float(values.iloc[0]) if len(values) and metric == "val loss" else None
+        name = "persistence" if task.startswith("mackey-glass") else "chance"
+        ref_lines = {name: chance} if chance is not None else {}
+        line = chance if chance is not None else math.nan
     else:
-        ranked = summary.iloc[:0]
+        refs = reference_entropies(df, results_dir, data_path) if len(df) else None
+        ref_lines = {f"{name} (held out)": v for name, v in (refs or {}).get("nats per byte", {}).items()}
+        line = threshold
+    below = scored[scored[metric] < line] if math.isfinite(line) else scored.iloc[:0]
+    report.below = len(below)
+    ids = set(df["config id"])
+    ranked_from = summary[summary["id"].isin(ids)] if "id" in summary else summary
+    if f"{metric} mean" in ranked_from:
+        ranked = ranked_from[ranked_from["runs"] > 0].dropna(subset=[f"{metric} mean"]).sort_values(
+            f"{metric} mean", kind="stable")
+    else:
+        ranked = ranked_from.iloc[:0]
     report.configurations = len(ranked)
     table = seed_table(scored, metric) if len(scored) else None
     if len(ranked):
@@ -533,56 +619,84 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
             report.ties = int(ties["tied"].fillna(False).sum())
             report.compared = int(ties["tied"].notna().sum())
         report.noise = seed_noise(table)
+    report.chance = chance
     epochs = df["epochs"].dropna() if "epochs" in df else pd.Series(dtype=float)
     if len(epochs) and epochs.max() > 1:
-        messages.append(f"runs read the training split up to {epochs.max():.1f} times: the training curve (and "
-                        "min loss) then measures memorising too; held-out val loss is the measure to trust"
+        messages.append(f"{'' if not memory else task + ': '}runs read the training split up to "
+                        f"{epochs.max():.1f} times: the training curve (and min loss) then measures memorising too; "
+                        "held-out val loss is the measure to trust"
                         + ("" if metric == "val loss" else " (rank with --metric 'val loss')"))
 
-    filtered = out_dir / filtered_name(threshold)
+    curves_png = out_dir / CURVES_PNG.replace(".png", f"{suffix}.png")
+    hyper_png = out_dir / HYPER_PNG.replace("_hyperparameters", f"{suffix}_hyperparameters")
+    title = f"{task}: " if memory else ""
     if len(df):
-        _save(plot_curves(df, metric, threshold, ref_lines), out_dir / CURVES_PNG)
-        report.written.append(out_dir / CURVES_PNG)
+        _save(plot_curves(df, metric, None if memory else threshold, ref_lines, title=title), curves_png)
+        report.written.append(curves_png)
     else:
-        report.messages.append(f"{results_dir}: no results yet; no plots written")
+        messages.append(f"{results_dir}: no results yet; no plots written")
     if len(scored):
-        _save(plot_hyperparameters(scored, metric, f"{metric} by hyperparameter", eff), out_dir / HYPER_PNG)
-        report.written.append(out_dir / HYPER_PNG)
+        _save(plot_hyperparameters(scored, metric, f"{title}{metric} by hyperparameter", eff,
+                                   reference=ref_lines), hyper_png)
+        report.written.append(hyper_png)
     elif len(df):
-        report.messages.append(f"no finished run has a {metric!r}; no hyperparameter plot written")
-    if len(below):
-        _save(plot_hyperparameters(below, metric, f"runs with {metric} below {threshold:g}"), filtered)
-        report.written.append(filtered)
-    else:
-        filtered.unlink(missing_ok=True)  # a stale plot from an earlier call would mislead
-        if len(scored):
-            report.messages.append(f"no run has {metric} below {threshold:g} (best: {scored.iloc[0][metric]:.4f}); "
-                                   f"{filtered.name} not written")
+        messages.append(f"{title}no finished run has a {metric!r}; no hyperparameter plot written")
+    if not memory:
+        filtered = out_dir / filtered_name(threshold)
+        if len(below):
+            _save(plot_hyperparameters(below, metric, f"runs with {metric} below {threshold:g}"), filtered)
+            report.written.append(filtered)
+        else:
+            filtered.unlink(missing_ok=True)  # a stale plot from an earlier call would mislead
+            if len(scored):
+                messages.append(f"no run has {metric} below {threshold:g} (best: {scored.iloc[0][metric]:.4f}); "
+                                f"{filtered.name} not written")
+    md = _markdown(df, scored, ranked, below, report, metric, threshold, refs, diverged, eff, task, level)
+    return md, eff
 
-    md = _markdown(df, scored, ranked, below, report, metric, threshold, refs, results_dir, diverged, eff)
-    atomic_write_bytes(out_dir / "summary.md", md.encode())
-    report.written.append(out_dir / "summary.md")
-    return report
 
-
-def _markdown(df, scored, ranked, below, report: Report, metric, threshold, refs, results_dir, diverged,
-              eff) -> str:
-    out = [f"# Sweep summary: {results_dir}", "", f"**Status:** {report.status_line()}", ""]
-    if report.messages:
-        out += ["Notes:", *[f"- {m}" for m in report.messages], ""]
+def _markdown(df, scored, ranked, below, report: Report, metric, threshold, refs, diverged, eff,
+              task: str = "bytes", level: int = 2) -> str:
+    h = "#" * level
+    memory = task != "bytes"
+    out = []
     if refs:
-        out += [f"## Reference: byte n-gram cross-entropies of the corpus ({refs['dataset']}, held-out 10 %)", "",
+        out += [f"{h} Reference: byte n-gram cross-entropies of the corpus ({refs['dataset']}, held-out 10 %)", "",
                 "A loss means little without these: a run above the trigram line has learned less than "
                 "counting byte triples does.", ""]
         out += [f"- {name}: {v:.4f} nats/byte ({v / math.log(2):.3f} bits/byte)" for name, v in refs["nats per byte"].items()]
         out.append("")
+    task_metrics = []
+    if memory:
+        task_metrics = [m for m in TASK_METRICS if m in df and df[m].notna().any()]
+        levels = {m: df[f"chance {m}"].dropna().iloc[0] for m in task_metrics if f"chance {m}" in df
+                  and df[f"chance {m}"].notna().any()}
+        which = "persistence (predict the current value)" if task.startswith("mackey-glass") else "chance"
+        out += [f"{h} Reference: {which}", "",
+                f"The loss is the task's {df['loss kind'].dropna().iloc[0] if 'loss kind' in df and df['loss kind'].notna().any() else 'loss'} "
+                "on the fixed held-out test set (val loss). A configuration has learned something only where "
+                "its interval lies on the right side of this level.", ""]
+        out += [f"- {m}: {v:.4f}" for m, v in levels.items()]
+        updates = df["optimizer updates"].dropna() if "optimizer updates" in df else pd.Series(dtype=float)
+        steps = df["time steps"].dropna() if "time steps" in df else pd.Series(dtype=float)
+        if len(updates) and len(steps):
+            out.append(f"- time steps per run: {int(steps.median())} (median); optimizer updates per run: "
+                       f"{int(updates.min())}–{int(updates.max())}")
+        out.append("")
     if not len(scored):
         out += [f"No finished run with a {metric!r} yet.", ""]
         return "\n".join(out)
-    out += ["## How sure is the ranking", "",
+    out += [f"{h} How sure is the ranking", "",
             f"Configurations are ranked by the mean **{metric}** of their finished runs "
             f"({'held-out loss' if metric == 'val loss' else 'the minimum of the training moving average: the original study’s metric'}).",
             "", f"- Best: **{report.best_line()}**", f"- {report.ties_line()[0].upper()}{report.ties_line()[1:]}."]
+    if memory and report.chance is not None and len(ranked):
+        lower = ranked[f"{metric} ci high"] < report.chance
+        better = ranked[f"{metric} mean"] < report.chance
+        out.append(f"- Below the {('persistence' if task.startswith('mackey-glass') else 'chance')} level "
+                   f"({report.chance:.4f}): {int(better.sum())} of {len(ranked)} configurations by their mean; "
+                   f"{int(lower.sum())} with the whole 95 % interval below it (configurations with two or more "
+                   "runs only; one run gives no interval).")
     if report.noise:
         n = report.noise
         out.append(f"- Seed noise: a configuration's {metric} moves by **{n['seed std']:.4f}** (std across its seeds, "
@@ -598,14 +712,16 @@ def _markdown(df, scored, ranked, below, report: Report, metric, threshold, refs
     top.insert(0, "rank", range(1, len(top) + 1))
     top.insert(1, "configuration", [label(df[df["config id"] == i].iloc[0]) for i in top["id"]])
     top["id"] = top["id"].str[:12]
+    shown = [m for m in ("val loss", "val bpb", "min loss") if not (memory and m == "val bpb")]
     cols = ["rank", "configuration", "runs", f"{metric} mean", f"{metric} ci low", f"{metric} ci high",
-            *[f"{m} mean" for m in ("val loss", "val bpb", "min loss") if m != metric and f"{m} mean" in top], "id"]
-    out += [f"## The ten best configurations (by mean {metric}, 95 % t interval over seeds)", "",
+            *[f"{m} mean" for m in shown if m != metric and f"{m} mean" in top],
+            *[f"{m} mean" for m in task_metrics if f"{m} mean" in top and m not in ("cross-entropy", "mse")], "id"]
+    out += [f"{h} The ten best configurations (by mean {metric}, 95 % t interval over seeds)", "",
             "Letters: I input gate, F forget gate, O output gate, S state gate, N new state, P previous (old) "
             "state, R residual ('.' = off), then layers and state size.", "",
             _md_table(top[[c for c in cols if c in top]]), ""]
     if eff is not None and len(eff):
-        out += [f"## Matched-pair effects on {metric} (effects.csv)", "",
+        out += [f"{h} Matched-pair effects on {metric} (effects.csv)", "",
                 "Each pair: two configurations identical except for one key; its difference is to − from "
                 "(negative lowers the loss), the mean of its within-seed differences where the two share seeds. "
                 "The interval is a 95 % bootstrap interval of the median over pairs; an interval that reaches "
@@ -616,19 +732,21 @@ def _markdown(df, scored, ranked, below, report: Report, metric, threshold, refs
     else:
         coef = pd.DataFrame({"hyperparameter": list(lm["coefficients"]), "coefficient": list(lm["coefficients"].values())})
         coef = coef.reindex(coef["coefficient"].abs().sort_values(ascending=False).index)
-        out += [f"## Linear model of {metric} on the standardised hyperparameters", "",
+        out += [f"{h} Linear model of {metric} on the standardised hyperparameters", "",
                 f"Fitted on {lm['fit runs']} runs; R² on the {lm['held-out runs']} held-out runs: "
                 f"**{lm['r2 held out']:.3f}**. A negative coefficient lowers the loss.", "",
                 _md_table(coef), ""]
-    out += [f"## Mean {metric} per value of each hyperparameter (over runs)", "", _md_table(value_means(scored, metric)), ""]
+    out += [f"{h} Mean {metric} per value of each hyperparameter (over runs)", "", _md_table(value_means(scored, metric)), ""]
     if len(diverged):
         d = diverged.copy()
         d["configuration"] = [label(r) for _, r in d.iterrows()]
         d["id"] = d["id"].str[:12]
         cols = ["configuration", *[c for c in ("diverged at step",) if c in d], "id"]
-        out += [f"## Diverged runs: {len(d)} (never ranked, never below the threshold)", "",
+        out += [f"{h} Diverged runs: {len(d)} (never ranked, never below the threshold)", "",
                 _md_table(d[cols]), ""]
-    out += [f"## Runs with {metric} below {threshold:g}: {len(below)}", ""]
+    if memory:
+        return "\n".join(out)
+    out += [f"{h} Runs with {metric} below {threshold:g}: {len(below)}", ""]
     if len(below):
         b = below.copy()
         b["configuration"] = [label(r) for _, r in b.iterrows()]

@@ -172,7 +172,8 @@ class RidgeReadout:
     """The ESN's closed-form readout: sufficient statistics of ``[features, 1]`` against the
     one-hot next byte, and the ridge regression solved from them into a ``nn.Linear``.
 
-    ``add(features, targets)`` accumulates (N, D) features and (N,) byte targets in float64;
+    ``add(features, targets)`` accumulates (N, D) features and (N,) byte (class) targets, or
+    (N,) real targets of a regression, in float64;
     ``solve(linear)`` writes ``W, b = argmin |[F, 1] [W; b] - Y|² / n + alpha |[W; b]|²`` into
     ``linear`` (``alpha`` is ``config.RIDGE_ALPHA``). Its state is part of the run's checkpoint.
     """
@@ -187,7 +188,10 @@ class RidgeReadout:
     def add(self, features: Tensor, targets: Tensor) -> None:
         f1 = torch.cat((features, features.new_ones(features.size(0), 1)), dim=1).double()  # (N, D + 1)
         self.xtx += f1.t() @ f1
-        self.xty.index_add_(1, targets, f1.t())
+        if targets.is_floating_point():  # a regression target (N,)
+            self.xty += f1.t() @ targets.reshape(f1.size(0), -1).double()
+        else:  # a class: its one-hot row
+            self.xty.index_add_(1, targets, f1.t())
         self.n_seen += f1.size(0)
 
     @torch.no_grad()

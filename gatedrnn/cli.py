@@ -53,6 +53,17 @@ def _finite_float(text: str) -> float:
 
 
 # ---------------------------------------------------------------------------- init
+def _task_key(text: str) -> tuple[str, list[int]]:
+    """argparse type: ``KEY=V[,V...]``, whole numbers."""
+    key, sep, values = text.partition("=")
+    if not sep or not key or not values:
+        raise argparse.ArgumentTypeError(f"expected KEY=V[,V...], got {text!r}")
+    try:
+        return key, [int(v) for v in values.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{key}: values must be whole numbers, got {values!r}") from None
+
+
 def _init_arguments(p: argparse.ArgumentParser) -> None:
     from .grid import DEFAULT_LAYERS, DEFAULT_STATE_SIZES
 
@@ -67,6 +78,12 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
                    help="cell kinds: gated gru lstm rnn esn esgp (%(default)s); esn enters with both readouts")
     p.add_argument("--bptt", type=int, nargs="+", default=[1], metavar="K",
                    help="truncation: 1 = detach every step (default), K > 1 = BPTT over K steps")
+    p.add_argument("--tasks", nargs="+", default=["bytes"], metavar="TASK",
+                   help="what is learned: bytes (next-byte prediction, the default) and the memory tasks copy "
+                        "adding delayed mackey-glass digits; crossed with every other swept key")
+    p.add_argument("--task-keys", nargs="+", default=[], metavar="KEY=V[,V...]", type=_task_key,
+                   help="values of the tasks' own keys, crossed: length=50,100 (copy: blanks T; adding, delayed, "
+                        "mackey-glass: steps), delay=5 (delayed), symbols=8 (delayed), horizon=1 (mackey-glass)")
     stage = p.add_mutually_exclusive_group()
     stage.add_argument("--refine-from", default=None, metavar="DIR",
                        help="instead of the grid: the best --top fraction of the configurations in DIR, "
@@ -109,7 +126,8 @@ def _run_init(args: argparse.Namespace) -> int:
         else:
             if any(k < 1 for k in args.bptt):
                 raise ValueError(f"--bptt must be >= 1, got {args.bptt}")
-            configs = default_grid(args.state_sizes, args.layers, args.seeds, args.cells, args.bptt)
+            configs = default_grid(args.state_sizes, args.layers, args.seeds, args.cells, args.bptt,
+                                   args.tasks, dict(args.task_keys))
         results = Path(args.results_dir)
         if results.exists() and not results.is_dir():
             raise ValueError(f"{results}: exists and is not a folder")
@@ -275,7 +293,12 @@ def _run_examine(args: argparse.Namespace) -> int:
         if report.noise:
             print(f"seed noise: std {report.noise['seed std']:.4f} within a configuration, "
                   f"{report.noise['between std']:.4f} between configurations")
-    print(f"runs below {args.threshold:g}: {report.below}")
+    if report.best or not report.tasks:
+        print(f"runs below {args.threshold:g}: {report.below}")
+    for task, sub in report.tasks.items():
+        level = "" if sub.chance is None else f" ({'persistence' if task.startswith('mackey-glass') else 'chance'} {sub.chance:.4f})"
+        print(f"task {task}: {sub.configurations} configurations ranked by mean {sub.metric}{level}; "
+              f"best: {sub.best_line() or 'none finished'}")
     print("wrote: " + ", ".join(str(p) for p in report.written))
     return 0
 

@@ -1,5 +1,5 @@
-"""The architecture configuration (nine keys, or a cell kind and its keys), its id, and the
-training settings.
+"""The architecture configuration (nine keys, or a cell kind and its keys, or a task and its
+keys), its id, and the training settings.
 
 A configuration is the JSON object of DESIGN.md: seven boolean switches, ``n_layers`` and
 ``state_size``. Its id is the SHA-256 of its canonical JSON (sorted keys, no ``id``), so the same
@@ -21,6 +21,8 @@ __all__ = [
     "EXTRA_KEYS",
     "CELLS",
     "CELL_KEYS",
+    "TASKS",
+    "TASK_KEYS",
     "RNNConfig",
     "TrainSettings",
     "config_id",
@@ -40,7 +42,7 @@ CONFIG_KEYS = SWITCHES + ("n_layers", "state_size")
 # Previous (old) state, Residual
 SWITCH_LETTERS = "IFOSNPR"
 # Keys a sweep may add when the user sweeps them; absent means "not swept" (or the default).
-EXTRA_KEYS = ("seed", "cell", "bptt")
+EXTRA_KEYS = ("seed", "cell", "bptt", "task")
 CELLS = ("gated", "gru", "lstm", "rnn", "esn", "esgp")
 # Each cell's own keys with their defaults (the gated cell's are the seven switches).
 CELL_KEYS: dict[str, dict[str, Any]] = {
@@ -52,6 +54,26 @@ CELL_KEYS: dict[str, dict[str, Any]] = {
     "esgp": {"density": 0.1, "spectral_radius": 0.9},
 }
 READOUTS = ("sgd", "ridge")
+# What a configuration learns: ``bytes`` (next-byte prediction, the default; absent from the
+# JSON form) or one of the memory tasks of gatedrnn/tasks.py, with its own keys and their
+# defaults (always written for a task, so that they are part of its id):
+#   copy:          length = T, the blanks between the 10 symbols and their recall
+#   adding:        length = T, the steps of the sequence
+#   delayed:       symbols = K, delay (steps back), length (steps of the sequence)
+#   mackey-glass:  horizon (steps ahead predicted), length (steps of a training sequence)
+#   digits:        none (64 steps, one pixel each)
+TASKS = ("bytes", "copy", "adding", "delayed", "mackey-glass", "digits")
+TASK_KEYS: dict[str, dict[str, Any]] = {
+    "bytes": {},
+    "copy": {"length": 50},
+    "adding": {"length": 50},
+    "delayed": {"symbols": 8, "delay": 5, "length": 50},
+    "mackey-glass": {"horizon": 1, "length": 100},
+    "digits": {},
+}
+MG_TEST_STEPS = 2500  # the held-out continuation of the Mackey-Glass series (gatedrnn/tasks.py)
+_TASK_MINIMUM = {"length": 1, "symbols": 2, "delay": 1, "horizon": 1}
+ALL_TASK_KEYS = ("length", "symbols", "delay", "horizon")
 SEED_MAX = 2**62  # the model's seed is 2 * seed and the data's 2 * seed + 1: both fit torch's 64 bits
 RIDGE_ALPHA = 1e-3
 
@@ -106,6 +128,11 @@ class RNNConfig:
     input_scaling: float | None = None
     leak: float | None = None
     readout: str | None = None
+    task: str = "bytes"
+    length: int | None = None
+    symbols: int | None = None
+    delay: int | None = None
+    horizon: int | None = None
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -124,15 +151,8 @@ class RNNConfig:
             _check_int("seed", self.seed, 0)
             if self.seed > SEED_MAX:
                 raise ValueError(f"seed must be at most 2**62, got {self.seed!r}")
-        own = CELL_KEYS[self.cell]
-        for key in ("density", "spectral_radius", "input_scaling", "leak", "readout"):
-            value = getattr(self, key)
-            if key not in own:
-                if value is not None:
-                    raise ValueError(f"{key} is not a key of cell {self.cell!r}")
-                continue
-            if value is None:
-                object.__setattr__(self, key, own[key])
+        self._own_keys(CELL_KEYS[self.cell], ("density", "spectral_radius", "input_scaling", "leak", "readout"),
+                       f"cell {self.cell!r}")
         if self.cell in ("esn", "esgp"):
             _check_float("density", self.density, 0.0, 1.0)
             _check_float("spectral_radius", self.spectral_radius, 0.0, 100.0, low_open=False)
@@ -143,11 +163,43 @@ class RNNConfig:
                 raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {self.readout!r}")
             if self.readout == "ridge" and self.bptt != 1:
                 raise ValueError("bptt does not apply to the ridge readout (nothing is trained by gradient)")
+        self._check_task()
         if self.cell == "gated" and not (self.use_new_state or self.use_old_state):
             raise ValueError(
                 "use_new_state and use_old_state are both false: the layer would have no state "
                 "to read out"
             )
+
+    def _own_keys(self, own: dict[str, Any], names: tuple[str, ...], owner: str) -> dict[str, Any]:
+        """Refuse a key of ``names`` that ``owner`` (its keys and defaults: ``own``) does not
+        have; give the ones it has and that are unset their defaults. Returns ``own``."""
+        for key in names:
+            value = getattr(self, key)
+            if key not in own:
+                if value is not None:
+                    raise ValueError(f"{key} is not a key of {owner}")
+            elif value is None:
+                object.__setattr__(self, key, own[key])
+        return own
+
+    def _check_task(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        own = self._own_keys(TASK_KEYS[self.task], ALL_TASK_KEYS, f"task {self.task!r}")
+        for key in own:
+            _check_int(key, getattr(self, key), _TASK_MINIMUM[key])
+        if self.task == "delayed" and self.delay >= self.length:
+            raise ValueError(f"delay {self.delay} must be shorter than the sequence (length {self.length}): "
+                             "no step would have a target")
+        if self.task == "mackey-glass" and self.length + self.horizon > MG_TEST_STEPS:
+            raise ValueError(f"length {self.length} + horizon {self.horizon} must be at most {MG_TEST_STEPS}, the "
+                             "held-out continuation of the Mackey-Glass series")
+        if self.task == "adding" and self.length < 2:
+            raise ValueError(f"length must be >= 2 for the adding task (one marker in each half), got {self.length}")
+
+    @property
+    def task_options(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in TASK_KEYS[self.task]}
 
     @property
     def switches(self) -> dict[str, bool]:
@@ -167,6 +219,9 @@ class RNNConfig:
         d["n_layers"] = self.n_layers
         d["state_size"] = self.state_size
         d.update(self.cell_options)
+        if self.task != "bytes":
+            d["task"] = self.task
+            d.update(self.task_options)
         if self.bptt != 1:
             d["bptt"] = self.bptt
         if self.seed is not None:
@@ -189,10 +244,14 @@ class RNNConfig:
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
         required = (CONFIG_KEYS if cell == "gated" else ("n_layers", "state_size"))
-        allowed = set(required) | {"seed", "cell", "bptt", "id"} | set(CELL_KEYS[cell])
+        task = d.get("task", "bytes")
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+        allowed = set(required) | {"seed", "cell", "bptt", "task", "id"} | set(CELL_KEYS[cell]) | set(TASK_KEYS[task])
         unknown = sorted(set(d) - allowed)
         if unknown:
-            where = "" if cell == "gated" or unknown[0] not in SWITCHES else f" for cell {cell!r}"
+            where = ("" if cell == "gated" or unknown[0] not in SWITCHES else f" for cell {cell!r}") or (
+                f" for task {task!r}" if unknown[0] in ALL_TASK_KEYS else "")
             raise ValueError(f"unknown configuration key {unknown[0]!r}{where}")
         missing = [k for k in required if k not in d]
         if missing:
@@ -213,7 +272,13 @@ class RNNConfig:
             head = self.cell
         bptt = f" bptt{self.bptt}" if self.bptt != 1 else ""
         seed = f" s{self.seed}" if self.seed is not None else ""
-        return f"{head} L{self.n_layers} d{self.state_size}{bptt}{seed}"
+        task = f" {self.task}" if self.task != "bytes" else ""
+        return f"{head} L{self.n_layers} d{self.state_size}{bptt}{seed}{task}"
+
+    def task_label(self) -> str:
+        """The task with its keys, e.g. ``copy (length 50)``; ``bytes`` for the byte task."""
+        options = ", ".join(f"{k} {v}" for k, v in self.task_options.items())
+        return f"{self.task} ({options})" if options else self.task
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import filelock
 
 from ._atomic import atomic_write_bytes
-from .config import CELL_KEYS, CELLS, READOUTS, SWITCHES, RNNConfig
+from .config import CELL_KEYS, CELLS, READOUTS, SWITCHES, TASK_KEYS, TASKS, RNNConfig
 
 __all__ = [
     "ConfigFileError",
@@ -44,35 +44,68 @@ def default_grid(
     seeds: Sequence[int] | None = None,
     cells: Sequence[str] = ("gated",),
     bptt: Sequence[int] = (1,),
+    tasks: Sequence[str] = ("bytes",),
+    task_keys: dict[str, Sequence[int]] | None = None,
 ) -> list[RNNConfig]:
-    """The grid, in a fixed order: seeds outermost, then truncation, cells, switches, layers,
+    """The grid, in a fixed order: seeds outermost, then tasks (each crossed with the values of
+    its keys in ``task_keys``, its defaults for the others), truncation, cells, switches, layers,
     state sizes. The gated cell's rule (a state smaller than the vocabulary needs the residual
-    path) applies to it alone; ``esn`` enters once per readout (sgd, ridge; the ridge readout
-    only with ``bptt`` 1, as nothing in it is trained by gradient)."""
+    path) applies to it alone, and to every task, so that each task sweeps the same
+    architectures; ``esn`` enters once per readout (sgd, ridge; the ridge readout only with
+    ``bptt`` 1, as nothing in it is trained by gradient). A configuration that a task refuses
+    (a delay not shorter than the sequence) raises ValueError naming it."""
     unknown = [c for c in cells if c not in CELLS]
     if unknown:
         raise ValueError(f"unknown cell {unknown[0]!r}; cells are {', '.join(CELLS)}")
+    task_variants = _task_variants(tasks, task_keys or {})
     out = []
-    for seed in (seeds if seeds else [None]):
-        for k in bptt:
-            for cell in cells:
-                if cell == "gated":
-                    for flags in itertools.product((False, True), repeat=len(SWITCHES)):
-                        sw = dict(zip(SWITCHES, flags))
-                        if not (sw["use_new_state"] or sw["use_old_state"]):
-                            continue
-                        for n_layers in layers:
-                            for size in state_sizes:
-                                if size < VOCAB and not sw["use_residual"]:
-                                    continue  # a state smaller than the vocabulary needs the residual path
-                                out.append(RNNConfig(**sw, n_layers=n_layers, state_size=size, seed=seed, bptt=k))
-                    continue
-                variants = [{"readout": r} for r in READOUTS if not (r == "ridge" and k != 1)] if cell == "esn" else [{}]
-                for variant in variants:
+    for seed, task, k in itertools.product(seeds if seeds else [None], task_variants, bptt):
+        for cell in cells:
+            if cell == "gated":
+                for flags in itertools.product((False, True), repeat=len(SWITCHES)):
+                    sw = dict(zip(SWITCHES, flags))
+                    if not (sw["use_new_state"] or sw["use_old_state"]):
+                        continue
                     for n_layers in layers:
                         for size in state_sizes:
-                            out.append(RNNConfig(cell=cell, n_layers=n_layers, state_size=size, seed=seed,
-                                                 bptt=k, **variant))
+                            if size < VOCAB and not sw["use_residual"]:
+                                continue  # a state smaller than the vocabulary needs the residual path
+                            out.append(RNNConfig(**sw, n_layers=n_layers, state_size=size, seed=seed, bptt=k, **task))
+                continue
+            variants = [{"readout": r} for r in READOUTS if not (r == "ridge" and k != 1)] if cell == "esn" else [{}]
+            for variant in variants:
+                for n_layers in layers:
+                    for size in state_sizes:
+                        out.append(RNNConfig(cell=cell, n_layers=n_layers, state_size=size, seed=seed,
+                                             bptt=k, **variant, **task))
+    return out
+
+
+def _task_variants(tasks: Sequence[str], task_keys: dict[str, Sequence[int]]) -> list[dict[str, Any]]:
+    """Each task once per combination of the values given for its keys (``task_keys``; a key
+    not given keeps the task's default), as RNNConfig keyword arguments. ValueError for an
+    unknown task, a key no listed task has, or a combination the task refuses."""
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown task {unknown[0]!r}; tasks are {', '.join(TASKS)}")
+    for key, values in task_keys.items():
+        if not any(key in TASK_KEYS[t] for t in tasks):
+            owners = [t for t in TASKS if key in TASK_KEYS[t]]
+            raise ValueError(f"--task-keys {key}: no listed task has it"
+                             + (f" (it is a key of {', '.join(owners)})" if owners else ""))
+        if not values:
+            raise ValueError(f"--task-keys {key}: no values")
+    out = []
+    for task in dict.fromkeys(tasks):
+        own = [key for key in TASK_KEYS[task] if key in task_keys]
+        for values in itertools.product(*(task_keys[key] for key in own)):
+            variant = {"task": task, **dict(zip(own, values))}
+            try:
+                RNNConfig(cell="gru", **variant)
+            except (TypeError, ValueError) as e:
+                given = ", ".join(f"{key}={value}" for key, value in zip(own, values)) or "its defaults"
+                raise ValueError(f"task {task} with {given}: {e}") from None
+            out.append(variant)
     return out
 
 

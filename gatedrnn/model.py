@@ -1,4 +1,8 @@
-"""ByteModel: byte embedding -> stack of recurrent layers -> 256 logits, one byte at a time."""
+"""ByteModel: input map -> stack of recurrent layers -> head, one step at a time.
+
+For next-byte prediction the input map is the byte embedding and the head 256 logits; for a
+memory task (gatedrnn/tasks.py) the input map embeds its symbols or, for real-valued inputs,
+is a linear map, and the head has its classes or one regression output."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from ._fast import backward_kernels
 from .cells import make_cell
 from .config import RNNConfig
 from .layers import GatedLayer
+from .tasks import task_of
 
 __all__ = ["ByteModel"]
 
@@ -27,6 +32,11 @@ class ByteModel(nn.Module):
     For the echo state network the embedding is fixed (it is the first reservoir's random input
     matrix, looked up instead of multiplied by a one-hot vector) and the readout sees every
     layer's state (a deep ESN): only the readout learns.
+
+    A configuration with a memory task (``config.task``) gets the task's input map and head:
+    ``Embedding(symbols, d)`` or, for real-valued inputs (N, channels), ``input_map =
+    Linear(channels, d)`` (fixed and random for the ESN, like its embedding); the head
+    ``readout`` has the task's classes, or one output for regression.
     """
 
     def __init__(self, config: RNNConfig, device=None, dtype=None) -> None:
@@ -37,18 +47,29 @@ class ByteModel(nn.Module):
         d = config.state_size
         kw = dict(device=device, dtype=dtype)
         self.reservoir = config.cell == "esn"
-        self.embedding = nn.Embedding(VOCAB, d, **kw)
+        self.task = task_of(config)
+        real = self.task is not None and self.task.real_input
+        n_in, n_out = (VOCAB, VOCAB) if self.task is None else (self.task.inputs, self.task.outputs)
+        if real:
+            self.embedding = None
+            self.input_map = nn.Linear(n_in, d, **kw)
+        else:
+            self.embedding = nn.Embedding(n_in, d, **kw)
         if self.reservoir:
+            fixed = self.input_map if real else self.embedding
             with torch.no_grad():
-                self.embedding.weight.uniform_(-config.input_scaling, config.input_scaling)
-            self.embedding.weight.requires_grad_(False)
+                fixed.weight.uniform_(-config.input_scaling, config.input_scaling)
+                if real:
+                    fixed.bias.zero_()
+            for p in fixed.parameters():
+                p.requires_grad_(False)
         options = config.switches if config.cell == "gated" else config.cell_options
         self.layers = nn.ModuleList(
             make_cell(config.cell, d, d, project_input=k > 0, **options) for k in range(config.n_layers)
         )
         if dtype is not None or device is not None:
             self.layers.to(device=device, dtype=dtype)
-        self.readout = nn.Linear(d * (config.n_layers if self.reservoir else 1), VOCAB, **kw)
+        self.readout = nn.Linear(d * (config.n_layers if self.reservoir else 1), n_out, **kw)
 
     def initial_state(self, batch: int) -> list[Tensor]:
         w = self.readout.weight
@@ -56,7 +77,7 @@ class ByteModel(nn.Module):
 
     def features(self, bytes_t: Tensor, states: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """What the readout sees, (N, readout width), and the new states."""
-        x = self.embedding(bytes_t)  # (N, d)
+        x = self.embedding(bytes_t) if self.embedding is not None else self.input_map(bytes_t)  # (N, d)
         new_states, outputs = [], []
         for layer, s in zip(self.layers, states):
             x, s = layer(x, s)
@@ -76,8 +97,8 @@ class ByteModel(nn.Module):
     def manual_backward(self) -> bool:
         """Whether :meth:`train_step` can compute this model's gradients by hand: the gated cell,
         on a torch whose private backward kernels are there (:mod:`gatedrnn._fast`)."""
-        return (not self.reservoir and all(isinstance(layer, GatedLayer) for layer in self.layers)
-                and backward_kernels())
+        return (self.task is None and not self.reservoir
+                and all(isinstance(layer, GatedLayer) for layer in self.layers) and backward_kernels())
 
     @torch.no_grad()
     def train_step(self, bytes_t: Tensor, targets: Tensor, states: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
@@ -132,7 +153,7 @@ class ByteModel(nn.Module):
         for k, layer in enumerate(self.layers):
             if hasattr(layer, "weight_shapes"):
                 shapes += [(f"layer{k}.{name}", i, o) for name, i, o in layer.weight_shapes()]
-        shapes.append(("readout", self.readout.in_features, VOCAB))
+        shapes.append(("readout", self.readout.in_features, self.readout.out_features))
         return shapes
 
     def num_parameters(self) -> int:

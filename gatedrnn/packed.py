@@ -55,8 +55,8 @@ class PackError(ValueError):
 
 def pack_group(config: RNNConfig) -> tuple | None:
     """The key shared by configurations that may be packed together, or None for one that is
-    always trained alone (other cells, truncated BPTT)."""
-    if config.cell != "gated" or config.bptt != 1:
+    always trained alone (other cells, truncated BPTT, memory tasks)."""
+    if config.cell != "gated" or config.bptt != 1 or config.task != "bytes":
         return None
     return ("gated", config.n_layers, config.state_size)
 

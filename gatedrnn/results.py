@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from .config import CELL_KEYS, CELLS, CONFIG_KEYS, SWITCHES, config_id
+from .config import CELL_KEYS, CELLS, CONFIG_KEYS, SWITCHES, TASK_KEYS, TASKS, config_id
 from .folder import ResultsFolder, result_problem
 
 __all__ = ["load", "config_of", "ResultsError", "SKIPPED"]
@@ -44,6 +44,12 @@ def config_of(rec: Any) -> dict[str, Any]:
         elif hasattr(v, "item"):  # numpy scalars from a DataFrame
             v = v.item()
         d[k] = v
+    task = get("task")
+    if isinstance(task, str) and task != "bytes":
+        d["task"] = task
+        for k in TASK_KEYS.get(task, {}):
+            v = get(k)
+            d[k] = int(v) if v is not None else v
     bptt = get("bptt")
     if bptt is not None and not (isinstance(bptt, float) and math.isnan(bptt)) and int(bptt) != 1:
         d["bptt"] = int(bptt)
@@ -65,6 +71,8 @@ def _row(path: Path) -> dict[str, Any] | str:
     cell = rec.get("cell", "gated")
     if cell not in CELLS:
         return f"unknown cell {cell!r}"
+    if rec.get("task", "bytes") not in TASKS:
+        return f"unknown task {rec.get('task')!r}"
     required = (*(CONFIG_KEYS if cell == "gated" else ("n_layers", "state_size")), "loss")
     missing = [k for k in required if k not in rec]
     if missing:
@@ -89,6 +97,16 @@ def _row(path: Path) -> dict[str, Any] | str:
     rec["config id"] = config_id(config)  # runs that differ only in their seed share it
     rec["cell"] = cell
     rec.setdefault("bptt", 1)
+    rec.setdefault("task", "bytes")
+    rec.setdefault("task label", "bytes")
+    # a memory task's held-out metrics and their chance levels, one column each
+    chance = rec.get("chance") if isinstance(rec.get("chance"), dict) else {}
+    for name, value in (rec.get("test metrics") or {}).items() if isinstance(rec.get("test metrics"), dict) else ():
+        rec[name] = value
+    for name, value in chance.items():
+        rec[f"chance {name}"] = value
+    if rec.get("loss kind") in chance:
+        rec["chance loss"] = chance[rec["loss kind"]]
     if rec.get("min loss") is None and rec["loss"] and rec["status"] != "failed":
         finite = [v for v in rec["loss"] if isinstance(v, (int, float)) and math.isfinite(v)]
         rec["min loss"] = min(finite) if finite else None

@@ -335,6 +335,9 @@ def sample(run_id: str, results_dir: str | Path = "results_01_all", prompt: str 
     if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
         raise ToolError(f"{path}: not a gatedrnn weights file")
     config = RNNConfig.from_dict(state["config"])
+    if config.task != "bytes":
+        raise ToolError(f"run {cid[:12]} learned the {config.task} task, not next-byte prediction: it has no bytes "
+                        "to sample (its test metrics are in its result file)")
     try:
         dev = resolve_device(device)
     except ValueError as e:
@@ -442,16 +445,20 @@ def export_mlflow(results_dir: str | Path = "results_01_all", tracking_uri: str 
                 RunTag("gatedrnn.device", str(rec.get("device")))]
         now = int(time.time() * 1000)
         every = rec.get("log every") or 50
-        series = {"loss": [((i + 1) * every, v) for i, v in enumerate(rec.get("loss") or []) if v is not None],
+        start = rec.get("curve start") or every  # a memory task's curve starts at its first target
+        series = {"loss": [(start + i * every, v) for i, v in enumerate(rec.get("loss") or []) if v is not None],
                   "val loss": [(int(s), v) for s, v in rec.get("val curve") or [] if v is not None]}
         metrics = []
         for key, points in series.items():
             known = len(client.get_metric_history(run_id, key)) if found else 0
             metrics += [Metric(key, float(v), now, int(step)) for step, v in points[known:]]
-        for key in _FINAL:
-            v = rec.get(key)
+        tests = rec.get("test metrics") if isinstance(rec.get("test metrics"), dict) else {}
+        chance = rec.get("chance") if isinstance(rec.get("chance"), dict) else {}
+        finals = {f"final {_metric_name(key)}": rec.get(key) for key in _FINAL}
+        finals.update({f"test {_metric_name(key)}": v for key, v in tests.items()})
+        finals.update({f"chance {_metric_name(key)}": v for key, v in chance.items()})
+        for name, v in finals.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                name = f"final {_metric_name(key)}"
                 if not found or client.get_run(run_id).data.metrics.get(name) != float(v):
                     metrics.append(Metric(name, float(v), now, int(rec.get("training steps") or 0)))
         for i in range(0, max(len(metrics), len(new_params), 1), 100):

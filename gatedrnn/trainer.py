@@ -22,7 +22,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from .folder import pack_id_of, result_record
 from .config import SWITCH_LETTERS, SWITCHES
 from .model import VOCAB, ByteModel
 from .packed import PackError, PackedModel
+from .tasks import Task, TaskSampler, task_of
 
 __all__ = [
     "train",
@@ -198,7 +199,9 @@ class UpdateRule:
     moving average, log points, divergence, stops, timing) is :meth:`Run.train_steps`, once.
 
     ``step(run, x, y)`` reads bytes ``x`` (N,), learns to predict ``y`` (N,), updates
-    ``run.states`` and returns the step's loss (a detached scalar tensor). ``idle`` is False while
+    ``run.states`` and returns the step's loss (a detached scalar tensor). On a memory task's
+    step without a target ``y`` is None: the rule only steps the state forward and returns None.
+    A rule counts its optimizer updates in ``run.updates``. ``idle`` is False while
     the rule holds work that is not yet applied (a truncated-BPTT chunk): the run neither stops
     nor checkpoints then.
     """
@@ -222,6 +225,7 @@ class HandWrittenRule(UpdateRule):
     def step(self, run, x, y):
         loss, run.states = self.model.train_step(x, y, run.states)
         self.optimizer_step()
+        run.updates += 1
         return loss
 
 
@@ -234,26 +238,33 @@ class AutogradRule(UpdateRule):
         self.model, self.optimizer_step, self.flat_grad = model, adam_stepper(optimizer), flat.grad
 
     def step(self, run, x, y):
+        if y is None:  # a step without a target: the state moves on, nothing learns
+            with torch.no_grad():
+                run.states = self.model.step(x, run.states)[1]
+            return None
         logits, new_states = self.model.step(x, run.states)
-        loss = F.cross_entropy(logits, y)
+        loss = run.loss(logits, y)
         self.flat_grad.zero_()
         loss.backward()
         run.states = [state.detach() for state in new_states]  # no gradient crosses time
         self.optimizer_step()
+        run.updates += 1
         return loss.detach()
 
 
 class TruncatedBPTTRule(UpdateRule):
     """Truncated BPTT over ``k`` steps: the mean loss of k consecutive steps is backpropagated
-    through those k steps, then one Adam step, then the state is detached. A window's end and
-    the run's last step close a chunk early; the rule is idle only between chunks."""
+    through those k steps, then one Adam step, then the state is detached. A window's (or a
+    task's sequence's) end and the run's last step close a chunk early; the rule is idle only
+    between chunks. On a memory task the mean is over the chunk's steps with a target, and a
+    chunk without one makes no update."""
 
     name = "bptt"
 
     def __init__(self, model: ByteModel, optimizer: torch.optim.Adam, flat: torch.nn.Parameter, k: int) -> None:
         self.model, self.optimizer, self.flat_grad, self.k = model, optimizer, flat.grad, k
         self.total: torch.Tensor | None = None
-        self.pending = 0
+        self.pending = self.losses = 0
 
     @property
     def idle(self) -> bool:
@@ -261,17 +272,22 @@ class TruncatedBPTTRule(UpdateRule):
 
     def step(self, run, x, y):
         logits, run.states = self.model.step(x, run.states)  # not detached: the chunk's graph
-        loss = F.cross_entropy(logits, y)
-        self.total = loss if self.total is None else self.total + loss
+        loss = None
+        if y is not None:
+            loss = run.loss(logits, y)
+            self.total = loss if self.total is None else self.total + loss
+            self.losses += 1
         self.pending += 1
-        window_end = run.pos + 1 == run.settings.history
+        window_end = run.pos + 1 == run.window_length
         if self.pending == self.k or window_end or run.step + 1 == run.settings.steps:
-            self.flat_grad.zero_()
-            (self.total / self.pending).backward()
-            self.optimizer.step()
+            if self.total is not None:
+                self.flat_grad.zero_()
+                (self.total / self.losses).backward()
+                self.optimizer.step()
+                run.updates += 1
             run.states = [state.detach() for state in run.states]
-            self.total, self.pending = None, 0
-        return loss.detach()
+            self.total, self.pending, self.losses = None, 0, 0
+        return None if loss is None else loss.detach()
 
 
 class RidgeRule(UpdateRule):
@@ -287,11 +303,14 @@ class RidgeRule(UpdateRule):
     @torch.no_grad()
     def step(self, run, x, y):
         features, run.states = self.model.features(x, run.states)
-        loss = F.cross_entropy(self.model.readout(features), y)
-        self.ridge.add(features, y)
+        loss = None
+        if y is not None:
+            loss = run.loss(self.model.readout(features), y)
+            self.ridge.add(features, y)
         after = run.step + 1
         if after % run.settings.log_every == 0 or after == run.settings.steps:
             self.ridge.solve(self.model.readout)
+            run.updates += 1
         return loss
 
 
@@ -318,8 +337,17 @@ def _check_compatible(state: dict[str, Any], config: RNNConfig, settings: TrainS
         )
 
 
+class _TaskData(NamedTuple):
+    """What a run on a memory task records as its dataset (a corpus's name and sha256)."""
+
+    name: str
+    sha256: str
+    n_train: int | None
+
+
 class Run:
-    """The complete state of one training run."""
+    """The complete state of one training run: next-byte prediction, or a memory task
+    (``config.task``; :mod:`gatedrnn.tasks`) through the same loop, its sequences as windows."""
 
     def __init__(self, config: RNNConfig, settings: TrainSettings, corpus: Corpus | None = None,
                  autograd: bool = False) -> None:
@@ -327,6 +355,7 @@ class Run:
         hand-written backward (:meth:`ByteModel.train_step`); the two agree to float rounding."""
         self.config = config
         self.autograd = autograd
+        self.task = task_of(config)
         self._set_up(settings, corpus)
         self.seed = config.seed if config.seed is not None else settings.seed
         # one seed for the model's initial weights, one for the order of the data
@@ -338,20 +367,31 @@ class Run:
         self.flat: torch.nn.Parameter | None = None
         self.optimizer: torch.optim.Adam | None = None
         self.rule = self._make_rule(self._rule_kind())
-        self.sampler = StreamSampler(self.corpus.train, settings.batch_size, settings.history,
-                                     seed=2 * self.seed + 1, device=self.device)
-        self.val_windows = torch.from_numpy(
-            validation_streams(self.corpus.val, settings.history, settings.val_streams)
-        ).to(self.device).long()  # (length + 1, streams)
+        if self.task is None:
+            self.sampler = StreamSampler(self.corpus.train, settings.batch_size, settings.history,
+                                         seed=2 * self.seed + 1, device=self.device)
+            self.val_windows = torch.from_numpy(
+                validation_streams(self.corpus.val, settings.history, settings.val_streams)
+            ).to(self.device).long()  # (length + 1, streams)
+        else:
+            self.sampler = TaskSampler(self.task, settings.batch_size, seed=2 * self.seed + 1, device=self.device)
+            self.test_x, self.test_y = (t.to(self.device) for t in self.task.test_set(settings.val_streams))
+            self.chance = self.task.chance(settings.val_streams)
 
         self.step = 0
+        self.updates = 0  # optimizer updates (steps with a target; one per chunk with truncated BPTT)
         self.pos = 0  # position inside the current window
         self.offsets: torch.Tensor | None = None
-        self.window: torch.Tensor | None = None
-        self.rows: tuple[torch.Tensor, ...] = ()
+        self.window: Any = None
+        self.inputs: tuple[torch.Tensor, ...] = ()
+        self.targets: tuple[torch.Tensor | None, ...] = ()
         self.states = self.model.initial_state(settings.batch_size)
         self.ma = torch.tensor(MA_START, device=self.device)  # stays on the device between logs
+        # a memory task's moving average starts at its first loss (its scale is the task's)
+        self.ma_started = self.task is None
+        self.val_metrics: dict[str, float] | None = None
         self.curve: list[float] = []
+        self.curve_start: int | None = None  # the step of the curve's first point
         self.val_curve: list[list[float]] = []  # [step, val loss]
         self.train_seconds = 0.0
         self.start_time = time.time()
@@ -360,13 +400,22 @@ class Run:
         self.checkpoint_problems: list[str] = []
 
     def _set_up(self, settings: TrainSettings, corpus: Corpus | None) -> None:
-        """The settings, the device and the corpus (loaded unless given), checked."""
+        """The settings, the device and the corpus (loaded unless given), checked; a memory
+        task's identity in place of the corpus."""
         self.settings = settings
         self.device = resolve_device(settings.device)
         if self.device.type == "cpu":
             keep_freed_memory()
+        task: Task | None = getattr(self, "task", None)
+        if task is not None:
+            self.corpus = _TaskData(task.label, task.sha256, task.n_train)
+            self.window_length = task.steps
+            self.loss = task.loss
+            return
         self.corpus = corpus if corpus is not None else load_corpus(settings.data)
         check_length(self.corpus, settings.history)
+        self.window_length = settings.history
+        self.loss = F.cross_entropy
 
     def _rule_kind(self) -> str:
         if self.config.cell == "esn" and self.config.readout == "ridge":
@@ -377,7 +426,7 @@ class Run:
 
     def _make_rule(self, kind: str) -> UpdateRule:
         if kind == "ridge":
-            self.ridge = RidgeReadout(self.model.readout.in_features, VOCAB, RIDGE_ALPHA, self.device)
+            self.ridge = RidgeReadout(self.model.readout.in_features, self.model.readout.out_features, RIDGE_ALPHA, self.device)
             with torch.no_grad():
                 self.model.readout.weight.zero_()
                 self.model.readout.bias.zero_()
@@ -393,9 +442,21 @@ class Run:
     # ---------------------------------------------------------------- training
     def _new_window(self) -> None:
         self.offsets = self.sampler.next_offsets()
-        self.window = self.sampler.window(self.offsets)
-        self.rows = self.window.unbind(0)  # indexing a tuple is cheaper than the tensor, per step
+        self._use_window(self.sampler.window(self.offsets))
         self.states = self.model.initial_state(self.settings.batch_size)
+
+    def _use_window(self, window: Any) -> None:
+        """Read ``window``: bytes (length + 1, ...) whose next row is each row's target, or a
+        memory task's (x, y) with None for the steps without a target. Per-step tuples: indexing
+        one is cheaper than indexing a tensor."""
+        self.window = window
+        if self.task is None:
+            self.inputs = window.unbind(0)
+            self.targets = self.inputs[1:]
+        else:
+            x, y = window
+            self.inputs = x.unbind(0)
+            self.targets = tuple(y[t] if m else None for t, m in enumerate(self.task.mask))
 
     def train_steps(self, until: int, should_stop: Callable[[], bool] | None = None,
                     on_boundary: Callable[["Run"], None] | None = None) -> None:
@@ -411,8 +472,12 @@ class Run:
             while self.step < until or not rule.idle:
                 if self.window is None:
                     self._new_window()
-                loss = rule.step(self, self.rows[self.pos], self.rows[self.pos + 1])  # (N,), (N,)
-                self.ma.lerp_(loss, 1 - MA_DECAY)
+                loss = rule.step(self, self.inputs[self.pos], self.targets[self.pos])
+                if loss is not None:
+                    if self.ma_started:
+                        self.ma.lerp_(loss, 1 - MA_DECAY)
+                    else:
+                        self.ma, self.ma_started = loss.detach().float().clone(), True
                 self._advance()
                 if self.step % log_every == 0:
                     t1 = self._log_point(on_boundary, t0)
@@ -428,16 +493,19 @@ class Run:
         """One step done: move to the next position, and past a window's end to a new window."""
         self.step += 1
         self.pos += 1
-        if self.pos == self.settings.history:
+        if self.pos == self.window_length:
             self.pos, self.window = 0, None
 
     def _log_point(self, on_boundary, t0: float) -> float | None:
         """Record the curve point; returns the new t0, or None when the run diverged."""
-        value = self.ma.item()
-        if not math.isfinite(value):
-            self.diverged_at = self.step
-            return None
-        self.curve.append(value)
+        if self.ma_started:
+            value = self.ma.item()
+            if not math.isfinite(value):
+                self.diverged_at = self.step
+                return None
+            if not self.curve:
+                self.curve_start = self.step
+            self.curve.append(value)
         if on_boundary is not None:
             self.train_seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -452,9 +520,15 @@ class Run:
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Validation loss (nats per byte) on the fixed held-out streams, stepwise from zero states."""
+        """Validation loss (nats per byte) on the fixed held-out streams, stepwise from zero
+        states; for a memory task, its loss on the held-out test set (its metrics are kept in
+        ``val_metrics``)."""
         was_training = self.model.training
         self.model.eval()
+        if self.task is not None:
+            self.val_metrics = self.task.evaluate(self.model, self.test_x, self.test_y)
+            self.model.train(was_training)
+            return self.val_metrics[self.task.loss_name]
         windows = self.val_windows
         states = self.model.initial_state(windows.size(1))
         total = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -479,12 +553,16 @@ class Run:
             "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
             "ridge": None if self.ridge is None else self.ridge.state_dict(),
             "step": self.step,
+            "updates": self.updates,
             "pos": self.pos,
             "offsets": None if self.offsets is None or self.window is None else self.offsets.cpu(),
             "states": [s.cpu() for s in self.states],
             "ma": self.ma.cpu(),
+            "ma started": self.ma_started,
             "curve": list(self.curve),
+            "curve start": self.curve_start,
             "val curve": [list(p) for p in self.val_curve],
+            "val metrics": self.val_metrics,
             "sampler": self.sampler.state_dict(),
             "rng": rng,
             "train seconds": self.train_seconds,
@@ -505,13 +583,20 @@ class Run:
         if self.ridge is not None:
             self.ridge.load_state_dict(state["ridge"])
         self.step, self.pos = state["step"], state["pos"]
+        # checkpoints from before the updates were counted: bptt 1 makes one per step
+        self.updates = state.get("updates", self.step)
         self.offsets = state["offsets"]
-        self.window = None if self.offsets is None else self.sampler.window(self.offsets)
-        self.rows = () if self.window is None else self.window.unbind(0)
+        if self.offsets is None:
+            self.window, self.inputs, self.targets = None, (), ()
+        else:
+            self._use_window(self.sampler.window(self.offsets))
         self.states = [s.to(self.device) for s in state["states"]]
         self.ma = state["ma"].to(self.device)
+        self.ma_started = state.get("ma started", True)
         self.curve = list(state["curve"])
+        self.curve_start = state.get("curve start")
         self.val_curve = [list(p) for p in state["val curve"]]
+        self.val_metrics = state.get("val metrics")
         self.sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
@@ -559,7 +644,8 @@ class Run:
         was_training = self.model.training
         self.model.eval()
         states = self.model.initial_state(batch)
-        x = self.val_windows[0, :1].expand(batch).contiguous() if batch > 0 else None
+        first = self.val_windows[0, :1] if self.task is None else self.test_x[0, :1]
+        x = first.expand(batch, *first.shape[1:]).contiguous()
         for _ in range(5):  # warm-up
             _, states = self.model.step(x, states)
         if self.device.type == "cuda":
@@ -572,6 +658,11 @@ class Run:
         self.model.train(was_training)
         return 1e3 * (time.perf_counter() - t0) / steps
 
+    def examples_read(self) -> float:
+        """Bytes read, or for a memory task, sequences read (in whole or in part)."""
+        streams = self.step * self.settings.batch_size
+        return streams if self.task is None else streams / self.window_length
+
     def convergence_step(self, within: float = 0.01) -> int | None:
         """The first logged step at which the moving-average loss comes within ``within`` nats
         of its minimum."""
@@ -579,7 +670,8 @@ class Run:
             return None
         best = min(self.curve)
         first = next(i for i, v in enumerate(self.curve) if v <= best + within)
-        return (first + 1) * self.settings.log_every
+        every = self.settings.log_every
+        return (self.curve_start if self.curve_start is not None else every) + first * every
 
     def weights_sha256(self) -> str:
         digest = hashlib.sha256()
@@ -599,14 +691,17 @@ class Run:
             "loss": list(self.curve),
             "min loss": min(self.curve) if self.curve else None,
             "training steps": self.step,
+            "time steps": self.step,
+            "optimizer updates": self.updates,
             "batch size": s.batch_size,
-            "history size": s.history,
+            "history size": self.window_length,
             "dataset": self.corpus.name,
             "dataset sha256": self.corpus.sha256,
-            # bytes read over the training split's size: above 1, the training curve measures memorising too
-            "epochs": self.step * s.batch_size / self.corpus.n_train,
+            # examples read (bytes, or a task's sequences) over the training split's size: above 1,
+            # the training curve measures memorising too
+            "epochs": None if self.corpus.n_train is None else self.examples_read() / self.corpus.n_train,
             "val loss": val_loss,
-            "val bpb": None if val_loss is None else val_loss / math.log(2),
+            "val bpb": None if val_loss is None or self.task is not None else val_loss / math.log(2),
             "val curve": [list(p) for p in self.val_curve],
             "log every": s.log_every,
             "steps per second": self.step / self.train_seconds if self.train_seconds > 0 else None,
@@ -622,6 +717,12 @@ class Run:
             "final weights sha256": self.weights_sha256(),
             "convergence step": self.convergence_step(),
         }
+        if self.task is not None:
+            fields["task label"] = self.task.label
+            fields["loss kind"] = self.task.loss_name
+            fields["curve start"] = self.curve_start
+            fields["test metrics"] = None if diverged else self.val_metrics
+            fields["chance"] = self.chance
         if not diverged:
             fields["inference ms per step (batch 1)"] = self.inference_ms(1)
             fields["inference ms per step (training batch)"] = self.inference_ms(s.batch_size)
@@ -797,6 +898,7 @@ class PackRun(Run):
         self.configs = sorted(configs, key=lambda c: tuple(not getattr(c, name) for name in SWITCHES))
         self.k = len(configs)
         self.pack_id = pack_id or pack_id_of(ids)
+        self.task = None  # packs are next-byte prediction only (pack_group)
         self._set_up(settings, corpus)
         self.seeds = [c.seed if c.seed is not None else settings.seed for c in self.configs]
         self.chunk = chunk if chunk is not None else pack_chunk(self.device, self.configs[0].state_size,
@@ -819,13 +921,15 @@ class PackRun(Run):
         self.val_windows = torch.from_numpy(
             validation_streams(self.corpus.val, settings.history, settings.val_streams)
         ).to(self.device).long()
-        self.step = 0
+        self.step = self.updates = 0
         self.pos = 0
         self.offsets: list[torch.Tensor] | None = None
         self.window = None
-        self.rows = ()
+        self.inputs = self.targets = ()
         self.states = self.model.initial_state(settings.batch_size)
         self.ma = torch.full((self.k,), MA_START, device=self.device)
+        self.ma_started = True
+        self.curve_start: int | None = None
         self.curves: list[list[float]] = [[] for _ in configs]
         self.val_curves: list[list[list[float]]] = [[] for _ in configs]
         self.last_eval: int | None = None
@@ -863,10 +967,9 @@ class PackRun(Run):
 
     def _set_window(self, windows: list[torch.Tensor]) -> None:
         if len(windows) == 1:  # (history + 1, N): every member reads the same bytes
-            self.window = windows[0]
+            self._use_window(windows[0])
         else:  # (history + 1, K, N)
-            self.window = torch.stack(windows, dim=1).index_select(1, self._member_stream)
-        self.rows = self.window.unbind(0)
+            self._use_window(torch.stack(windows, dim=1).index_select(1, self._member_stream))
 
     def _log_point(self, on_boundary, t0: float) -> float | None:
         values = self.ma.tolist()
@@ -874,6 +977,8 @@ class PackRun(Run):
             if self.member_diverged[k] is not None:
                 continue
             if math.isfinite(value):
+                if self.curve_start is None:
+                    self.curve_start = self.step
                 self.curves[k].append(value)
             else:
                 self.member_diverged[k] = self.step
@@ -932,11 +1037,14 @@ class PackRun(Run):
             "optimizer": {"state": state, "param_groups": [{**group, "params": [0]}]},
             "ridge": None,
             "step": self.step,
+            "updates": self.updates,
             "pos": self.pos,
             "offsets": None if self.offsets is None or self.window is None else self.offsets[u].cpu(),
             "states": [s[k].cpu() for s in self.states],
             "ma": self.ma[k].cpu().clone(),
+            "ma started": True,
             "curve": list(self.curves[k]),
+            "curve start": self.curve_start,
             "val curve": [list(p) for p in self.val_curves[k]],
             "sampler": self.samplers[u].state_dict(),
             "rng": rng,
@@ -986,8 +1094,10 @@ class PackRun(Run):
                     for key in ("exp_avg", "exp_avg_sq"):
                         self.model.load_member_flat(k, self.optimizer.state[self.flat][key], opt[k][key])
         self.step, self.pos = first["step"], first["pos"]
+        self.updates = first.get("updates", self.step)
+        self.curve_start = first.get("curve start")
         if first["offsets"] is None:
-            self.offsets, self.window, self.rows = None, None, ()
+            self.offsets, self.window, self.inputs, self.targets = None, None, (), ()
         else:
             self.offsets = [next(st["offsets"] for st, v in zip(states, self.member_stream) if v == u)
                             for u in range(len(self.samplers))]
