@@ -277,8 +277,13 @@ class RNNConfig:
 
     def task_label(self) -> str:
         """The task with its keys, e.g. ``copy (length 50)``; ``bytes`` for the byte task."""
-        options = ", ".join(f"{k} {v}" for k, v in self.task_options.items())
-        return f"{self.task} ({options})" if options else self.task
+        return task_label(self.task, self.task_options)
+
+
+def task_label(task: str, options: Mapping[str, Any]) -> str:
+    """A task with its keys, e.g. ``copy (length 50)``; ``bytes`` for the byte task."""
+    text = ", ".join(f"{k} {v}" for k, v in options.items())
+    return f"{task} ({text})" if text else task
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import MG_TEST_STEPS as MG_TEST, RNNConfig
+from .config import MG_TEST_STEPS as MG_TEST, RNNConfig, task_label
 
 __all__ = ["Task", "TaskSampler", "task_of", "mackey_glass", "digits_split", "TEST_SEED", "TasksError"]
 
@@ -110,7 +110,7 @@ class Task:
 
     def __init__(self, name: str, options: dict[str, Any]) -> None:
         self.name, self.options = name, dict(options)
-        self.label = name + (" (" + ", ".join(f"{k} {v}" for k, v in options.items()) + ")" if options else "")
+        self.label = task_label(name, options)
         self.n_train: int | None = None
         o = self.options
         if name == "copy":
