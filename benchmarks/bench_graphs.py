@@ -18,7 +18,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gatedrnn.config import RNNConfig, TrainSettings  # noqa: E402
-from gatedrnn.trainer import MA_DECAY, Run, adam_stepper  # noqa: E402
+from gatedrnn.rules import adam_stepper  # noqa: E402
+from gatedrnn.trainer import MA_DECAY, Run  # noqa: E402
 
 F, T = False, True
 CONFIGS = {"a": RNNConfig(F, F, F, F, T, F, T, n_layers=1, state_size=32),
@@ -43,8 +44,8 @@ def eager(run: Run, steps: int) -> float:
 
 def graphed(run: Run, steps: int) -> float:
     model, stepper = run.model, adam_stepper(run.optimizer)
-    x = run.rows[run.pos].clone()
-    y = run.rows[run.pos + 1].clone()
+    x = run.inputs[run.pos].clone()
+    y = run.targets[run.pos].clone()
     states = [s.clone() for s in run.states]
 
     def step() -> None:
@@ -58,8 +59,8 @@ def graphed(run: Run, steps: int) -> float:
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up on a side stream, as capture requires
         for _ in range(3):
-            x.copy_(run.rows[run.pos])
-            y.copy_(run.rows[run.pos + 1])
+            x.copy_(run.inputs[run.pos])
+            y.copy_(run.targets[run.pos])
             step()
             run._advance()
             if run.window is None:
@@ -77,8 +78,8 @@ def graphed(run: Run, steps: int) -> float:
             run._new_window()
             for s in states:
                 s.zero_()
-        x.copy_(run.rows[run.pos])
-        y.copy_(run.rows[run.pos + 1])
+        x.copy_(run.inputs[run.pos])
+        y.copy_(run.targets[run.pos])
         graph.replay()
         run._advance()
     torch.cuda.synchronize()

@@ -6,7 +6,7 @@ peak memory.
    default grid solo and for each of its six groups packed whole (the counts do not depend on
    the batch, so they are taken at batch 2): the grid's average and the reference
    configurations (a), (b), (c) of bench_train.py. Packed counts are given for the GPU layout
-   (a group is one chunk) and for the CPU's chunks (:func:`gatedrnn.trainer.pack_chunk`).
+   (a group is one chunk) and for the CPU's chunks (:func:`gatedrnn.packing.pack_chunk`).
 2. Configuration-steps per second on this machine's CPU at batch 256, history 1000: each group
    of the default grid packed (``--steps`` timed steps after a warm-up, 8 times as many at
    state 32) against ``--per-group`` of its configurations solo, spread evenly over its switch
@@ -40,7 +40,8 @@ from gatedrnn.config import TrainSettings  # noqa: E402
 from gatedrnn.data import load_corpus  # noqa: E402
 from gatedrnn.grid import default_grid  # noqa: E402
 from gatedrnn.packed import pack_group  # noqa: E402
-from gatedrnn.trainer import PackRun, Run, pack_chunk  # noqa: E402
+from gatedrnn.packing import pack_chunk  # noqa: E402
+from gatedrnn.trainer import PackRun, Run  # noqa: E402
 
 
 def groups() -> dict[tuple, list]:
@@ -73,7 +74,7 @@ def op_counts(n: int, corpus) -> None:
     for key, members in sorted(groups().items()):
         gpu = count(PackRun(members, tiny, corpus, chunk=len(members)), 5, n)
         cpu = count(PackRun(members, tiny, corpus,
-                            chunk=pack_chunk(torch.device("cpu"), key[2], 256)), 5, n)
+                            chunk=pack_chunk("cpu", key[2], 256)), 5, n)
         packed_gpu[key], packed_cpu[key] = gpu / len(members), cpu / len(members)
         mean_solo = statistics.mean(solo[c.id] for c in members)
         print(f"  group L{key[1]} d{key[2]} ({len(members):>2} configs) {mean_solo:8.1f} {gpu / len(members):20.2f} "
@@ -139,7 +140,7 @@ def throughput(steps: int, per_group: int, memory: bool) -> None:
     _, bare = in_process("bare", (), 0, 0, None)
     print(f"{'':28} {'solo':>8} {'packed':>8} {'ratio':>6} {'chunk':>6} {'peak MB per configuration, packed':>36}")
     for key, members in sorted(groups().items()):
-        chunk = pack_chunk(torch.device("cpu"), key[2], 256)
+        chunk = pack_chunk("cpu", key[2], 256)
         solo, _ = in_process("solo", key, steps, per_group, None)
         packed, rss = in_process("packed", key, steps, per_group, chunk)
         print(f"  group L{key[1]} d{key[2]} ({len(members):>2} configs) {solo:8.1f} {packed:8.1f} {packed / solo:6.2f} "

@@ -1,7 +1,7 @@
 """Training speed against a fixed compute yardstick (issue 2's targets).
 
 For three reference configurations at batch 256, history 1000, prints:
-  steps/s          measured training steps per second (gatedrnn.trainer.Run.train_steps)
+  steps/s          measured training steps per second (gatedrnn.loop.Loop.train_steps, the one loop)
   bound steps/s    the compute bound: one step's matrix-multiply FLOPs (forward and both
                    backward products of one Linear per weight matrix of DESIGN.md, plus the
                    readout) divided by the matmul throughput torch reaches at exactly those

@@ -24,8 +24,9 @@ _EXPORTS = {
     "train_pack": "trainer",
     "PackedModel": "packed",
 }
-_MODULES = ("results", "config", "cells", "layers", "rnn", "model", "packed", "data", "tasks", "grid", "folder", "queue", "trainer",
-            "worker", "slurm", "stats", "analysis", "tools", "cli")
+_MODULES = ("results", "config", "cells", "layers", "rnn", "model", "packed", "packing", "data", "tasks", "sources",
+            "grid", "folder", "queue", "status", "checkpoints", "rules", "loop", "run", "pack_run", "devices", "trainer",
+            "worker", "launcher", "slurm", "stats", "plots", "report", "analysis", "tools", "export", "cli")
 
 __all__ = ["__version__", *_EXPORTS, "results"]
 

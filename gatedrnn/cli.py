@@ -203,7 +203,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace):
-    from .worker import WorkerOptions
+    from .options import WorkerOptions
 
     settings = TrainSettings(
         steps=args.steps, batch_size=args.batch_size, history=args.history, lr=args.lr,
@@ -229,7 +229,8 @@ def train_options(argv: Sequence[str]):
 def _run_train(args: argparse.Namespace) -> int:
     from .grid import read_configs
     from .queue import Queue
-    from .worker import BAD_INPUT, launch, validate
+    from .launcher import launch, validate
+    from .options import BAD_INPUT
 
     try:
         if args.workers < 1:
@@ -384,7 +385,8 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from .tools import ToolError, export_mlflow
+    from .export import export_mlflow
+    from .tools import ToolError
 
     try:
         r = export_mlflow(args.results_dir, args.tracking_uri, args.experiment, args.weights)

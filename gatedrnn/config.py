@@ -53,6 +53,8 @@ CELL_KEYS: dict[str, dict[str, Any]] = {
     "esn": {"density": 0.1, "spectral_radius": 0.9, "input_scaling": 1.0, "leak": 1.0, "readout": "sgd"},
     "esgp": {"density": 0.1, "spectral_radius": 0.9},
 }
+# every cell's own keys, in the order the tables show them
+ALL_CELL_KEYS = tuple(dict.fromkeys(k for keys in CELL_KEYS.values() for k in keys))
 READOUTS = ("sgd", "ridge")
 # What a configuration learns: ``bytes`` (next-byte prediction, the default; absent from the
 # JSON form) or one of the memory tasks of gatedrnn/tasks.py, with its own keys and their

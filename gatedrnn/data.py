@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import Tensor
 
 __all__ = [
     "BUILTIN",
@@ -128,38 +126,6 @@ def check_length(corpus: Corpus, history: int) -> None:
             f"{where}: {len(corpus)} bytes is too short for history {history}: the training split "
             f"(90 %) needs at least {need} bytes, i.e. a corpus of at least {int(np.ceil(need / 0.9)) + 1} bytes"
         )
-
-
-class StreamSampler:
-    """Windows of ``batch_size`` parallel streams over the training split.
-
-    A window picks ``batch_size`` random offsets (from its own seeded generator) and yields
-    ``history + 1`` consecutive bytes from each, as a (history + 1, batch) int64 tensor built
-    by one vectorised gather. Position j of the window is read at step j and row j + 1 is
-    its target.
-    """
-
-    def __init__(self, train: np.ndarray, batch_size: int, history: int, seed: int, device) -> None:
-        self.batch_size = batch_size
-        self.history = history
-        self.device = torch.device(device)
-        self.data = torch.from_numpy(np.array(train, dtype=np.uint8)).to(self.device)  # (T,) uint8, a private copy
-        self.generator = torch.Generator().manual_seed(seed)
-        self._arange = torch.arange(history + 1, device=self.device)
-
-    def next_offsets(self) -> Tensor:
-        high = self.data.numel() - self.history  # offset + history must be a valid index
-        return torch.randint(0, high, (self.batch_size,), generator=self.generator)
-
-    def window(self, offsets: Tensor) -> Tensor:
-        idx = offsets.to(self.device)[None, :] + self._arange[:, None]  # (history+1, batch)
-        return self.data[idx].long()
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
 
 
 def validation_streams(val: np.ndarray, history: int, max_streams: int) -> np.ndarray:

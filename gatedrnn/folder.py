@@ -29,12 +29,18 @@ import os
 import re
 import time
 from pathlib import Path
+
+from ._atomic import atomic_write_json
 from typing import Any, Iterator, Mapping
 
 __all__ = ["ResultsFolder", "FolderError", "read_json", "is_config_id", "result_record", "failed_record",
-           "finished_record", "pack_id_of", "claim_problem", "result_problem", "set_aside", "STATUSES"]
+           "finished_record", "claim_record", "pack_id_of", "claim_problem", "result_problem", "attempts_problem",
+           "set_aside", "STATUSES", "RECORDED_SETTINGS"]
 
 STATUSES = ("done", "diverged", "failed")
+# the settings that shape what a run computes: one value each per results folder
+RECORDED_SETTINGS = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams",
+                     "dataset sha256")
 _ID = re.compile(r"^[0-9a-f]{64}$")
 _HISTORY = re.compile(r"^[0-9a-f]{64}\.failed-\d+\.json$")
 
@@ -162,6 +168,80 @@ class ResultsFolder:
                 out[name[:-5]] = rec
         return out
 
+    def newest_pack_checkpoint(self, config_id: str) -> Path | None:
+        """The checkpoint of the newest pack holding a saved state of ``config_id``, or None."""
+        best = None
+        for pid, rec in self.pack_records().items():
+            path = self.pack_checkpoint(pid)
+            if config_id in rec["members"] and path.exists() and (best is None or rec["created"] > best[0]):
+                best = (rec["created"], path)
+        return None if best is None else best[1]
+
+    # ------------------------------------------------------------------ records
+    # Every record of the folder is read and written here; the queue decides when (under its
+    # lock), the snapshot reads without it. Writes are atomic.
+    def write_result(self, record: Mapping[str, Any]) -> None:
+        atomic_write_json(self.result(record["id"]), record)
+
+    def read_claim(self, config_id: str) -> Any | None:
+        return read_json(self.claim(config_id))
+
+    def write_claim(self, record: Mapping[str, Any]) -> None:
+        atomic_write_json(self.claim(record["id"]), record)
+
+    def drop_claim(self, config_id: str) -> None:
+        self.claim(config_id).unlink(missing_ok=True)
+
+    def read_attempts(self, config_id: str) -> Any | None:
+        """The failed attempts of ``config_id`` (None when there are none, or unreadable)."""
+        return read_json(self.attempt(config_id))
+
+    def write_attempts(self, config_id: str, record: Mapping[str, Any]) -> None:
+        atomic_write_json(self.attempt(config_id), record)
+
+    def drop_run(self, config_id: str) -> None:
+        """A configuration's claim, checkpoint and attempts: what a finished one no longer needs."""
+        for path in (self.claim(config_id), self.checkpoint(config_id), self.attempt(config_id)):
+            path.unlink(missing_ok=True)
+
+    def write_pack_record(self, pack_id: str, members: list[str], created: float, resumed_from: str | None,
+                          worker: str) -> None:
+        atomic_write_json(self.pack_record(pack_id), {"id": pack_id, "members": sorted(members), "created": created,
+                                                      "resumed from": resumed_from, "worker": worker})
+
+    def drop_pack(self, pack_id: str) -> None:
+        """A pack's checkpoint and record."""
+        self.pack_checkpoint(pack_id).unlink(missing_ok=True)
+        self.pack_record(pack_id).unlink(missing_ok=True)
+
+    def read_lock_holder(self) -> Any | None:
+        return read_json(self.lock_holder)
+
+    def write_lock_holder(self, holder: Mapping[str, Any]) -> None:
+        """Who took the lock last (a plain write: a hint for a waiter's message, not a record)."""
+        self.lock_holder.write_text(json.dumps(dict(holder)))
+
+    def read_settings(self) -> Any | None:
+        """The sweep's settings as first recorded (``RECORDED_SETTINGS``), or None."""
+        return read_json(self.settings_file)
+
+    def write_settings(self, settings: Mapping[str, Any]) -> None:
+        atomic_write_json(self.settings_file, {k: settings.get(k) for k in RECORDED_SETTINGS})
+
+    def read_config_file_record(self) -> Path | None:
+        """The sweep's configuration file as its latest launcher recorded it, or None."""
+        rec = read_json(self.configs_file)
+        path = rec.get("config file") if isinstance(rec, dict) else None
+        return Path(path) if isinstance(path, str) else None
+
+    def write_config_file_record(self, path: str | os.PathLike) -> bool:
+        """Record the sweep's configuration file (absolute); False when it was recorded already."""
+        rec = {"config file": str(Path(path).resolve())}
+        if read_json(self.configs_file) == rec:
+            return False
+        atomic_write_json(self.configs_file, rec)
+        return True
+
     # ------------------------------------------------------------------ set-up
     def check_exists(self) -> None:
         if self.root.exists() and not self.root.is_dir():
@@ -227,7 +307,23 @@ def finished_record(result: Mapping[str, Any], *, attempts: int, worker: str, **
     return record
 
 
+def claim_record(config_id: str, worker: str, host: str, pid: int, pid_start: str | None, token: str, now: float,
+                 lease: float, attempt: int, **extra: Any) -> dict[str, Any]:
+    """A claim: who trains ``config_id`` (worker, host, pid and its start time), the token that
+    proves it, when it was claimed, its heartbeat and lease, the attempt, progress so far."""
+    return {"id": config_id, "worker": worker, "host": host, "pid": pid, "pid start": pid_start, "token": token,
+            "claimed": now, "heartbeat": now, "lease": lease, "attempt": attempt, "progress": {}, **extra}
+
+
 # ---------------------------------------------------------------------- validating records
+def attempts_problem(rec: Any) -> str | None:
+    """What is wrong with an attempts record, or None."""
+    ok = (isinstance(rec, dict) and isinstance(rec.get("failures"), int) and not isinstance(rec["failures"], bool)
+          and rec["failures"] >= 0 and isinstance(rec.get("errors"), list)
+          and (rec.get("retry after") is None or isinstance(rec["retry after"], (int, float))))
+    return None if ok else "not an attempts record"
+
+
 def _is_number(value: Any, finite: bool = True) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False

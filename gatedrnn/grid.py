@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import filelock
 
 from ._atomic import atomic_write_bytes
-from .config import CELL_KEYS, CELLS, READOUTS, SWITCHES, TASK_KEYS, TASKS, RNNConfig
+from .config import CELLS, READOUTS, SWITCHES, TASK_KEYS, TASKS, RNNConfig
 
 __all__ = [
     "ConfigFileError",
@@ -180,13 +180,10 @@ def _best(results: "Any", metric: str) -> "Any":
 def _architecture(row: "Any", **changes: Any) -> RNNConfig:
     """The configuration of a results row without its seed (a first stage's swept seed is not
     carried over), with ``changes``."""
-    cell = row.get("cell") if isinstance(row.get("cell"), str) else "gated"
-    own = {k: row[k] for k in CELL_KEYS[cell] if k in row and not _missing(row[k])}
-    switches = {k: bool(row[k]) for k in SWITCHES} if cell == "gated" else {}
-    bptt = int(row["bptt"]) if "bptt" in row and not _missing(row["bptt"]) else 1
-    base = dict(**switches, **own, cell=cell, bptt=bptt, n_layers=int(row["n_layers"]), state_size=int(row["state_size"]))
-    base.update(changes)
-    return RNNConfig(**base)
+    from .results import config_of
+
+    config = {k: v for k, v in config_of(row).items() if not _missing(v)}
+    return RNNConfig.from_dict({**config, **changes})
 
 
 def refine(results: "Any", top: float, state_size: int = 512, min_layers: int = 3,

@@ -28,7 +28,7 @@ members, which is this superset again, and would take its backward from autograd
 hand-written backward beats already for one configuration (benchmarks/bench_train.py's
 autograd column); it was not built.
 
-On the CPU a pack runs in chunks of a few members (:func:`gatedrnn.trainer.pack_chunk`), each
+On the CPU a pack runs in chunks of a few members (:func:`gatedrnn.packing.pack_chunk`), each
 chunk stacked over the union of its own members' switches (members are kept sorted by their
 switches, so a chunk's members mostly agree and compute few gates they do not have); on a GPU
 the whole pack is one chunk, the fewest launches.
@@ -45,20 +45,13 @@ from torch import Tensor
 
 from .config import SWITCHES, RNNConfig
 from .model import VOCAB, ByteModel
+from .packing import pack_group
 
 __all__ = ["PackedModel", "pack_group", "PackError"]
 
 
 class PackError(ValueError):
     """Configurations that cannot share a pack."""
-
-
-def pack_group(config: RNNConfig) -> tuple | None:
-    """The key shared by configurations that may be packed together, or None for one that is
-    always trained alone (other cells, truncated BPTT, memory tasks)."""
-    if config.cell != "gated" or config.bptt != 1 or config.task != "bytes":
-        return None
-    return ("gated", config.n_layers, config.state_size)
 
 
 def _union(configs: list[RNNConfig]) -> dict[str, bool]:

@@ -18,11 +18,9 @@ and from any host after ``lock_lifetime`` seconds without a refresh.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import secrets
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,21 +29,14 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import filelock
 
-from ._atomic import atomic_write_json
-from .folder import (pack_id_of, FolderError, ResultsFolder, claim_problem, failed_record, finished_record, read_json,
-                     result_problem, set_aside)
+from .folder import (RECORDED_SETTINGS, FolderError, ResultsFolder, attempts_problem, claim_problem, claim_record,
+                     failed_record, finished_record, pack_id_of, read_json, result_problem, set_aside)
+from .status import HOST, claim_is_live, process_start, sweep_status
 
-__all__ = ["Queue", "Claim", "PackClaim", "QueueError", "SettingsMismatch", "LOCK_KINDS", "HOST", "pid_alive", "claim_is_live",
-           "sweep_status", "by_pack", "pack_label", "RECORDED_SETTINGS"]
+__all__ = ["Queue", "Claim", "PackClaim", "QueueError", "SettingsMismatch", "LOCK_KINDS"]
 
 LOCK_KINDS = ("file", "soft")
-HOST = socket.gethostname()
 MAX_ATTEMPTS = 3
-
-
-# the settings that shape what a run computes: one value each per results folder
-RECORDED_SETTINGS = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams",
-                     "dataset sha256")
 
 
 class QueueError(FolderError):
@@ -54,41 +45,6 @@ class QueueError(FolderError):
 
 class SettingsMismatch(ValueError):
     """A launcher's settings differ from those the results folder recorded on first use."""
-
-
-def _process_start(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (to tell a reused pid from the original), or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return fields[19] if len(fields) > 19 else None
-
-
-def _process_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()[0]
-
-
-def pid_alive(pid: int, start: str | None = None) -> bool:
-    """Whether process ``pid`` on this host is running (a zombie is not; a reused pid is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    if _process_state(pid) in ("Z", "X"):
-        return False
-    if start is not None:
-        now = _process_start(pid)
-        if now is not None and now != start:
-            return False
-    return True
 
 
 @dataclass
@@ -158,7 +114,7 @@ class Queue:
         try:
             self._lock.acquire()
         except filelock.Timeout:
-            holder = read_json(self.folder.lock_holder)
+            holder = self.folder.read_lock_holder()
             holder = holder if isinstance(holder, dict) else {}
             who = f"{holder.get('host', '?')}:{holder.get('pid', '?')}" if holder else "an unknown process"
             when = holder.get("time")
@@ -171,7 +127,7 @@ class Queue:
             raise QueueError(f"{self.folder.lock}: cannot take the queue lock ({e.strerror or e})") from None
         try:
             try:
-                self.folder.lock_holder.write_text(json.dumps({"host": HOST, "pid": os.getpid(), "time": time.time()}))
+                self.folder.write_lock_holder({"host": HOST, "pid": os.getpid(), "time": time.time()})
             except OSError:
                 pass
             yield
@@ -179,9 +135,6 @@ class Queue:
             self._lock.release()
 
     # ------------------------------------------------------------------ records
-    def checkpoint_path(self, config_id: str) -> Path:
-        return self.folder.checkpoint(config_id)
-
     def finished_ids(self) -> set[str]:
         return self.folder.finished_ids()
 
@@ -198,11 +151,8 @@ class Queue:
         path = self.folder.attempt(config_id)
         if not path.exists():
             return {"failures": 0, "errors": []}
-        rec = read_json(path)
-        ok = (isinstance(rec, dict) and isinstance(rec.get("failures"), int) and not isinstance(rec["failures"], bool)
-              and rec["failures"] >= 0 and isinstance(rec.get("errors"), list)
-              and (rec.get("retry after") is None or isinstance(rec["retry after"], (int, float))))
-        if not ok:
+        rec = self.folder.read_attempts(config_id)
+        if attempts_problem(rec) is not None:
             self._set_aside(path, "a damaged attempts record")
             return {"failures": 0, "errors": []}
         return rec
@@ -233,7 +183,7 @@ class Queue:
         return False
 
     def _owns(self, claim: Claim) -> bool:
-        rec = read_json(self.folder.claim(claim.id))
+        rec = self.folder.read_claim(claim.id)
         return isinstance(rec, dict) and rec.get("token") == claim.token
 
     # ------------------------------------------------------------------ operations
@@ -262,12 +212,9 @@ class Queue:
     def _write_claim(self, config: Mapping[str, Any], worker: str, now: float, old, attempt: int,
                      **extra: Any) -> Claim:
         cid = config["id"]
-        rec = {
-            "id": cid, "worker": worker, "host": HOST, "pid": os.getpid(),
-            "pid start": _process_start(os.getpid()), "token": secrets.token_hex(16),
-            "claimed": now, "heartbeat": now, "lease": self.lease, "attempt": attempt, "progress": {}, **extra,
-        }
-        atomic_write_json(self.folder.claim(cid), rec)
+        rec = claim_record(cid, worker, HOST, os.getpid(), process_start(os.getpid()), secrets.token_hex(16), now,
+                           self.lease, attempt, **extra)
+        self.folder.write_claim(rec)
         return Claim(cid, dict(config), rec["token"], attempt, worker, took_over=old, record=rec)
 
     def claim(self, configs: Iterable[Mapping[str, Any]], worker: str) -> Claim | None:
@@ -349,8 +296,7 @@ class Queue:
     def _write_pack(self, members, worker: str, now: float, resume_from: str | None) -> "PackClaim":
         ids = [config["id"] for config, _ in members]
         pid = pack_id_of(ids)
-        atomic_write_json(self.folder.pack_record(pid), {"id": pid, "members": sorted(ids), "created": now,
-                                                         "resumed from": resume_from, "worker": worker})
+        self.folder.write_pack_record(pid, ids, now, resume_from, worker)
         claims = [self._write_claim(config, worker, now, old, attempt, pack=pid)
                   for config, (old, attempt) in members]
         return PackClaim(pid, claims, resume_from)
@@ -366,8 +312,7 @@ class Queue:
             running = any(isinstance(claims.get(cid), dict) and claims[cid].get("pack") == pid
                           and self.is_live(claims[cid], now) for cid in rec["members"])
             if not running and (done or not self.folder.pack_checkpoint(pid).exists()):
-                self.folder.pack_checkpoint(pid).unlink(missing_ok=True)
-                self.folder.pack_record(pid).unlink(missing_ok=True)
+                self.folder.drop_pack(pid)
                 continue
             out[pid] = rec
         return out
@@ -380,16 +325,7 @@ class Queue:
     def pack_source(self, config_id: str) -> Path | None:
         """The checkpoint of the newest pack holding a saved state of ``config_id`` (to finish
         it alone), or None. Read without the lock: a claimant's hint."""
-        return self.pack_source_in(self.folder, config_id)
-
-    @staticmethod
-    def pack_source_in(folder: ResultsFolder, config_id: str) -> Path | None:
-        best = None
-        for pid, rec in folder.pack_records().items():
-            path = folder.pack_checkpoint(pid)
-            if config_id in rec["members"] and path.exists() and (best is None or rec["created"] > best[0]):
-                best = (rec["created"], path)
-        return None if best is None else best[1]
+        return self.folder.newest_pack_checkpoint(config_id)
 
     def next_retry(self, configs: Iterable[Mapping[str, Any]]) -> float | None:
         """The earliest time at which a configuration that raised may be tried again, or None
@@ -399,7 +335,7 @@ class Queue:
         for config in configs:
             if config["id"] in finished:
                 continue
-            rec = read_json(self.folder.attempt(config["id"]))
+            rec = self.folder.read_attempts(config["id"])
             when = rec.get("retry after") if isinstance(rec, dict) else None
             if isinstance(when, (int, float)) and not isinstance(when, bool):
                 times.append(float(when))
@@ -422,10 +358,9 @@ class Queue:
     def record_config_file(self, path: str | os.PathLike) -> None:
         """Remember the sweep's configuration file (its absolute path), the one whose status the
         analysis reports for this folder; the latest launcher's wins."""
-        rec = {"config file": str(Path(path).resolve())}
-        if read_json(self.folder.configs_file) != rec:
+        if self.folder.read_config_file_record() != Path(path).resolve():
             with self.locked():
-                atomic_write_json(self.folder.configs_file, rec)
+                self.folder.write_config_file_record(path)
 
     def record_settings(self, settings: Mapping[str, Any]) -> None:
         """Record the sweep's settings on first use; raise :class:`SettingsMismatch`, naming the
@@ -435,7 +370,7 @@ class Queue:
         path = self.folder.settings_file
         with self.locked():
             if path.exists():
-                saved = read_json(path)
+                saved = self.folder.read_settings()
                 if isinstance(saved, dict) and all(k in saved for k in RECORDED_SETTINGS):
                     for key in RECORDED_SETTINGS:
                         if saved[key] != mine[key]:
@@ -445,7 +380,7 @@ class Queue:
                                 f"{key}={mine[key]!r}; rerun with {flag} as recorded, or use another --results-dir")
                     return
                 self._set_aside(path, "a damaged settings record")
-            atomic_write_json(path, mine)
+            self.folder.write_settings(mine)
 
     def heartbeat(self, claim: "Claim | list[Claim]", progress: Mapping[str, Any] | None = None) -> bool:
         """Refresh the heartbeat (and progress) of a claim, or of every claim of a pack under one
@@ -455,7 +390,7 @@ class Queue:
         with self.locked():
             now = time.time()
             for c in claims:
-                rec = read_json(self.folder.claim(c.id))
+                rec = self.folder.read_claim(c.id)
                 if not isinstance(rec, dict) or rec.get("token") != c.token:
                     ok = False
                     continue
@@ -463,7 +398,7 @@ class Queue:
                 if progress is not None:
                     mine = progress.get(c.id, progress) if isinstance(progress.get(c.id), Mapping) else progress
                     rec["progress"] = {k: v for k, v in mine.items() if not isinstance(v, Mapping)}
-                atomic_write_json(self.folder.claim(c.id), rec)
+                self.folder.write_claim(rec)
         return ok
 
     def release(self, claim: Claim) -> bool:
@@ -471,7 +406,7 @@ class Queue:
         with self.locked():
             if not self._owns(claim):
                 return False
-            self.folder.claim(claim.id).unlink(missing_ok=True)
+            self.folder.drop_claim(claim.id)
             return True
 
     def complete(self, claim: Claim, result: Mapping[str, Any]) -> bool:
@@ -482,10 +417,8 @@ class Queue:
         with self.locked():
             if not self._owns(claim) or f.result(claim.id).exists():
                 return False
-            atomic_write_json(f.result(claim.id), finished_record(result, attempts=claim.attempt, worker=claim.worker))
-            f.claim(claim.id).unlink(missing_ok=True)
-            f.checkpoint(claim.id).unlink(missing_ok=True)
-            f.attempt(claim.id).unlink(missing_ok=True)
+            f.write_result(finished_record(result, attempts=claim.attempt, worker=claim.worker))
+            f.drop_run(claim.id)
             return True
 
     def fail(self, claim: Claim, error: str, max_attempts: int = MAX_ATTEMPTS) -> str | None:
@@ -501,14 +434,13 @@ class Queue:
             rec["errors"].append({"time": now, "worker": claim.worker, "host": HOST, "error": error})
             rec["retry after"] = now + self.retry_delay * 2 ** (rec["failures"] - 1)
             if rec["failures"] >= max_attempts and not f.result(claim.id).exists():
-                atomic_write_json(f.result(claim.id), failed_record(claim.config, rec["errors"]))
-                f.attempt(claim.id).unlink(missing_ok=True)
-                f.checkpoint(claim.id).unlink(missing_ok=True)
+                f.write_result(failed_record(claim.config, rec["errors"]))
+                f.drop_run(claim.id)
                 outcome = "failed"
             else:
-                atomic_write_json(f.attempt(claim.id), rec)
+                f.write_attempts(claim.id, rec)
+                f.drop_claim(claim.id)
                 outcome = "retry"
-            f.claim(claim.id).unlink(missing_ok=True)
             return outcome
 
     # ------------------------------------------------------------------ status
@@ -516,97 +448,4 @@ class Queue:
         return sweep_status(self.dir, configs, self.lease)
 
 
-def _number(value: Any) -> float | None:
-    """A finite number, or None (for a field of the wrong type: null, a string, 1e400 read as inf)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def claim_is_live(rec: Any, lease: float, now: float | None = None) -> bool:
-    """Live while the heartbeat is fresher than the claimant's lease (``lease`` for records
-    that do not state a valid one); on this host, only while its process runs. A record of the
-    wrong shape (not an object, a heartbeat that is not a number, ...) is stale."""
-    if not isinstance(rec, Mapping):
-        return False
-    now = time.time() if now is None else now
-    heartbeat = _number(rec.get("heartbeat"))
-    own = _number(rec.get("lease"))
-    if heartbeat is None:
-        return False
-    if now - heartbeat > (own if own is not None and own > 0 else lease):
-        return False
-    pid = rec.get("pid")
-    if rec.get("host") == HOST:
-        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-            return False
-        start = rec.get("pid start")
-        if not pid_alive(pid, start if isinstance(start, str) else None):
-            return False
-    return True
-
-
-def by_pack(records: Iterable[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
-    """Claim records (or rows made from them) grouped for display: a pack's members together,
-    in the order first seen; a record without a ``pack`` alone."""
-    out: list[list[Mapping[str, Any]]] = []
-    packs: dict[str, list[Mapping[str, Any]]] = {}
-    for rec in records:
-        pid = rec.get("pack")
-        if isinstance(pid, str) and pid in packs:
-            packs[pid].append(rec)
-            continue
-        out.append([rec])
-        if isinstance(pid, str):
-            packs[pid] = out[-1]
-    return out
-
-
-def pack_label(members: list[Mapping[str, Any]], labels: Mapping[str, str]) -> str:
-    """A display label: the configuration's, or ``pack of N (L.. d..)`` for a pack's members."""
-    first = labels.get(members[0].get("id"), str(members[0].get("id", "?"))[:12])
-    if len(members) == 1:
-        return first
-    return f"pack of {len(members)} ({first.split(' ', 1)[-1]})"
-
-
-def sweep_status(results_dir: str | os.PathLike, configs: Iterable[Mapping[str, Any]],
-                 lease: float = 120.0) -> dict[str, Any]:
-    """Counts (done, diverged, failed, running, pending) over ``configs`` and the live claims.
-    Reads the folder without the lock and writes nothing: a snapshot for display and analysis."""
-    folder = ResultsFolder(results_dir)
-    ids = [c["id"] for c in configs]
-    finished = folder.finished_ids()
-    claims = folder.claim_records()
-    now = time.time()
-    counts = {"done": 0, "diverged": 0, "failed": 0, "running": 0, "pending": 0}
-    running = []
-    for cid in ids:
-        status = _result_status(folder.result(cid), cid) if cid in finished else None
-        if status is not None:
-            counts[status] += 1
-        elif cid in claims and claim_problem(claims[cid], cid) is None and claim_is_live(claims[cid], lease, now):
-            counts["running"] += 1
-            running.append(claims[cid])
-        else:
-            counts["pending"] += 1
-    return {"total": len(ids), "counts": counts, "running": running}
-
-
-_STATUS_CACHE: dict[tuple[str, int, int, int], str | None] = {}
 _NONE = object()
-
-
-def _result_status(path: Path, config_id: str) -> str | None:
-    """A result's status, or None for a damaged one (it does not count as finished); results
-    never change once written, so each file is read once."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
-    if key not in _STATUS_CACHE:
-        rec = read_json(path)
-        _STATUS_CACHE[key] = None if result_problem(rec, config_id) else rec["status"]
-    return _STATUS_CACHE[key]

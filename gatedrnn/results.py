@@ -16,10 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from .config import CELL_KEYS, CELLS, CONFIG_KEYS, SWITCHES, TASK_KEYS, TASKS, config_id
+from .config import CELL_KEYS, CELLS, CONFIG_KEYS, EXTRA_KEYS, SWITCHES, TASK_KEYS, TASKS, RNNConfig, config_id
 from .folder import ResultsFolder, result_problem
 
-__all__ = ["load", "config_of", "ResultsError", "SKIPPED"]
+__all__ = ["load", "config_of", "label", "hyperparameters", "ResultsError", "SKIPPED"]
 
 SKIPPED = "skipped"
 
@@ -54,6 +54,32 @@ def config_of(rec: Any) -> dict[str, Any]:
     if bptt is not None and not (isinstance(bptt, float) and math.isnan(bptt)) and int(bptt) != 1:
         d["bptt"] = int(bptt)
     return d
+
+
+def label(row: Any) -> str:
+    """A compact label: the switches' letters (I F O S N P R, '.' when off), depth, size."""
+    try:
+        cfg = RNNConfig.from_dict(config_of(row))
+    except (TypeError, ValueError, KeyError):
+        return str(row.get("id", "?"))[:12]
+    text = cfg.short()
+    if row.get("seed swept") is True and pd.notna(row.get("seed")):
+        text += f" s{int(row['seed'])}"
+    return text
+
+
+def hyperparameters(df: pd.DataFrame) -> list[str]:
+    """The seven switches, n_layers, state_size, and any swept extra key (seed, cell, bptt) with
+    several values."""
+    keys = list(CONFIG_KEYS)
+    for key in ("cell", "bptt"):
+        if key in df and df[key].nunique(dropna=True) > 1:
+            keys.append(key)
+    swept = df[df["seed swept"] == True] if "seed swept" in df else df.iloc[:0]  # noqa: E712
+    for key in (k for k in EXTRA_KEYS if k != "task"):  # tasks are analysed one at a time
+        if key != "seed" and key in swept and swept[key].nunique(dropna=True) > 1 and key not in keys:
+            keys.append(key)
+    return keys
 
 
 def _row(path: Path) -> dict[str, Any] | str:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 from .folder import ResultsFolder
 
 if TYPE_CHECKING:
-    from .worker import WorkerOptions
+    from .options import WorkerOptions
 
 __all__ = ["SlurmWorker", "SlurmParams", "submit", "run_array", "parse_extra", "ArrayWatch"]
 
@@ -96,7 +96,7 @@ class SlurmWorker:
 
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
-        from .worker import WorkerOptions  # torch, now that every signal is handled
+        from .options import WorkerOptions
 
         options = dataclasses.replace(WorkerOptions.from_dict(self.options), name=name, stop=stop)
 
@@ -164,11 +164,11 @@ def submit(options: "WorkerOptions", workers: int, params: SlurmParams) -> list:
 
 def run_array(options: "WorkerOptions", workers: int, params: SlurmParams, wait: bool = False) -> int:
     """Submit the array, say where its logs go, and (``wait``) show progress until it ends."""
-    from .worker import EXIT_BAD_INPUT, EXIT_OK, exit_status, share_packs, watch
+    from .launcher import exit_status, watch
+    from .options import EXIT_BAD_INPUT, EXIT_OK
 
-    if options.threads is None:
-        options = dataclasses.replace(options, threads=params.cpus_per_worker)
-    options = share_packs(options, workers)
+    options = dataclasses.replace(options, workers=workers,
+                                  threads=options.threads if options.threads is not None else params.cpus_per_worker)
     try:
         jobs = submit(options, workers, params)
     except ValueError as e:

@@ -23,15 +23,15 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .config import SWITCHES
+from .config import ALL_CELL_KEYS, SWITCHES
+from .results import hyperparameters
 
-__all__ = ["t_quantile", "mean_interval", "summarise", "rank_configurations", "seed_table", "compare", "ties_with_best", "effects",
+__all__ = ["value_means", "linear_model", "t_quantile", "mean_interval", "summarise", "rank_configurations", "seed_table", "compare", "ties_with_best", "effects",
            "ranking_metric", "seed_noise", "EFFECT_COLUMNS", "CONFIG_COLUMNS"]
 
 EFFECT_COLUMNS = ["hyperparameter", "from", "to", "pairs", "median difference", "ci low", "ci high", "share improved"]
 # what makes a configuration, beside its seed (present columns only are used)
-CONFIG_COLUMNS = [*SWITCHES, "n_layers", "state_size", "cell", "bptt", "task", "density", "spectral_radius",
-                  "input_scaling", "leak", "readout"]
+CONFIG_COLUMNS = [*SWITCHES, "n_layers", "state_size", "cell", "bptt", "task", *ALL_CELL_KEYS]
 
 # two-sided 95 % quantiles of Student's t by degrees of freedom (exact to 3 decimals)
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -228,3 +228,49 @@ def effects(df: pd.DataFrame, metric: str, keys: Sequence[str], n_boot: int = 20
                          "share improved": float((arr < 0).mean())})
             diffs[(key, lo, hi)] = arr
     return pd.DataFrame(rows, columns=EFFECT_COLUMNS), diffs
+
+
+def value_means(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean, count and best of the metric per value of each hyperparameter (over runs)."""
+    data = df[df[metric].notna()]
+    rows = []
+    for key in hyperparameters(df):
+        for value, group in data.groupby(key):
+            rows.append({"hyperparameter": key, "value": value, "runs": len(group),
+                         "mean": group[metric].mean(), "best": group[metric].min()})
+    return pd.DataFrame(rows)
+
+
+def linear_model(df: pd.DataFrame, metric: str, seed: int = 0) -> dict[str, Any] | None:
+    """Least squares of the metric on the standardised hyperparameters, fitted on four fifths
+    of the runs, with R² on the held-out fifth (as the original study reported)."""
+    data = df[df[metric].notna()]
+    keys = [k for k in hyperparameters(df) if data[k].nunique() > 1] if len(data) else []
+    if len(data) < 10 or not keys:
+        return None
+    columns = {}
+    for k in keys:
+        if k == "cell":  # categorical: one indicator per cell kind but the first
+            for c in sorted(data[k].unique())[1:]:
+                columns[f"cell={c}"] = (data[k] == c).astype(float)
+        else:  # a switch a cell does not have counts as off
+            columns[k] = data[k].astype(float).fillna(0.0)
+    frame = pd.DataFrame(columns)
+    frame = frame.loc[:, frame.std() > 0]
+    keys = list(frame.columns)
+    if not keys:
+        return None
+    X = frame.to_numpy()
+    X = (X - X.mean(0)) / X.std(0)
+    y = data[metric].to_numpy(dtype=float)
+    idx = np.random.default_rng(seed).permutation(len(y))
+    n_test = max(2, len(y) // 5)
+    test, fit = idx[:n_test], idx[n_test:]
+    A = np.column_stack([np.ones(len(fit)), X[fit]])
+    coef, *_ = np.linalg.lstsq(A, y[fit], rcond=None)
+    pred = np.column_stack([np.ones(len(test)), X[test]]) @ coef
+    ss_res = float(((y[test] - pred) ** 2).sum())
+    ss_tot = float(((y[test] - y[test].mean()) ** 2).sum())
+    return {"keys": keys, "intercept": float(coef[0]), "coefficients": dict(zip(keys, map(float, coef[1:]))),
+            "r2 held out": 1 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
+            "fit runs": len(fit), "held-out runs": len(test)}

@@ -251,18 +251,6 @@ class Task:
         x, y = self.test_set(n_test)
         return self.metrics(x.double(), y.double())  # persistence: the output is the input
 
-    @torch.no_grad()
-    def evaluate(self, model: Any, x: Tensor, y: Tensor) -> dict[str, float]:
-        """``model``'s metrics on (x, y), stepwise from zero states (``model.step`` and
-        ``model.initial_state``, the training procedure's forward)."""
-        states = model.initial_state(x.size(1))
-        outs = []
-        for t in range(self.steps):
-            out, states = model.step(x[t], states)
-            if self.mask[t]:
-                outs.append(out)
-        return self.metrics(torch.stack(outs), y[self.target_steps])
-
 
 def task_of(config: RNNConfig) -> Task | None:
     """The configuration's memory task, or None for next-byte prediction."""

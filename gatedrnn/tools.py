@@ -8,25 +8,19 @@ results, checkpoints and weights of the results folder.
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import re
-import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 
+from . import checkpoints
 from .config import RNNConfig, TrainSettings
 from .folder import ResultsFolder, is_config_id, read_json, result_problem
 from .grid import ConfigFileError, read_configs
-from .queue import Queue, by_pack, pack_label, sweep_status
-from .trainer import CHECKPOINT_FORMAT, PACK_FORMAT, WEIGHTS_FORMAT
+from .status import format_snapshot, recorded_config_file, snapshot
 
-__all__ = ["ToolError", "resolve_id", "sweep_report", "format_sweep_report", "inspect", "format_inspect",
-           "sample", "export_mlflow", "default_tracking_uri"]
+__all__ = ["ToolError", "resolve_id", "sweep_report", "format_sweep_report", "inspect", "format_inspect", "sample"]
 
 
 class ToolError(ValueError):
@@ -65,22 +59,14 @@ def resolve_id(results_dir: str | Path, prefix: str) -> str:
 
 
 # ---------------------------------------------------------------------------- status
-def _config_file(results_dir: Path, config_file: str | Path | None) -> Path | None:
-    if config_file is not None:
-        return Path(config_file)
-    rec = read_json(ResultsFolder(results_dir).configs_file)
-    path = rec.get("config file") if isinstance(rec, dict) else None
-    return Path(path) if isinstance(path, str) else None
-
-
 def sweep_report(results_dir: str | Path, config_file: str | Path | None = None,
                  lease: float = 120.0) -> dict[str, Any]:
-    """The sweep's state, read without the lock and writing nothing: counts by status, live and
-    stale claims, failed configurations with their reason, and the ETA."""
+    """The sweep's state (:func:`gatedrnn.status.snapshot`) over its configuration file (the
+    one given, or the one its launcher recorded), with that file's path."""
     folder = ResultsFolder(results_dir)
     if not folder.root.is_dir():
         raise ToolError(f"{folder.root}: no such results folder")
-    path = _config_file(folder.root, config_file)
+    path = Path(config_file) if config_file is not None else recorded_config_file(folder.root)
     if path is None:
         raise ToolError(f"{folder.root}: no configuration file recorded for this results folder; "
                         "name it with --config-file")
@@ -88,77 +74,17 @@ def sweep_report(results_dir: str | Path, config_file: str | Path | None = None,
         configs = read_configs(path)
     except ConfigFileError as e:
         raise ToolError(str(e)) from None
-    settings = read_json(folder.settings_file)
-    steps = settings.get("steps") if isinstance(settings, dict) else None
-    snap = sweep_status(folder.root, configs, lease)
-    now = time.time()
-    ids = {c["id"] for c in configs}
-    running, stale = [], []
-    for cid, rec in folder.claim_records().items():
-        if cid not in ids or not isinstance(rec, dict):
-            continue
-        progress = rec.get("progress") if isinstance(rec.get("progress"), dict) else {}
-        hb = rec.get("heartbeat")
-        entry = {"id": cid, "pack": rec.get("pack"), "worker": rec.get("worker"), "host": rec.get("host"),
-                 "step": progress.get("step"),
-                 "loss": progress.get("loss"), "steps per second": progress.get("steps per second"),
-                 "heartbeat age": now - hb if isinstance(hb, (int, float)) and math.isfinite(hb) else None}
-        (running if any(r.get("id") == cid for r in snap["running"]) else stale).append(entry)
-    failed = []
-    for cid in sorted(ids & folder.finished_ids()):
-        rec = read_json(folder.result(cid))
-        if result_problem(rec, cid) is None and rec.get("status") == "failed":
-            failed.append({"id": cid, "error": rec.get("error"), "attempts": rec.get("attempts")})
-    c = snap["counts"]
-    rate = sum(r["steps per second"] or 0 for r in running)
-    eta = None
-    if steps and rate:
-        left = c["pending"] * steps + sum(max(0, steps - (r["step"] or 0)) for r in running)
-        eta = left / rate
-    return {"results dir": str(folder.root), "config file": str(path), "total": snap["total"], "counts": c,
-            "running": running, "stale": stale, "failed": failed, "steps per run": steps,
-            "eta seconds": eta if c["pending"] or c["running"] else 0.0,
-            "work left": bool(c["pending"] or c["running"])}
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "? (no running worker reports its speed)"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+    return {**snapshot(folder.root, configs, lease), "config file": str(path)}
 
 
 def format_sweep_report(r: dict[str, Any], labels: dict[str, str] | None = None) -> str:
-    labels = labels or {}
-    c = r["counts"]
-    lines = [f"{r['results dir']} ({r['config file']}): done {c['done']} · diverged {c['diverged']} · "
-             f"failed {c['failed']} · running {c['running']} · pending {c['pending']} (of {r['total']}) · "
-             f"ETA {_duration(r['eta seconds'])}"]
-    for title, rows in (("running", r["running"]), ("stale claims (their runs resume from their checkpoints)",
-                                                     r["stale"])):
-        if rows:
-            lines.append(f"{title}:")
-            for members in by_pack(rows):
-                x = members[0]
-                losses = [m["loss"] for m in members if isinstance(m["loss"], (int, float))]
-                loss = "?" if not losses else f"{min(losses):.4f}"
-                sps = "?" if not x["steps per second"] else f"{x['steps per second']:.0f}"
-                age = "?" if x["heartbeat age"] is None else f"{x['heartbeat age']:.0f} s"
-                lines.append(f"  {x['worker']} on {x['host']}: {pack_label(members, labels)} step {x['step']} "
-                             f"{'best ' if len(members) > 1 else ''}loss {loss} {sps} steps/s, heartbeat {age} ago")
-    if r["failed"]:
-        lines.append("failed (gatedrnn train --retry-failed runs them again):")
-        for x in r["failed"]:
-            lines.append(f"  {labels.get(x['id'], x['id'][:12])} {x['id'][:12]}: {x['error']}")
-    return "\n".join(lines)
+    return format_snapshot(r, r["config file"], labels)
 
 
 # ---------------------------------------------------------------------------- inspect
 def _load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return checkpoints.load_file(path)
     except Exception as e:  # truncated, foreign, pickled code: all "cannot read"
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise ToolError(f"{path}: not a readable gatedrnn checkpoint or weights file ({detail})") from None
@@ -190,7 +116,7 @@ def inspect(target: str, results_dir: str | Path = "results_01_all") -> dict[str
         cid = resolve_id(results_dir, target)
         folder = ResultsFolder(results_dir)
         result = read_json(folder.result(cid)) if folder.result(cid).exists() else None
-        in_pack = Queue.pack_source_in(folder, cid)
+        in_pack = folder.newest_pack_checkpoint(cid)
         for candidate in (folder.checkpoint(cid), in_pack, folder.weights(cid)):
             if candidate is not None and candidate.exists():
                 path = candidate
@@ -204,16 +130,15 @@ def inspect(target: str, results_dir: str | Path = "results_01_all") -> dict[str
             raise ToolError(f"{path}: not a result file ({result_problem(rec)})")
         return _inspect_result(path, rec)
     state = _load(path)
-    if isinstance(state, dict) and state.get("format") == PACK_FORMAT and isinstance(state.get("members"), dict):
+    if checkpoints.kind_of(state) == "pack checkpoint":
         if member is None:
             return _inspect_pack(path, state)
         state = state["members"][member]
-    if not isinstance(state, dict):
+    kind = checkpoints.kind_of(state)
+    if kind == "weights" or (kind == "checkpoint" and "model" in state and "optimizer" in state):
+        model_state = state["model"]
+    elif not isinstance(state, dict):
         raise ToolError(f"{path}: not a gatedrnn checkpoint or weights file")
-    if state.get("format") == WEIGHTS_FORMAT:
-        kind, model_state = "weights", state["model"]
-    elif state.get("format") == CHECKPOINT_FORMAT and "model" in state and "optimizer" in state:
-        kind, model_state = "checkpoint", state["model"]
     else:
         raise ToolError(f"{path}: not a gatedrnn checkpoint or weights file (format {state.get('format')!r})")
     try:
@@ -319,7 +244,7 @@ def sample(run_id: str, results_dir: str | Path = "results_01_all", prompt: str 
     """Bytes generated by a finished run's model: its state warmed on ``prompt``, then ``n_bytes``
     drawn one at a time (softmax of logits / ``temperature``, the ``top_k`` likeliest only)."""
     from .model import ByteModel
-    from .trainer import resolve_device
+    from .devices import resolve_device
 
     if n_bytes < 0:
         raise ToolError(f"--bytes must be >= 0, got {n_bytes}")
@@ -332,7 +257,7 @@ def sample(run_id: str, results_dir: str | Path = "results_01_all", prompt: str 
     if not path.exists():
         raise ToolError(f"{path}: no weights for run {cid[:12]} (not finished, or trained with --no-weights)")
     state = _load(path)
-    if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
+    if checkpoints.kind_of(state) != "weights":
         raise ToolError(f"{path}: not a gatedrnn weights file")
     config = RNNConfig.from_dict(state["config"])
     if config.task != "bytes":
@@ -361,122 +286,3 @@ def sample(run_id: str, results_dir: str | Path = "results_01_all", prompt: str 
         out.append(b)
         logits, states = model.step(torch.tensor([b], device=dev), states)
     return bytes(out)
-
-
-# ---------------------------------------------------------------------------- export
-_CURVES = ("loss", "val curve")
-_FINAL = ("min loss", "val loss", "val bpb", "epochs", "steps per second", "train seconds", "parameters",
-          "peak memory MB", "convergence step", "inference ms per step (batch 1)",
-          "inference ms per step (training batch)", "training steps", "resumes", "attempts")
-
-
-def _metric_name(key: str) -> str:
-    """MLflow's names allow letters, digits, ``_ - . / `` and spaces."""
-    return re.sub(r"[^A-Za-z0-9_\-. /]", "", key).strip()
-
-
-def default_tracking_uri(results_dir: str | Path) -> tuple[str, Path]:
-    """The local store beside a results folder: ``<results>.mlflow/mlflow.db`` (SQLite, MLflow's
-    recommended local backend) and its artifacts folder."""
-    root = Path(results_dir).resolve()
-    store = root.parent / f"{root.name}.mlflow"
-    return f"sqlite:///{store / 'mlflow.db'}", store
-
-
-def export_mlflow(results_dir: str | Path = "results_01_all", tracking_uri: str | None = None,
-                  experiment: str = "gatedrnn", weights: bool = False) -> dict[str, Any]:
-    """Every finished run of the folder as an MLflow run (matched by its ``gatedrnn.id`` tag, so a
-    second export updates rather than duplicates): configuration and settings as params, the
-    loss and validation curves as step-indexed metrics, the final metrics, status and id as tags,
-    the result file (and with ``weights`` the weights file) as artifacts."""
-    try:
-        from mlflow.entities import Metric, Param, RunTag
-        from mlflow.tracking import MlflowClient
-    except ImportError:
-        raise ToolError("MLflow is not installed: pip install 'gatedrnn[mlflow]' (and 'mlflow' itself for its UI)") from None
-    folder = ResultsFolder(results_dir)
-    if not folder.root.is_dir():
-        raise ToolError(f"{folder.root}: no such results folder")
-    records = []
-    for path in folder.result_files():
-        rec = read_json(path)
-        if result_problem(rec, path.stem if is_config_id(path.stem) else None) is None and "id" in rec:
-            records.append((path, rec))
-    artifacts = None
-    if tracking_uri is None:
-        tracking_uri, store = default_tracking_uri(folder.root)
-        try:
-            store.mkdir(exist_ok=True)
-        except OSError as e:
-            raise ToolError(f"{store}: cannot create the local MLflow store ({e.strerror or e})") from None
-        artifacts = (store / "artifacts").as_uri()
-    elif tracking_uri.startswith(("sqlite:", "file:")):  # a local store: can it be written?
-        target = Path(urlparse(tracking_uri).path)
-        parent = target.parent if tracking_uri.startswith("sqlite:") else target
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise ToolError(f"--tracking-uri {tracking_uri}: {parent} is not a writable folder")
-    for name in ("mlflow", "alembic"):  # their INFO lines about creating tables are not ours to print
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        client = MlflowClient(tracking_uri=tracking_uri)
-        exp = client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(
-            experiment, artifact_location=artifacts)
-    except Exception as e:  # an unreachable server, a URI of an unknown scheme, ...
-        detail = " ".join(str(e).split())[:200]
-        raise ToolError(f"--tracking-uri {tracking_uri}: cannot use it ({type(e).__name__}: {detail})") from None
-    created = updated = 0
-    for path, rec in records:
-        cid = rec["id"]
-        found = client.search_runs([exp_id], filter_string=f"tags.`gatedrnn.id` = '{cid}'", max_results=1)
-        if found:
-            run_id, updated = found[0].info.run_id, updated + 1
-        else:
-            run_id = client.create_run(exp_id, run_name=_label(rec), tags={"gatedrnn.id": cid}).info.run_id
-            created += 1
-        params = {k: rec[k] for k in RNNConfig.__dataclass_fields__ if k in rec}
-        params.update({f"settings.{k}": v for k, v in (rec.get("settings") or {}).items()})
-        params.update({k: rec[k] for k in ("dataset", "dataset sha256", "batch size", "history size") if k in rec})
-        have = {p for p in client.get_run(run_id).data.params}
-        new_params = [Param(_metric_name(k), str(v)) for k, v in params.items() if _metric_name(k) not in have]
-        tags = [RunTag("gatedrnn.status", str(rec.get("status"))), RunTag("gatedrnn.label", _label(rec)),
-                RunTag("gatedrnn.device", str(rec.get("device")))]
-        now = int(time.time() * 1000)
-        every = rec.get("log every") or 50
-        start = rec.get("curve start") or every  # a memory task's curve starts at its first target
-        series = {"loss": [(start + i * every, v) for i, v in enumerate(rec.get("loss") or []) if v is not None],
-                  "val loss": [(int(s), v) for s, v in rec.get("val curve") or [] if v is not None]}
-        metrics = []
-        for key, points in series.items():
-            known = len(client.get_metric_history(run_id, key)) if found else 0
-            metrics += [Metric(key, float(v), now, int(step)) for step, v in points[known:]]
-        tests = rec.get("test metrics") if isinstance(rec.get("test metrics"), dict) else {}
-        chance = rec.get("chance") if isinstance(rec.get("chance"), dict) else {}
-        finals = {f"final {_metric_name(key)}": rec.get(key) for key in _FINAL}
-        finals.update({f"test {_metric_name(key)}": v for key, v in tests.items()})
-        finals.update({f"chance {_metric_name(key)}": v for key, v in chance.items()})
-        for name, v in finals.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                if not found or client.get_run(run_id).data.metrics.get(name) != float(v):
-                    metrics.append(Metric(name, float(v), now, int(rec.get("training steps") or 0)))
-        for i in range(0, max(len(metrics), len(new_params), 1), 100):
-            client.log_batch(run_id, metrics=metrics[i:i + 100], params=new_params[i:i + 100],
-                             tags=tags if i == 0 else [])
-        client.log_artifact(run_id, str(path))
-        if weights and folder.weights(cid).exists():
-            client.log_artifact(run_id, str(folder.weights(cid)))
-        client.set_terminated(run_id, "FAILED" if rec.get("status") == "failed" else "FINISHED")
-    ui = f"mlflow ui --backend-store-uri {tracking_uri}"
-    return {"tracking uri": tracking_uri, "experiment": experiment, "experiment id": exp_id, "runs": len(records),
-            "created": created, "updated": updated, "ui": ui}
-
-
-def _label(rec: dict[str, Any]) -> str:
-    from .results import config_of
-
-    try:
-        return RNNConfig.from_dict(config_of(rec)).short()
-    except (TypeError, ValueError, KeyError):
-        return str(rec.get("id"))[:12]

@@ -22,3 +22,11 @@ def tiny_corpus(tmp_path):
     path = tmp_path / "tiny.txt"
     path.write_bytes(_builtin_bytes()[:60_000])
     return path
+
+
+@pytest.fixture(scope="session")
+def sweep(tmp_path_factory):
+    """A finished sweep of A and B, C pending with a checkpoint and a stale claim (tests/helpers.py)."""
+    from helpers import make_sweep
+
+    return make_sweep(tmp_path_factory.mktemp("sweep"))

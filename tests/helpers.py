@@ -86,3 +86,70 @@ def progress_step(cwd):
 def kill(proc, sig=signal.SIGKILL):
     proc.send_signal(sig)
     return proc.wait(timeout=120)
+
+
+# ---------------------------------------------------------------- a small finished sweep (tests/conftest.py: sweep)
+def _sweep_configs():
+    from gatedrnn import RNNConfig
+
+    return (RNNConfig(False, True, False, True, True, False, True, n_layers=1, state_size=16),
+            RNNConfig(True, False, True, False, True, True, True, n_layers=2, state_size=16),
+            RNNConfig(False, False, False, False, True, False, True, n_layers=1, state_size=12))
+
+
+A, B, C = _sweep_configs()
+SWEEP_ARGS = ["--steps", "150", "--batch-size", "8", "--history", "50", "--device", "cpu", "--threads", "1",
+              "--checkpoint-every", "50", "--val-streams", "8", "--eval-every", "0"]
+
+
+def gatedrnn(*args, cwd):
+    """``gatedrnn ARGS`` in ``cwd``: ``train`` as a real process (it launches workers), every other
+    command in this process through the same ``gatedrnn.cli.main`` (a process would spend most of
+    its time importing torch), with its exit status, stdout and stderr."""
+    if args and args[0] == "train":
+        return subprocess.run([sys.executable, "-m", "gatedrnn", *map(str, args)], cwd=cwd, env=env(),
+                              capture_output=True, text=True, timeout=300)
+    import contextlib
+    import io
+
+    from gatedrnn.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as e:  # argparse's own exits (--help)
+                code = e.code
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(["gatedrnn", *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
+def make_sweep(d):
+    """A finished sweep of A and B in ``d``, C pending with a checkpoint and a stale claim."""
+    from gatedrnn import TrainSettings
+    from gatedrnn.loop import Interrupted
+    from gatedrnn.status import HOST
+    from gatedrnn.trainer import train
+
+    write_configs(d, [A, B])
+    proc = gatedrnn("train", *SWEEP_ARGS, cwd=d)
+    assert proc.returncode == 0, proc.stderr
+    write_configs(d, [C])  # appended: pending
+    res = d / "results_01_all"
+    settings = TrainSettings(steps=150, batch_size=8, history=50, device="cpu", checkpoint_every=50, val_streams=8,
+                             eval_every=0)
+    try:
+        train(C, settings, checkpoint=res / "checkpoints" / f"{C.id}.pt",
+              should_stop=iter([False] * 60 + [True] * 999).__next__)
+    except Interrupted:
+        pass
+    else:
+        raise AssertionError("C was not interrupted")
+    (res / ".queue/claims" / f"{C.id}.json").write_text(json.dumps(
+        {"id": C.id, "worker": "gone", "host": HOST, "pid": 999999, "token": "t", "claimed": 1.0,
+         "heartbeat": time.time() - 5, "lease": 120.0, "attempt": 1, "progress": {"step": 60}}))
+    return d

@@ -10,7 +10,8 @@ from gatedrnn import RNN, RNNConfig, TrainSettings, train
 from gatedrnn.cells import ESGPLayer, ESNLayer, GRULayer, LSTMLayer, TanhRNNLayer, make_cell, spectral_radius
 from gatedrnn.data import load_corpus
 from gatedrnn.model import ByteModel
-from gatedrnn.trainer import Interrupted, Run, TruncatedBPTTRule
+from gatedrnn.rules import TruncatedBPTTRule
+from gatedrnn.trainer import Interrupted, Run
 from helpers import TINY_ARGS, results, script, write_configs
 
 

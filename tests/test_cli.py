@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from gatedrnn import TrainSettings, cli
-from gatedrnn.worker import WorkerOptions
+from gatedrnn.options import WorkerOptions
 from helpers import ROOT, env, write_configs
 from test_worker import LONG, TINY_ARGS
 

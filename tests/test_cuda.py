@@ -13,7 +13,8 @@ import torch
 
 from gatedrnn import GatedLayer, RNNConfig, TrainSettings, train
 from gatedrnn.model import ByteModel
-from gatedrnn.trainer import HandWrittenRule, Run
+from gatedrnn.rules import HandWrittenRule
+from gatedrnn.trainer import Run
 from helpers import ROOT, env, results, script, start_worker, wait_for, write_configs
 from test_layers import COMBOS
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from gatedrnn.data import (BUILTIN, DataError, StreamSampler, check_length, load_corpus,
-                           ngram_cross_entropies, validation_streams)
+from gatedrnn.data import BUILTIN, DataError, check_length, load_corpus, ngram_cross_entropies, validation_streams
+from gatedrnn.sources import StreamSampler
 
 PAYLOAD = bytes(range(256)) * 40 + "naïve text ✓\n".encode() * 100
 

@@ -132,8 +132,8 @@ def full(path, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     return real(path, data)
 a.atomic_write_bytes = full
-import gatedrnn.trainer as t
-t.atomic_write_bytes = full
+import gatedrnn.checkpoints as c
+c.atomic_write_bytes = full
 """
 
 

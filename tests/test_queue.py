@@ -7,7 +7,8 @@ import time
 import pytest
 
 from gatedrnn.grid import default_grid
-from gatedrnn.queue import HOST, Queue, QueueError, pid_alive
+from gatedrnn.queue import Queue, QueueError
+from gatedrnn.status import HOST
 
 CONFIGS = [c.to_dict(with_id=True) for c in default_grid(state_sizes=[8], layers=[1])[:3]]
 REPORTS: list = []
@@ -105,15 +106,6 @@ def test_release_makes_it_claimable_again(queue):
     a = queue.claim(CONFIGS[:1], "a")
     assert queue.release(a)
     assert queue.claim(CONFIGS[:1], "b") is not None
-
-
-def test_pid_alive_sees_zombies_and_reused_pids():
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    time.sleep(0.5)  # exited but not reaped: a zombie
-    assert not pid_alive(p.pid)
-    p.wait()
-    assert pid_alive(os.getpid())
-    assert not pid_alive(os.getpid(), start="not-my-start-time")
 
 
 def test_unusable_results_folders_are_clear_errors(tmp_path):

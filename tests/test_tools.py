@@ -3,48 +3,13 @@ processes through the gatedrnn command."""
 
 import hashlib
 import json
-import subprocess
-import sys
-import time
 
 import pandas as pd
 import pytest
 import torch
 
-from gatedrnn import RNNConfig, TrainSettings
-from gatedrnn.queue import HOST
-from gatedrnn.trainer import Interrupted, train
-from helpers import env, write_configs
-
-A = RNNConfig(False, True, False, True, True, False, True, n_layers=1, state_size=16)
-B = RNNConfig(True, False, True, False, True, True, True, n_layers=2, state_size=16)
-C = RNNConfig(False, False, False, False, True, False, True, n_layers=1, state_size=12)
-ARGS = ["--steps", "150", "--batch-size", "8", "--history", "50", "--device", "cpu", "--threads", "1",
-        "--checkpoint-every", "50", "--val-streams", "8", "--eval-every", "0"]
-
-
-def gatedrnn(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "gatedrnn", *map(str, args)], cwd=cwd, env=env(),
-                          capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    """A finished sweep of A and B, C pending with a checkpoint and a stale claim."""
-    d = tmp_path_factory.mktemp("sweep")
-    write_configs(d, [A, B])
-    proc = gatedrnn("train", *ARGS, cwd=d)
-    assert proc.returncode == 0, proc.stderr
-    write_configs(d, [C])  # appended: pending
-    res = d / "results_01_all"
-    settings = TrainSettings(steps=150, batch_size=8, history=50, device="cpu", checkpoint_every=50, val_streams=8,
-                             eval_every=0)
-    with pytest.raises(Interrupted):
-        train(C, settings, checkpoint=res / "checkpoints" / f"{C.id}.pt", should_stop=iter([False] * 60 + [True] * 999).__next__)
-    (res / ".queue/claims" / f"{C.id}.json").write_text(json.dumps(
-        {"id": C.id, "worker": "gone", "host": HOST, "pid": 999999, "token": "t", "claimed": 1.0,
-         "heartbeat": time.time() - 5, "lease": 120.0, "attempt": 1, "progress": {"step": 60}}))
-    return d
+from helpers import A, B, C, env, gatedrnn, write_configs
+from helpers import SWEEP_ARGS as ARGS
 
 
 def weights_sha(state):
@@ -156,55 +121,3 @@ def test_the_analysis_summarises_the_two_new_metrics(sweep):
                 "inference ms per step (training batch) mean"):
         assert col in summary and summary[col].notna().sum() == 2, col
 
-
-mlflow = pytest.importorskip("mlflow", reason="MLflow is an optional extra: pip install 'gatedrnn[mlflow]'")
-
-
-def test_export_to_mlflow_reads_back_and_a_second_export_updates(sweep, tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    (tmp_path / "store").mkdir()
-    proc = gatedrnn("export", "mlflow", "--tracking-uri", uri, "--experiment", "sweep1", "--weights", cwd=sweep)
-    assert proc.returncode == 0, proc.stderr
-    assert "2 runs" in proc.stdout and "2 created, 0 updated" in proc.stdout and f"mlflow ui --backend-store-uri {uri}" in proc.stdout
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("sweep1")
-    runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 2
-    run = next(r for r in runs if r.data.tags["gatedrnn.id"] == A.id)
-    rec = json.loads((sweep / "results_01_all" / f"{A.id}.json").read_text())
-    assert run.data.params["use_forget_gate"] == "True" and run.data.params["settings.steps"] == "150"
-    assert run.data.tags["gatedrnn.status"] == "done" and run.info.status == "FINISHED"
-    history = client.get_metric_history(run.info.run_id, "loss")
-    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
-        (50 * (i + 1), v) for i, v in enumerate(rec["loss"])]
-    assert run.data.metrics["final min loss"] == rec["min loss"]
-    names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert names == {f"{A.id}.json", f"{A.id}.pt"}
-    again = gatedrnn("export", "mlflow", "--tracking-uri", uri, "--experiment", "sweep1", cwd=sweep)
-    assert again.returncode == 0 and "0 created, 2 updated" in again.stdout
-    assert len(client.search_runs([exp.experiment_id])) == 2
-    assert len(client.get_metric_history(run.info.run_id, "loss")) == len(rec["loss"])  # not duplicated
-
-
-def test_export_defaults_to_a_local_store_beside_the_results(sweep):
-    proc = gatedrnn("export", "mlflow", cwd=sweep)
-    assert proc.returncode == 0, proc.stderr
-    assert (sweep / "results_01_all.mlflow" / "mlflow.db").exists()
-    assert "mlflow ui --backend-store-uri sqlite:///" in proc.stdout and "INFO" not in proc.stderr
-
-
-def test_export_refuses_an_unwritable_uri_and_says_how_to_install_mlflow(sweep, tmp_path):
-    (tmp_path / "afile").write_text("x")
-    proc = gatedrnn("export", "mlflow", "--tracking-uri", f"sqlite:///{tmp_path / 'afile' / 'db'}", cwd=sweep)
-    assert proc.returncode == 2 and "is not a writable folder" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "afile").is_dir()
-    block = tmp_path / "block"
-    block.mkdir()
-    (block / "sitecustomize.py").write_text("import sys\nsys.modules['mlflow'] = None\n")
-    e = env()
-    e["PYTHONPATH"] = f"{block}:{e['PYTHONPATH']}"
-    proc = subprocess.run([sys.executable, "-m", "gatedrnn", "export", "mlflow"], cwd=sweep, env=e,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "pip install 'gatedrnn[mlflow]'" in proc.stderr

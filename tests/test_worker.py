@@ -98,24 +98,6 @@ def test_sigterm_checkpoints_releases_and_another_worker_resumes(tmp_path, unint
     assert "took over" not in (tmp_path / "second.log").read_text()  # the claim was released, not stale
 
 
-def test_ctrl_c_on_the_launcher_stops_every_worker_and_a_rerun_finishes(tmp_path):
-    configs = [LONG, RNNConfig(**{**LONG.to_dict(), "state_size": 12})]
-    write_configs(tmp_path, configs)
-    launcher = subprocess.Popen([sys.executable, str(ROOT / "training_01_all.py"), "--workers", "2", *LONG_ARGS],
-                                cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_for(lambda: len(claims(tmp_path)) == 2 and all((c.get("progress") or {}).get("step", 0) > 0
-                                                        for c in claims(tmp_path)), what="two running workers")
-    launcher.send_signal(signal.SIGINT)
-    out, _ = launcher.communicate(timeout=120)
-    assert launcher.returncode == 3, out
-    assert "rerun the same command to resume" in out
-    assert claims(tmp_path) == [] and results(tmp_path) == {}
-    assert len(list((tmp_path / "results_01_all/checkpoints").glob("*.pt"))) == 2
-    rerun = script("training_01_all.py", "--workers", "2", *LONG_ARGS, cwd=tmp_path, timeout=600)
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert {r["resumes"] for r in results(tmp_path).values()} == {1}
-
-
 def test_a_worker_whose_claim_was_taken_over_writes_no_result(tmp_path):
     write_configs(tmp_path, [LONG])
     lease = ["--lease-seconds", "2"]
@@ -232,3 +214,25 @@ def test_slurm_options_are_checked_before_anything_is_submitted(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: --slurm-extra expects KEY=VALUE, got 'account'"
     assert not (tmp_path / "results_01_all/.queue/slurm").exists()
+
+
+def test_the_heartbeat_beats_while_inside_and_stops_on_leaving(tmp_path):
+    from types import SimpleNamespace
+
+    from gatedrnn.queue import Queue
+    from gatedrnn.worker import ClaimLost, Heartbeat
+
+    (tmp_path / "r").mkdir()
+    q = Queue(tmp_path / "r")
+    claim = q.claim([LONG.to_dict(with_id=True)], "w")
+    run = SimpleNamespace(step=3, settings=LONG_SETTINGS, curve=[2.5], train_seconds=1.5, resumes=0)
+    with Heartbeat(q, [claim], 0.05) as hb:
+        hb.update(run)
+        wait_for(lambda: (q.folder.read_claim(claim.id)["progress"] or {}).get("step") == 3, what="a beat")
+        assert q.folder.read_claim(claim.id)["progress"]["steps per second"] == 2.0
+    after = q.folder.read_claim(claim.id)["heartbeat"]
+    time.sleep(0.3)
+    assert q.folder.read_claim(claim.id)["heartbeat"] == after  # no beat once outside
+    q.release(claim)
+    with pytest.raises(ClaimLost):
+        hb.verify()

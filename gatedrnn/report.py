@@ -1,0 +1,227 @@
+"""``summary.md``: what a sweep found, in words and tables (DESIGN.md, "Layout").
+
+:class:`Report` is what :func:`gatedrnn.analysis.examine` found (the command prints it);
+:func:`task_section` writes one task's part of the summary, a short list of sections, and
+:func:`summary_document` the whole file. No torch, no figures: the numbers come from
+:mod:`gatedrnn.stats`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .results import label
+from .stats import linear_model, value_means
+
+__all__ = ["Report", "task_section", "summary_document", "md_table", "TASK_METRICS"]
+
+TASK_METRICS = ("cross-entropy", "accuracy", "recall accuracy", "mse", "nrmse")  # gatedrnn.tasks
+
+
+@dataclass
+class Report:
+    runs: int
+    status: dict[str, int] | None
+    best: dict[str, Any] | None
+    below: int
+    metric: str = "min loss"
+    configurations: int = 0
+    ties: int | None = None  # configurations statistically tied with the best (None: cannot tell)
+    compared: int = 0
+    noise: dict[str, float] | None = None
+    written: list[Path] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    chance: float | None = None  # a memory task's chance (or persistence) level of the metric
+    tasks: dict[str, "Report"] = field(default_factory=dict)  # each memory task's, by its label
+
+    def status_line(self) -> str:
+        if self.status is None:
+            return f"{self.runs} result files (no configuration file to compare with)"
+        c = self.status
+        total = sum(c.values())
+        return (f"done {c['done']} · diverged {c['diverged']} · failed {c['failed']} · running {c['running']} · "
+                f"pending {c['pending']} (of {total})")
+
+    def best_line(self) -> str | None:
+        if not self.best:
+            return None
+        b = self.best
+        ci = (f" [95 % CI {b['ci low']:.4f}, {b['ci high']:.4f}]" if math.isfinite(b.get("ci low", math.nan))
+              else "")
+        return (f"{b['label']}  {self.metric} {b[self.metric]:.4f}{ci} over {b['runs']} run(s)  id {b['id']}")
+
+    def ties_line(self) -> str:
+        if self.ties is None:
+            return ("tied with the best: cannot tell: no configuration has two or more runs "
+                    "(replicate the best with init_experiments.py --replicate-from)")
+        return (f"tied with the best: {self.ties} of {self.compared} other configurations "
+                "(their seed-blocked 95 % interval of the difference reaches zero)")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (float, np.floating)):
+        return "" if not math.isfinite(v) else f"{v:.4f}"
+    return str(v)
+
+
+def md_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _task_metrics(df: pd.DataFrame) -> list[str]:
+    return [m for m in TASK_METRICS if m in df and df[m].notna().any()]
+
+
+def _is_mackey(task: str) -> bool:
+    return task.startswith("mackey-glass")
+
+
+# ---------------------------------------------------------------------------- sections
+def _ngram_reference(refs: dict[str, Any] | None, h: str) -> list[str]:
+    if not refs:
+        return []
+    out = [f"{h} Reference: byte n-gram cross-entropies of the corpus ({refs['dataset']}, held-out 10 %)", "",
+           "A loss means little without these: a run above the trigram line has learned less than "
+           "counting byte triples does.", ""]
+    out += [f"- {name}: {v:.4f} nats/byte ({v / math.log(2):.3f} bits/byte)" for name, v in refs["nats per byte"].items()]
+    return out + [""]
+
+
+def _chance_reference(df: pd.DataFrame, task: str, h: str) -> list[str]:
+    levels = {m: df[f"chance {m}"].dropna().iloc[0] for m in _task_metrics(df)
+              if f"chance {m}" in df and df[f"chance {m}"].notna().any()}
+    which = "persistence (predict the current value)" if _is_mackey(task) else "chance"
+    kind = df["loss kind"].dropna().iloc[0] if "loss kind" in df and df["loss kind"].notna().any() else "loss"
+    out = [f"{h} Reference: {which}", "",
+           f"The loss is the task's {kind} on the fixed held-out test set (val loss). A configuration has learned "
+           "something only where its interval lies on the right side of this level.", ""]
+    out += [f"- {m}: {v:.4f}" for m, v in levels.items()]
+    updates = df["optimizer updates"].dropna() if "optimizer updates" in df else pd.Series(dtype=float)
+    steps = df["time steps"].dropna() if "time steps" in df else pd.Series(dtype=float)
+    if len(updates) and len(steps):
+        out.append(f"- time steps per run: {int(steps.median())} (median); optimizer updates per run: "
+                   f"{int(updates.min())}–{int(updates.max())}")
+    return out + [""]
+
+
+def _ranking(report: Report, ranked: pd.DataFrame, metric: str, task: str, h: str) -> list[str]:
+    what = ("held-out loss" if metric == "val loss"
+            else "the minimum of the training moving average: the original study’s metric")
+    ties = report.ties_line()
+    out = [f"{h} How sure is the ranking", "",
+           f"Configurations are ranked by the mean **{metric}** of their finished runs ({what}).", "",
+           f"- Best: **{report.best_line()}**", f"- {ties[0].upper()}{ties[1:]}."]
+    if task != "bytes" and report.chance is not None and len(ranked):
+        lower = ranked[f"{metric} ci high"] < report.chance
+        better = ranked[f"{metric} mean"] < report.chance
+        out.append(f"- Below the {'persistence' if _is_mackey(task) else 'chance'} level "
+                   f"({report.chance:.4f}): {int(better.sum())} of {len(ranked)} configurations by their mean; "
+                   f"{int(lower.sum())} with the whole 95 % interval below it (configurations with two or more "
+                   "runs only; one run gives no interval).")
+    if report.noise:
+        n = report.noise
+        out.append(f"- Seed noise: a configuration's {metric} moves by **{n['seed std']:.4f}** (std across its seeds, "
+                   f"{n['configurations']} configurations with replicates, {n['runs per configuration']:.1f} runs "
+                   f"each); the configurations' means spread by **{n['between std']:.4f}** (std across "
+                   f"configurations). " + ("Differences smaller than the seed noise are not findings."
+                                           if n["seed std"] > 0.25 * n["between std"] else ""))
+    else:
+        out.append("- Seed noise: unknown (every configuration has one run). A difference between two "
+                   "configurations may be one seed's luck; the replicate stage measures it.")
+    return out + [""]
+
+
+def _top_ten(df: pd.DataFrame, ranked: pd.DataFrame, metric: str, memory: bool, h: str) -> list[str]:
+    top = ranked.head(10).copy()
+    top.insert(0, "rank", range(1, len(top) + 1))
+    top.insert(1, "configuration", [label(df[df["config id"] == i].iloc[0]) for i in top["id"]])
+    top["id"] = top["id"].str[:12]
+    shown = [m for m in ("val loss", "val bpb", "min loss") if not (memory and m == "val bpb")]
+    task_metrics = _task_metrics(df) if memory else []
+    cols = ["rank", "configuration", "runs", f"{metric} mean", f"{metric} ci low", f"{metric} ci high",
+            *[f"{m} mean" for m in shown if m != metric and f"{m} mean" in top],
+            *[f"{m} mean" for m in task_metrics if f"{m} mean" in top and m not in ("cross-entropy", "mse")], "id"]
+    return [f"{h} The ten best configurations (by mean {metric}, 95 % t interval over seeds)", "",
+            "Letters: I input gate, F forget gate, O output gate, S state gate, N new state, P previous (old) "
+            "state, R residual ('.' = off), then layers and state size.", "",
+            md_table(top[[c for c in cols if c in top]]), ""]
+
+
+def _effects(eff: pd.DataFrame | None, metric: str, h: str) -> list[str]:
+    if eff is None or not len(eff):
+        return []
+    return [f"{h} Matched-pair effects on {metric} (effects.csv)", "",
+            "Each pair: two configurations identical except for one key; its difference is to − from "
+            "(negative lowers the loss), the mean of its within-seed differences where the two share seeds. "
+            "The interval is a 95 % bootstrap interval of the median over pairs; an interval that reaches "
+            "zero does not show an effect.", "", md_table(eff), ""]
+
+
+def _linear(scored: pd.DataFrame, metric: str, h: str) -> list[str]:
+    lm = linear_model(scored, metric)
+    if lm is None:
+        return ["Linear model: too few runs (needs 10) or nothing varies.", ""]
+    coef = pd.DataFrame({"hyperparameter": list(lm["coefficients"]), "coefficient": list(lm["coefficients"].values())})
+    coef = coef.reindex(coef["coefficient"].abs().sort_values(ascending=False).index)
+    return [f"{h} Linear model of {metric} on the standardised hyperparameters", "",
+            f"Fitted on {lm['fit runs']} runs; R² on the {lm['held-out runs']} held-out runs: "
+            f"**{lm['r2 held out']:.3f}**. A negative coefficient lowers the loss.", "", md_table(coef), ""]
+
+
+def _runs_list(runs: pd.DataFrame, columns: list[str]) -> str:
+    """A table of some runs, each named by its configuration's label."""
+    t = runs.copy()
+    t["configuration"] = [label(r) for _, r in t.iterrows()]
+    t["id"] = t["id"].str[:12]
+    return md_table(t[["configuration", *[c for c in columns if c in t], "id"]])
+
+
+def task_section(df: pd.DataFrame, scored: pd.DataFrame, ranked: pd.DataFrame, below: pd.DataFrame,
+                 report: Report, threshold: float, refs: dict[str, Any] | None, diverged: pd.DataFrame,
+                 eff: pd.DataFrame | None, task: str = "bytes", level: int = 2) -> str:
+    """One task's part of summary.md: references, how sure the ranking is, the ten best, the
+    effects, the linear model, the means per value, the diverged runs and (for bytes) the runs
+    below the threshold."""
+    h, memory, metric = "#" * level, task != "bytes", report.metric
+    out = _ngram_reference(refs, h) + (_chance_reference(df, task, h) if memory else [])
+    if not len(scored):
+        return "\n".join(out + [f"No finished run with a {metric!r} yet.", ""])
+    out += _ranking(report, ranked, metric, task, h)
+    out += _top_ten(df, ranked, metric, memory, h)
+    out += _effects(eff, metric, h)
+    out += _linear(scored, metric, h)
+    out += [f"{h} Mean {metric} per value of each hyperparameter (over runs)", "",
+            md_table(value_means(scored, metric)), ""]
+    if len(diverged):
+        out += [f"{h} Diverged runs: {len(diverged)} (never ranked, never below the threshold)", "",
+                _runs_list(diverged, ["diverged at step"]), ""]
+    if not memory:
+        out += [f"{h} Runs with {metric} below {threshold:g}: {len(below)}", ""]
+        if len(below):
+            out += [_runs_list(below, [metric]), ""]
+    return "\n".join(out)
+
+
+def summary_document(results_dir: Path, report: Report, sections: list[tuple[str, str]]) -> str:
+    """summary.md: the status, the notes, then each task's section."""
+    out = [f"# Sweep summary: {results_dir}", "", f"**Status:** {report.status_line()}", ""]
+    if report.messages:
+        out += ["Notes:", *[f"- {m}" for m in report.messages], ""]
+    if len(sections) > 1 or sections[0][0] != "bytes":
+        out += [f"The sweep has {len(sections)} tasks; each is ranked and analysed on its own (its runs are "
+                "never compared with another task's).", ""]
+        for task, md in sections:
+            out += [f"## Task: {task}", "", md]
+    else:
+        out.append(sections[0][1])
+    return "\n".join(out)

@@ -1,0 +1,282 @@
+"""The lock-free snapshot of a sweep (DESIGN.md, "Layout"): what the live display, ``gatedrnn
+status`` and the analysis all show.
+
+It reads the results folder without the queue's lock and writes nothing: counts by status
+(done, diverged, failed, running, pending) over a configuration file, the live and the stale
+claims with their progress, the failed configurations with their reason, the ETA, and the
+formatted lines. A claim is live while its heartbeat is fresher than its lease; on the
+claimant's own host, only while its process runs (:func:`claim_is_live`, the rule the queue
+claims by too).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .config import RNNConfig
+from .folder import ResultsFolder, claim_problem, read_json, result_problem
+
+__all__ = ["HOST", "pid_alive", "process_start", "claim_is_live", "sweep_status", "snapshot", "eta_seconds",
+           "duration", "by_pack", "pack_label", "labels_of", "format_live", "format_snapshot",
+           "recorded_config_file"]
+
+HOST = socket.gethostname()
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (to tell a reused pid from the original), or None."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
+def pid_alive(pid: int, start: str | None = None) -> bool:
+    """Whether process ``pid`` on this host is running (a zombie is not; a reused pid is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    fields = _stat_fields(pid)
+    if fields is not None and fields[0] in ("Z", "X"):
+        return False
+    if start is not None:
+        now = process_start(pid)
+        if now is not None and now != start:
+            return False
+    return True
+
+
+def _number(value: Any) -> float | None:
+    """A finite number, or None (for a field of the wrong type: null, a string, 1e400 read as inf)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def claim_is_live(rec: Any, lease: float, now: float | None = None) -> bool:
+    """Live while the heartbeat is fresher than the claimant's lease (``lease`` for records
+    that do not state a valid one); on this host, only while its process runs. A record of the
+    wrong shape (not an object, a heartbeat that is not a number, ...) is stale."""
+    if not isinstance(rec, Mapping):
+        return False
+    now = time.time() if now is None else now
+    heartbeat = _number(rec.get("heartbeat"))
+    own = _number(rec.get("lease"))
+    if heartbeat is None:
+        return False
+    if now - heartbeat > (own if own is not None and own > 0 else lease):
+        return False
+    pid = rec.get("pid")
+    if rec.get("host") == HOST:
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            return False
+        start = rec.get("pid start")
+        if not pid_alive(pid, start if isinstance(start, str) else None):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------- counts
+_STATUS_CACHE: dict[tuple[str, int, int, int], str | None] = {}
+
+
+def _result_status(path: Path, config_id: str) -> str | None:
+    """A result's status, or None for a damaged one (it does not count as finished); results
+    never change once written, so each file is read once."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _STATUS_CACHE:
+        rec = read_json(path)
+        _STATUS_CACHE[key] = None if result_problem(rec, config_id) else rec["status"]
+    return _STATUS_CACHE[key]
+
+
+def sweep_status(results_dir: str | os.PathLike, configs: Iterable[Mapping[str, Any]],
+                 lease: float = 120.0) -> dict[str, Any]:
+    """Counts (done, diverged, failed, running, pending) over ``configs`` and the live claims'
+    records (``running``)."""
+    folder = ResultsFolder(results_dir)
+    ids = [c["id"] for c in configs]
+    finished = folder.finished_ids()
+    claims = folder.claim_records()
+    now = time.time()
+    counts = {"done": 0, "diverged": 0, "failed": 0, "running": 0, "pending": 0}
+    running = []
+    for cid in ids:
+        status = _result_status(folder.result(cid), cid) if cid in finished else None
+        if status is not None:
+            counts[status] += 1
+        elif cid in claims and claim_problem(claims[cid], cid) is None and claim_is_live(claims[cid], lease, now):
+            counts["running"] += 1
+            running.append(claims[cid])
+        else:
+            counts["pending"] += 1
+    return {"total": len(ids), "counts": counts, "running": running}
+
+
+def eta_seconds(counts: Mapping[str, int], progress: Iterable[Mapping[str, Any]], steps: int | None) -> float | None:
+    """Seconds left at the running workers' summed speed: 0 when nothing is left, None when no
+    running worker reports its speed (or the steps per run are unknown)."""
+    if not counts["pending"] and not counts["running"]:
+        return 0.0
+    progress = list(progress)
+    rate = sum(p.get("steps per second") or 0 for p in progress)
+    if not steps or not rate:
+        return None
+    left = counts["pending"] * steps + sum(max(0, steps - (p.get("step") or 0)) for p in progress)
+    return left / rate
+
+
+def snapshot(results_dir: str | os.PathLike, configs: list[Mapping[str, Any]], lease: float = 120.0,
+             steps: int | None = None) -> dict[str, Any]:
+    """The sweep's state: counts, the live and the stale claims (``running``, ``stale``: rows
+    with worker, host, step, loss, speed and heartbeat age), the failed configurations with
+    their reason, and the ETA. ``steps``: steps per run (default: the folder's recorded settings)."""
+    folder = ResultsFolder(results_dir)
+    if steps is None:
+        settings = read_json(folder.settings_file)
+        steps = settings.get("steps") if isinstance(settings, dict) else None
+    snap = sweep_status(folder.root, configs, lease)
+    live = {r.get("id") for r in snap["running"]}
+    ids = {c["id"] for c in configs}
+    now = time.time()
+    running, stale = [], []
+    for cid, rec in folder.claim_records().items():
+        if cid not in ids or not isinstance(rec, dict):
+            continue
+        progress = rec.get("progress") if isinstance(rec.get("progress"), dict) else {}
+        hb = _number(rec.get("heartbeat"))
+        entry = {"id": cid, "pack": rec.get("pack"), "worker": rec.get("worker"), "host": rec.get("host"),
+                 "step": progress.get("step"), "loss": progress.get("loss"),
+                 "steps per second": progress.get("steps per second"),
+                 "heartbeat age": None if hb is None else now - hb}
+        (running if cid in live else stale).append(entry)
+    failed = []
+    for cid in sorted(ids & folder.finished_ids()):
+        rec = read_json(folder.result(cid))
+        if result_problem(rec, cid) is None and rec.get("status") == "failed":
+            failed.append({"id": cid, "error": rec.get("error"), "attempts": rec.get("attempts")})
+    c = snap["counts"]
+    return {"results dir": str(folder.root), "total": snap["total"], "counts": c, "running": running,
+            "stale": stale, "failed": failed, "steps per run": steps,
+            "eta seconds": eta_seconds(c, running, steps), "work left": bool(c["pending"] or c["running"])}
+
+
+def recorded_config_file(results_dir: str | os.PathLike) -> Path | None:
+    """The sweep's configuration file as its latest launcher recorded it, or None."""
+    return ResultsFolder(results_dir).read_config_file_record()
+
+
+# ---------------------------------------------------------------------- lines
+def duration(seconds: float | None, unknown: str = "?") -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return unknown
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def by_pack(records: Iterable[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """Claim records (or rows made from them) grouped for display: a pack's members together,
+    in the order first seen; a record without a ``pack`` alone."""
+    out: list[list[Mapping[str, Any]]] = []
+    packs: dict[str, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        pid = rec.get("pack")
+        if isinstance(pid, str) and pid in packs:
+            packs[pid].append(rec)
+            continue
+        out.append([rec])
+        if isinstance(pid, str):
+            packs[pid] = out[-1]
+    return out
+
+
+def pack_label(members: list[Mapping[str, Any]], labels: Mapping[str, str]) -> str:
+    """A display label: the configuration's, or ``pack of N (L.. d..)`` for a pack's members."""
+    first = labels.get(members[0].get("id"), str(members[0].get("id", "?"))[:12])
+    if len(members) == 1:
+        return first
+    return f"pack of {len(members)} ({first.split(' ', 1)[-1]})"
+
+
+def labels_of(configs: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Each configuration's short label (``IFOSNPR L1 d32``), by id."""
+    out = {}
+    for c in configs:
+        try:
+            out[c["id"]] = RNNConfig.from_dict(c).short()
+        except (TypeError, ValueError, KeyError):
+            continue
+    return out
+
+
+def _best_loss(members: list[Mapping[str, Any]]) -> float | None:
+    losses = [m.get("loss") for m in members]
+    losses = [x for x in losses if isinstance(x, (int, float))]
+    return min(losses) if losses else None
+
+
+def _counts_line(c: Mapping[str, int], total: int) -> str:
+    return (f"done {c['done']} · diverged {c['diverged']} · failed {c['failed']} · running {c['running']} · "
+            f"pending {c['pending']} (of {total})")
+
+
+def format_live(status: dict[str, Any], steps: int, labels: dict[str, str]) -> list[str]:
+    """The launcher's live display of :func:`sweep_status`: the counts with the ETA, then a
+    line per live worker (a pack as one line, with its best member's loss)."""
+    running = status["running"]
+    progress = [r.get("progress") or {} for r in running]
+    lines = [f"{_counts_line(status['counts'], status['total'])} · ETA {duration(eta_seconds(status['counts'], progress, steps))}"]
+    for members in by_pack(sorted(running, key=lambda r: r.get("worker", ""))):
+        p = members[0].get("progress") or {}
+        loss = _best_loss([m.get("progress") or {} for m in members])
+        sps = p.get("steps per second")
+        lines.append(f"  {members[0].get('worker', '?'):<24} {pack_label(members, labels):<22} "
+                     f"step {p.get('step', 0):>7}/{steps:<7} {'best ' if len(members) > 1 else ''}loss "
+                     f"{loss if loss is None else f'{loss:.4f}'}  "
+                     f"{'?' if not sps else f'{sps:.0f}'} steps/s")
+    return lines
+
+
+def format_snapshot(r: dict[str, Any], config_file: str, labels: dict[str, str] | None = None) -> str:
+    """``gatedrnn status``'s text for a :func:`snapshot`."""
+    labels = labels or {}
+    eta = duration(r["eta seconds"], "? (no running worker reports its speed)")
+    lines = [f"{r['results dir']} ({config_file}): {_counts_line(r['counts'], r['total'])} · ETA {eta}"]
+    for title, rows in (("running", r["running"]), ("stale claims (their runs resume from their checkpoints)",
+                                                     r["stale"])):
+        if rows:
+            lines.append(f"{title}:")
+            for members in by_pack(rows):
+                x = members[0]
+                loss = _best_loss(members)
+                sps = "?" if not x["steps per second"] else f"{x['steps per second']:.0f}"
+                age = "?" if x["heartbeat age"] is None else f"{x['heartbeat age']:.0f} s"
+                lines.append(f"  {x['worker']} on {x['host']}: {pack_label(members, labels)} step {x['step']} "
+                             f"{'best ' if len(members) > 1 else ''}loss {'?' if loss is None else f'{loss:.4f}'} "
+                             f"{sps} steps/s, heartbeat {age} ago")
+    if r["failed"]:
+        lines.append("failed (gatedrnn train --retry-failed runs them again):")
+        for x in r["failed"]:
+            lines.append(f"  {labels.get(x['id'], x['id'][:12])} {x['id'][:12]}: {x['error']}")
+    return "\n".join(lines)

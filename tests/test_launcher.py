@@ -1,0 +1,81 @@
+"""The launcher (gatedrnn/launcher.py): options checked before anything is claimed, workers
+started and supervised, Ctrl-C forwarded, the exit status of the sweep."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from gatedrnn import RNNConfig, TrainSettings
+from gatedrnn.launcher import exit_status, validate, watch
+from gatedrnn.options import WorkerOptions
+from helpers import ROOT, claims, env, results, script, wait_for, write_configs
+
+LONG = RNNConfig(False, True, False, True, True, False, True, n_layers=1, state_size=16)
+LONG_ARGS = ["--steps", "2500", "--batch-size", "8", "--history", "50", "--device", "cpu",
+             "--checkpoint-every", "100", "--log-every", "50", "--eval-every", "1000",
+             "--val-streams", "8", "--threads", "1"]
+
+
+def options(tmp_path, **changes):
+    write_configs(tmp_path, [LONG])
+    return WorkerOptions(config_file=str(tmp_path / "rnn_configs.json"), results_dir=str(tmp_path / "results_01_all"),
+                         settings=TrainSettings.tiny(device="cpu"), **changes)
+
+
+@pytest.mark.parametrize("changes, words", [({"max_runs": 0}, "--max-runs must be >= 1"),
+                                            ({"pack": 0}, "--pack must be a whole number >= 1"),
+                                            ({"threads": 0}, "--threads must be >= 1"),
+                                            ({"fault_retries": -1}, "must be >= 0")])
+def test_bad_options_are_refused_before_anything_is_recorded(tmp_path, changes, words):
+    opts = options(tmp_path, **changes)
+    with pytest.raises(ValueError, match=words):
+        validate(opts)
+    assert not (tmp_path / "results_01_all/.queue/settings.json").exists()
+
+
+def test_validate_records_the_settings_and_the_configuration_file(tmp_path):
+    opts = options(tmp_path)
+    validate(opts)
+    folder = tmp_path / "results_01_all/.queue"
+    assert json.loads((folder / "settings.json").read_text())["steps"] == opts.settings.steps
+    assert json.loads((folder / "configs.json").read_text())["config file"] == str(tmp_path / "rnn_configs.json")
+
+
+def test_the_exit_status_says_work_left_then_failures():
+    counts = {"done": 3, "diverged": 1, "failed": 0, "running": 0, "pending": 0}
+    assert exit_status({"counts": counts}) == 0
+    assert exit_status({"counts": {**counts, "failed": 1}}) == 1
+    assert exit_status({"counts": {**counts, "failed": 1, "pending": 1}}) == 3
+
+
+def test_watch_prints_the_status_until_the_workers_are_gone(tmp_path, capsys):
+    opts = options(tmp_path)
+    validate(opts)
+    calls = []
+    status = watch(opts, lambda: calls.append(1) or len(calls) < 2, refresh=0.01)
+    assert status["counts"]["pending"] == 1
+    assert "pending 1 (of 1)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_launcher_stops_every_worker_and_a_rerun_finishes(tmp_path):
+    configs = [LONG, RNNConfig(**{**LONG.to_dict(), "state_size": 12})]
+    write_configs(tmp_path, configs)
+    launcher = subprocess.Popen([sys.executable, str(ROOT / "training_01_all.py"), "--workers", "2", *LONG_ARGS],
+                                cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: len(claims(tmp_path)) == 2 and all((c.get("progress") or {}).get("step", 0) > 0
+                                                        for c in claims(tmp_path)), what="two running workers")
+    launcher.send_signal(signal.SIGINT)
+    out, _ = launcher.communicate(timeout=120)
+    assert launcher.returncode == 3, out
+    assert "rerun the same command to resume" in out
+    assert claims(tmp_path) == [] and results(tmp_path) == {}
+    assert len(list((tmp_path / "results_01_all/checkpoints").glob("*.pt"))) == 2
+    rerun = script("training_01_all.py", "--workers", "2", *LONG_ARGS, cwd=tmp_path, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert {r["resumes"] for r in results(tmp_path).values()} == {1}
+
+

@@ -1,0 +1,45 @@
+"""The figures (gatedrnn/plots.py), drawn from results tables made by the test."""
+
+import numpy as np
+import pandas as pd
+
+from gatedrnn import RNNConfig
+from gatedrnn.config import CONFIG_KEYS, SWITCHES
+from gatedrnn.plots import plot_curves, plot_hyperparameters, save
+from gatedrnn.stats import effects
+
+
+def table(seeds=(0, 1)) -> pd.DataFrame:
+    """Runs of four configurations differing in the forget gate and the state size."""
+    rows = []
+    for forget in (False, True):
+        for d in (16, 32):
+            c = RNNConfig(False, forget, False, False, True, False, True, n_layers=1, state_size=d)
+            for seed in seeds:
+                loss = 2.5 - 0.2 * forget - 0.001 * d + 0.01 * seed
+                rows.append({**c.to_dict(), "id": f"{c.id[:60]}{seed:04d}", "config id": c.id, "seed": seed,
+                             "status": "done", "loss": list(np.linspace(3.0, loss, 10)), "min loss": loss,
+                             "val loss": loss + 0.05, "log every": 50, "training steps": 500})
+    return pd.DataFrame(rows)
+
+
+def test_the_curves_show_one_line_per_configuration_and_a_band_for_replicates():
+    fig = plot_curves(table(), "val loss", threshold=2.3, references={"trigram": 2.2})
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(texts) == 5 and any("mean of 2" in t for t in texts)  # four configurations, the threshold
+    assert len(ax.collections) == 4  # a band each
+    assert "8 runs of 4 configurations" in ax.get_title()
+
+
+def test_the_hyperparameter_figure_has_a_strip_and_an_effect_panel_per_key(tmp_path):
+    df = table()
+    eff, _ = effects(df, "val loss", list(CONFIG_KEYS))
+    fig = plot_hyperparameters(df, "val loss", "title", eff)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 2 * len(CONFIG_KEYS)
+    titles = [ax.get_title() for ax in visible]
+    assert titles.count("matched-pair effect, 95 % CI") == len(CONFIG_KEYS)
+    assert all(s.replace("use_", "").replace("_", " ") in titles for s in SWITCHES)
+    save(fig, tmp_path / "h.png")
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
