@@ -8,8 +8,11 @@
   check.
 * A pack's checkpoint: ``{"format", "pack", "step", "members": {id: a run's checkpoint}}``,
   each member's state built by the same :class:`RunState`, so a member can be finished alone.
-* Final weights: a plain dict of tensors and strings (:func:`weights_record`), safe to load
-  with ``torch.load(weights_only=True)``.
+* Final weights: a safetensors file (:func:`save_weights`): the tensors, with the
+  configuration, the settings, the data's identity, the step and the result's id as JSON in its
+  metadata header, so that loading needs only the ``safetensors`` package and runs no code.
+  :func:`read_weights` also reads the ``.pt`` weights written before (a plain dict for
+  ``torch.load(weights_only=True)``).
 
 Files are written atomically (:func:`save`). :func:`read_run` and :func:`read_pack` report a
 file that cannot be read, set it aside by the results folder's rule
@@ -20,6 +23,7 @@ file that cannot be read, set it aside by the results folder's rule
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -32,12 +36,13 @@ from .config import RNNConfig, TrainSettings
 from .folder import set_aside
 
 __all__ = ["RunState", "CheckpointMismatch", "CHECKPOINT_FORMAT", "PACK_FORMAT", "WEIGHTS_FORMAT", "RESUME_KEYS",
-           "save", "load_file", "read_run", "read_pack", "pack_record", "weights_record", "rng_state", "set_rng_state",
-           "kind_of"]
+           "save", "load_file", "read_run", "read_pack", "pack_record", "weights_record", "save_weights", "read_weights",
+           "rng_state", "set_rng_state", "kind_of"]
 
 CHECKPOINT_FORMAT = 1
 PACK_FORMAT = "gatedrnn pack 1"
-WEIGHTS_FORMAT = "gatedrnn weights 1"
+WEIGHTS_FORMAT = "gatedrnn weights 1"  # the .pt weights written before safetensors
+SAFETENSORS_FORMAT = "gatedrnn weights 2"
 # Settings that change what a run computes; a checkpoint made under other values is refused.
 RESUME_KEYS = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams")
 
@@ -148,6 +153,36 @@ def weights_record(config: RNNConfig, settings: TrainSettings, dataset: str, sha
     return {"format": WEIGHTS_FORMAT, "config": config.to_dict(with_id=True), "settings": settings.to_dict(),
             "dataset": dataset, "dataset sha256": sha256, "step": step,
             "model": {k: v.detach().cpu().clone() for k, v in model.items()}}
+
+
+def save_weights(path: str | Path, record: Mapping[str, Any], result_id: str) -> None:
+    """Write :func:`weights_record` as a safetensors file, atomically: the tensors, and every other
+    field (JSON) in the metadata header, with the result's id."""
+    from safetensors.torch import save as to_bytes
+
+    meta = {"format": SAFETENSORS_FORMAT, "id": result_id,
+            **{k: json.dumps(v) for k, v in record.items() if k not in ("format", "model")}}
+    atomic_write_bytes(path, to_bytes({k: v.contiguous() for k, v in record["model"].items()}, metadata=meta))
+
+
+def read_weights(path: str | Path) -> dict[str, Any]:
+    """A weights file (``.safetensors``, or the ``.pt`` of earlier versions) as
+    :func:`weights_record`'s dict; ValueError when it is not one."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        state = load_file(path)
+        if kind_of(state) != "weights":
+            raise ValueError(f"{path}: not a gatedrnn weights file")
+        return state
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != SAFETENSORS_FORMAT:
+            raise ValueError(f"{path}: not a gatedrnn weights file (format {meta.get('format')!r})")
+        model = {k: f.get_tensor(k) for k in f.keys()}
+    record = {k: json.loads(v) for k, v in meta.items() if k not in ("format", "id")}
+    return {**record, "format": WEIGHTS_FORMAT, "id": meta.get("id"), "model": model}
 
 
 def save(path: str | Path, record: Mapping[str, Any]) -> None:

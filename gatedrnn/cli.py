@@ -140,20 +140,27 @@ def _run_init(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- train
+# the settings a results folder records (gatedrnn.folder.RECORDED_SETTINGS, and the corpus): a
+# launcher given none of them takes the folder's (a rerun remembers); an explicit other value is
+# refused as before
+_REMEMBERED = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams", "data")
+
+
 def _training_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainSettings()
-    g = p.add_argument_group("training settings")
-    g.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (= bytes per stream) per run (%(default)s)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="parallel streams (%(default)s)")
-    g.add_argument("--history", type=int, default=d.history, help="bytes per window before the state resets (%(default)s)")
-    g.add_argument("--lr", type=_finite_float, default=d.lr, help="Adam learning rate (%(default)s)")
-    g.add_argument("--log-every", type=int, default=d.log_every, help="steps between loss-curve points (%(default)s)")
-    g.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between validations, 0: only at the end (%(default)s)")
+    g = p.add_argument_group("training settings (default: the results folder's recorded values, where it has them)")
+    g.add_argument("--steps", type=int, default=None, help=f"optimizer steps (= bytes per stream) per run ({d.steps})")
+    g.add_argument("--batch-size", type=int, default=None, help=f"parallel streams ({d.batch_size})")
+    g.add_argument("--history", type=int, default=None, help=f"bytes per window before the state resets ({d.history})")
+    g.add_argument("--lr", type=_finite_float, default=None, help=f"Adam learning rate ({d.lr})")
+    g.add_argument("--log-every", type=int, default=None, help=f"steps between loss-curve points ({d.log_every})")
+    g.add_argument("--eval-every", type=int, default=None,
+                   help=f"steps between validations, 0: only at the end ({d.eval_every})")
     g.add_argument("--data", default=None, help="corpus file (plain, .gz, .bz2, .xz, .zip); default: the built-in corpus")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (%(default)s)")
-    g.add_argument("--seed", type=int, default=d.seed, help="training seed; a configuration's own seed key wins (%(default)s)")
+    g.add_argument("--seed", type=int, default=None, help=f"training seed; a configuration's own seed key wins ({d.seed})")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints (%(default)s)")
-    g.add_argument("--val-streams", type=int, default=d.val_streams, help="at most this many validation streams (%(default)s)")
+    g.add_argument("--val-streams", type=int, default=None, help=f"at most this many validation streams ({d.val_streams})")
     q = p.add_argument_group("queue")
     q.add_argument("--config-file", default="rnn_configs.json", help="the configuration list (%(default)s)")
     q.add_argument("--results-dir", default="results_01_all", help="results folder (%(default)s)")
@@ -202,15 +209,26 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     _slurm_arguments(p)
 
 
-def _options(args: argparse.Namespace):
+def _remembered(args: argparse.Namespace) -> dict[str, object]:
+    """The results folder's recorded values of the settings not given on the command line (none
+    where the folder has no record, or it is damaged: the queue reports and replaces that)."""
+    from .folder import ResultsFolder
+
+    record = ResultsFolder(args.results_dir).read_settings()
+    if not isinstance(record, dict):
+        return {}
+    return {k: record[k] for k in _REMEMBERED if getattr(args, k) is None and record.get(k) is not None}
+
+
+def _options(args: argparse.Namespace, remembered: dict[str, object] | None = None):
     from .options import WorkerOptions
 
-    settings = TrainSettings(
-        steps=args.steps, batch_size=args.batch_size, history=args.history, lr=args.lr,
-        log_every=args.log_every, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-        data=None if args.data is None else str(Path(args.data).resolve()), device=args.device,
-        seed=args.seed, val_streams=args.val_streams,
-    )
+    d = TrainSettings()
+    given = {k: getattr(args, k) for k in _REMEMBERED if getattr(args, k) is not None}
+    if "data" in given:
+        given["data"] = str(Path(given["data"]).resolve())
+    values = {k: getattr(d, k) for k in _REMEMBERED} | (remembered or {}) | given
+    settings = TrainSettings(**values, checkpoint_every=args.checkpoint_every, device=args.device)
     lock = args.lock or ("soft" if getattr(args, "slurm", False) else "file")
     return WorkerOptions(config_file=args.config_file, results_dir=args.results_dir, settings=settings,
                          lease_seconds=args.lease_seconds, lock=lock, max_runs=args.max_runs, threads=args.threads,
@@ -226,6 +244,12 @@ def train_options(argv: Sequence[str]):
     return _options(p.parse_args(list(argv)))
 
 
+def _say_remembered(remembered: dict[str, object], results_dir: str) -> None:
+    if remembered:
+        shown = ", ".join(f"{k}={v}" for k, v in remembered.items())
+        print(f"{results_dir}: continuing with its recorded settings: {shown}", flush=True)
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from .grid import read_configs
     from .queue import Queue
@@ -235,8 +259,10 @@ def _run_train(args: argparse.Namespace) -> int:
     try:
         if args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
-        options = _options(args)
+        remembered = _remembered(args)
+        options = _options(args, remembered)
         validate(options)
+        _say_remembered(remembered, options.results_dir)
         if args.retry_failed:
             queue = Queue(options.results_dir, lease_seconds=options.lease_seconds, lock=options.lock)
             n = queue.reopen_failed(read_configs(options.config_file))

@@ -70,7 +70,7 @@ def export_mlflow(results_dir: str | Path = "results_01_all", tracking_uri: str 
     except Exception as e:  # an unreachable server, a URI of an unknown scheme, ...
         detail = " ".join(str(e).split())[:200]
         raise ToolError(f"--tracking-uri {tracking_uri}: cannot use it ({type(e).__name__}: {detail})") from None
-    created = sum(_export_run(client, exp_id, path, rec, folder.weights(rec["id"]) if weights else None)
+    created = sum(_export_run(client, exp_id, path, rec, folder.existing_weights(rec["id"]) if weights else None)
                   for path, rec in records)
     ui = f"mlflow ui --backend-store-uri {tracking_uri}"
     return {"tracking uri": tracking_uri, "experiment": experiment, "experiment id": exp_id, "runs": len(records),
@@ -136,7 +136,7 @@ def _export_run(client: Any, exp_id: str, path: Path, rec: dict[str, Any], weigh
     for i in range(0, max(len(metrics), len(new_params), 1), 100):
         client.log_batch(run_id, metrics=metrics[i:i + 100], params=new_params[i:i + 100], tags=tags if i == 0 else [])
     client.log_artifact(run_id, str(path))
-    if weights is not None and weights.exists():
+    if weights is not None:
         client.log_artifact(run_id, str(weights))
     client.set_terminated(run_id, "FAILED" if rec.get("status") == "failed" else "FINISHED")
     return not found

@@ -5,7 +5,7 @@
 <results>/<id>.failed-<n>.json        an earlier failed result, kept as history by --retry-failed
 <results>/checkpoints/<id>.pt         the latest checkpoint of an unfinished run
 <results>/checkpoints/pack-<pack>.pt  the latest checkpoint of a pack: one solo checkpoint per member
-<results>/weights/<id>.pt             the final weights of a finished run
+<results>/weights/<id>.safetensors    the final weights of a finished run (.pt before)
 <results>/.ngram-<sha256>.json        cached n-gram entropies of a corpus (analysis)
 <results>/.queue/lock                 the queue lock (filelock); lock.holder: who took it last
 <results>/.queue/claims/<id>.json     who trains <id>: worker, host, pid, token, heartbeat, progress
@@ -108,7 +108,14 @@ class ResultsFolder:
         return self.packs / f"{pack_id}.json"
 
     def weights(self, config_id: str) -> Path:
-        return self.weights_dir / f"{config_id}.pt"
+        return self.weights_dir / f"{config_id}.safetensors"
+
+    def existing_weights(self, config_id: str) -> Path | None:
+        """The weights file of ``config_id``: safetensors, or the ``.pt`` of earlier versions."""
+        for path in (self.weights(config_id), self.weights_dir / f"{config_id}.pt"):
+            if path.exists():
+                return path
+        return None
 
     def claim(self, config_id: str) -> Path:
         return self.claims / f"{config_id}.json"
@@ -226,7 +233,9 @@ class ResultsFolder:
         return read_json(self.settings_file)
 
     def write_settings(self, settings: Mapping[str, Any]) -> None:
-        atomic_write_json(self.settings_file, {k: settings.get(k) for k in RECORDED_SETTINGS})
+        """The recorded settings, and the corpus file they were given (a rerun without --data uses it)."""
+        atomic_write_json(self.settings_file, {**{k: settings.get(k) for k in RECORDED_SETTINGS},
+                                               "data": settings.get("data")})
 
     def read_config_file_record(self) -> Path | None:
         """The sweep's configuration file as its latest launcher recorded it, or None."""

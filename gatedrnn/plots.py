@@ -30,6 +30,38 @@ def save(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
+def span(values: np.ndarray, margin: float = 0.05) -> tuple[float, float]:
+    """A value axis that spans ``values`` with a margin of ``margin`` of their range on each side."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    pad = max((hi - lo) * margin, 1e-3 * max(abs(lo), abs(hi), 1.0))
+    return lo - pad, hi + pad
+
+
+def reference_line(ax, name: str, value: float, lo: float, hi: float, order: int = 0, **style) -> None:
+    """A labelled horizontal reference at ``value``; outside the axis (``lo``..``hi``, which
+    span the runs) a labelled mark on the edge it lies beyond, so that the references never
+    squeeze the data the figure is about. ``order`` stacks several marks on one edge."""
+    if lo <= value <= hi:
+        ax.axhline(value, **{"color": "black", "ls": ":", "lw": 1.0, "zorder": 2, **style})
+        ax.annotate(f"{name} {value:.3f}", xy=(1.0, value), xycoords=("axes fraction", "data"), xytext=(-4, 2),
+                    textcoords="offset points", ha="right", va="bottom", fontsize=8)
+        return
+    above = value > hi
+    ax.annotate(f"{'▲' if above else '▼'} {name} {value:.3f}", xy=(1.0, 1.0 if above else 0.0),
+                xycoords="axes fraction", xytext=(-4, (-3 - 11 * order) if above else (3 + 11 * order)),
+                textcoords="offset points", ha="right", va="top" if above else "bottom", fontsize=8,
+                color=style.get("color", "0.25"), zorder=6,
+                bbox=dict(boxstyle="square,pad=0.15", fc="white", ec="none", alpha=0.8))
+
+
+def _reference_lines(ax, references: dict[str, float], lo: float, hi: float, **style) -> None:
+    above = below = 0
+    for name, value in references.items():
+        order = above if value > hi else below
+        reference_line(ax, name, value, lo, hi, order, **style)
+        above, below = above + (value > hi), below + (value < lo)
+
+
 def _steps_axis(row: pd.Series) -> np.ndarray:
     n = len(row["loss"])
     every = row.get("log every")
@@ -82,18 +114,19 @@ def plot_curves(df: pd.DataFrame, metric: str, threshold: float | None, referenc
             replicated = True
             ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2, lw=0, zorder=2)
     points = np.array([v for r in runs["loss"] for v in r if v is not None and math.isfinite(v)])
-    if threshold is not None:
-        ax.axhline(threshold, color="crimson", ls="--", lw=1.2, zorder=2, label=f"threshold {threshold:g}")
-    for name, value in (references or {}).items():
-        ax.axhline(value, color="black", ls=":", lw=1.0, zorder=2)
-        ax.annotate(f"{name} {value:.3f}", xy=(1.0, value), xycoords=("axes fraction", "data"),
-                    xytext=(-4, 2), textcoords="offset points", ha="right", va="bottom", fontsize=8)
     if len(points):
-        # the moving average starts at 3.0 and may first climb: show all but the extreme 1 %
-        marks = [*([threshold] if threshold is not None else []), *(references or {}).values()]
-        top = max(float(np.percentile(points, 99)), *marks) + 0.1
-        bottom = min(float(points.min()), *marks) - 0.1
-        ax.set_ylim(bottom, top)
+        # the axis spans the runs; the moving average starts at 3.0 and may first climb: all but
+        # the extreme 1 %
+        lo, hi = span(np.array([points.min(), np.percentile(points, 99)]))
+        ax.set_ylim(lo, hi)
+    else:
+        lo, hi = -math.inf, math.inf
+    if threshold is not None:
+        if lo <= threshold <= hi:
+            ax.axhline(threshold, color="crimson", ls="--", lw=1.2, zorder=2, label=f"threshold {threshold:g}")
+        else:
+            reference_line(ax, "threshold", threshold, lo, hi, color="crimson")
+    _reference_lines(ax, references or {}, lo, hi)
     ax.set_xlabel("training step")
     ax.set_ylabel("loss (moving average, nats per byte)" if not title else "training loss (moving average)")
     shown = f"best {len(best_ids)} in colour" if rest else "all configurations"
@@ -139,10 +172,10 @@ def _strip_panel(ax, data: pd.DataFrame, key: str, metric: str, biggest: int,
             ax.annotate(f"mean {means[v]:.3f}", xy=(i, means[v]), xytext=(0, 3), textcoords="offset points",
                         fontsize=7, color="crimson", ha="center", va="bottom", zorder=6,
                         bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.7))
-    for name, value in (reference or {}).items():  # a memory task's chance line
-        ax.axhline(value, color="black", ls=":", lw=1.0, zorder=4)
-        ax.annotate(f"{name} {value:.3f}", xy=(1.0, value), xycoords=("axes fraction", "data"), xytext=(-3, 2),
-                    textcoords="offset points", ha="right", va="bottom", fontsize=7)
+    if len(data):  # the shared axis spans the runs; a chance line outside it is a mark on the edge
+        lo, hi = span(data[metric].to_numpy(dtype=float))
+        ax.set_ylim(lo, hi)
+        _reference_lines(ax, reference or {}, lo, hi, zorder=4)
     note = f" ({len(sub)} gated runs)" if key in SWITCHES and len(sub) < len(data) else ""
     ax.set_title(key.replace("use_", "").replace("_", " ") + note, fontsize=10)
     ax.set_xlabel("")

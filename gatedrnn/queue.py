@@ -366,7 +366,7 @@ class Queue:
         """Record the sweep's settings on first use; raise :class:`SettingsMismatch`, naming the
         setting and both values, when they differ from those recorded. A damaged settings file
         is reported, set aside, and recorded anew."""
-        mine = {k: settings.get(k) for k in RECORDED_SETTINGS}
+        mine = {k: settings.get(k) for k in (*RECORDED_SETTINGS, "data")}
         path = self.folder.settings_file
         with self.locked():
             if path.exists():

@@ -195,7 +195,8 @@ class Run(Loop):
                                           self.step, self.model.state_dict())
 
     def save_weights(self, path: str | Path) -> None:
-        checkpoints.save(path, self.weights_record())
+        """The final weights as safetensors, with what they are in the metadata."""
+        checkpoints.save_weights(path, self.weights_record(), self.config.id)
 
     @torch.no_grad()
     def inference_ms(self, batch: int, steps: int = 40) -> float:

@@ -30,7 +30,7 @@ class ToolError(ValueError):
 # ---------------------------------------------------------------------------- ids
 def _known_ids(folder: ResultsFolder) -> set[str]:
     ids = set(folder.finished_ids())
-    for d, suffix in ((folder.checkpoints, ".pt"), (folder.weights_dir, ".pt")):
+    for d, suffix in ((folder.checkpoints, ".pt"), (folder.weights_dir, ".pt"), (folder.weights_dir, ".safetensors")):
         if d.is_dir():
             ids |= {p.name[: -len(suffix)] for p in d.iterdir()
                     if p.name.endswith(suffix) and is_config_id(p.name[: -len(suffix)])}
@@ -84,7 +84,7 @@ def format_sweep_report(r: dict[str, Any], labels: dict[str, str] | None = None)
 # ---------------------------------------------------------------------------- inspect
 def _load(path: Path) -> Any:
     try:
-        return checkpoints.load_file(path)
+        return checkpoints.read_weights(path) if path.suffix == ".safetensors" else checkpoints.load_file(path)
     except Exception as e:  # truncated, foreign, pickled code: all "cannot read"
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise ToolError(f"{path}: not a readable gatedrnn checkpoint or weights file ({detail})") from None
@@ -117,7 +117,7 @@ def inspect(target: str, results_dir: str | Path = "results_01_all") -> dict[str
         folder = ResultsFolder(results_dir)
         result = read_json(folder.result(cid)) if folder.result(cid).exists() else None
         in_pack = folder.newest_pack_checkpoint(cid)
-        for candidate in (folder.checkpoint(cid), in_pack, folder.weights(cid)):
+        for candidate in (folder.checkpoint(cid), in_pack, folder.existing_weights(cid)):
             if candidate is not None and candidate.exists():
                 path = candidate
                 member = cid if candidate == in_pack else None
@@ -253,9 +253,11 @@ def sample(run_id: str, results_dir: str | Path = "results_01_all", prompt: str 
     if top_k is not None and not 1 <= top_k <= 256:
         raise ToolError(f"--top-k must be in 1..256, got {top_k}")
     cid = resolve_id(results_dir, run_id)
-    path = ResultsFolder(results_dir).weights(cid)
-    if not path.exists():
-        raise ToolError(f"{path}: no weights for run {cid[:12]} (not finished, or trained with --no-weights)")
+    folder = ResultsFolder(results_dir)
+    path = folder.existing_weights(cid)
+    if path is None:
+        raise ToolError(f"{folder.weights(cid)}: no weights for run {cid[:12]} (not finished, or trained with "
+                        "--no-weights)")
     state = _load(path)
     if checkpoints.kind_of(state) != "weights":
         raise ToolError(f"{path}: not a gatedrnn weights file")

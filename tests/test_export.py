@@ -32,7 +32,7 @@ def test_export_to_mlflow_reads_back_and_a_second_export_updates(sweep, tmp_path
         (50 * (i + 1), v) for i, v in enumerate(rec["loss"])]
     assert run.data.metrics["final min loss"] == rec["min loss"]
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert names == {f"{A.id}.json", f"{A.id}.pt"}
+    assert names == {f"{A.id}.json", f"{A.id}.safetensors"}
     again = gatedrnn("export", "mlflow", "--tracking-uri", uri, "--experiment", "sweep1", cwd=sweep)
     assert again.returncode == 0 and "0 created, 2 updated" in again.stdout
     assert len(client.search_runs([exp.experiment_id])) == 2

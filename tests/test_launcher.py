@@ -79,3 +79,32 @@ def test_ctrl_c_on_the_launcher_stops_every_worker_and_a_rerun_finishes(tmp_path
     assert {r["resumes"] for r in results(tmp_path).values()} == {1}
 
 
+
+
+@pytest.mark.slow
+def test_a_rerun_given_only_the_folders_continues_with_the_recorded_settings(tmp_path):
+    args = ["--steps", "1500", "--batch-size", "8", "--history", "50", "--device", "cpu", "--checkpoint-every", "100",
+            "--log-every", "50", "--eval-every", "500", "--val-streams", "8"]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    for d in (straight, stopped):
+        d.mkdir()
+        write_configs(d, [LONG])
+    assert script("training_01_all.py", *args, cwd=straight).returncode == 0
+    launcher = subprocess.Popen([sys.executable, str(ROOT / "training_01_all.py"), *args], cwd=stopped, env=env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: any((c.get("progress") or {}).get("step", 0) >= 200 for c in claims(stopped)),
+             what="a run past its first checkpoints")
+    launcher.send_signal(signal.SIGINT)
+    out, _ = launcher.communicate(timeout=120)
+    assert launcher.returncode == 3 and results(stopped) == {}, out
+    rerun = script("training_01_all.py", "--config-file", "rnn_configs.json", "--results-dir", "results_01_all",
+                   cwd=stopped)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert ("results_01_all: continuing with its recorded settings: steps=1500, batch_size=8, history=50, lr=0.001, "
+            "log_every=50, eval_every=500, seed=0, val_streams=8") in rerun.stdout
+    a, b = results(straight)[LONG.id], results(stopped)[LONG.id]
+    shaping = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams", "data")
+    assert b["resumes"] == 1 and all(b["settings"][k] == a["settings"][k] for k in shaping)
+    assert b["final weights sha256"] == a["final weights sha256"] and b["loss"] == a["loss"]
+    other = script("training_01_all.py", "--steps", "999", cwd=stopped)  # an explicit other value: refused
+    assert other.returncode == 2 and "steps=1500" in other.stderr and "steps=999" in other.stderr

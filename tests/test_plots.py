@@ -43,3 +43,18 @@ def test_the_hyperparameter_figure_has_a_strip_and_an_effect_panel_per_key(tmp_p
     assert all(s.replace("use_", "").replace("_", " ") in titles for s in SWITCHES)
     save(fig, tmp_path / "h.png")
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_value_axes_span_the_runs_and_references_outside_are_marks_on_the_edge():
+    df = table()  # val loss from 2.318 to 2.544, curves from 3.0 down
+    fig = plot_hyperparameters(df, "val loss", "t", reference={"unigram": 3.3, "trigram": 1.7, "mid": 2.4})
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    assert 2.1 < lo < df["val loss"].min() and df["val loss"].max() < hi < 2.6
+    texts = [t.get_text() for t in ax.texts]
+    assert "▲ unigram 3.300" in texts and "▼ trigram 1.700" in texts and "mid 2.400" in texts
+    curves = plot_curves(df, "val loss", threshold=1.0, references={"unigram": 9.0}).axes[0]
+    lo, hi = curves.get_ylim()
+    assert lo > 2.0 and hi < 3.2  # the runs' range (2.268 .. 3.0), not the references'
+    marks = [t.get_text() for t in curves.texts]
+    assert "▼ threshold 1.000" in marks and "▲ unigram 9.000" in marks

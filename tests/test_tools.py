@@ -20,18 +20,46 @@ def weights_sha(state):
     return digest.hexdigest()
 
 
-def test_finished_runs_keep_their_weights_safely_loadable(sweep):
+def test_finished_runs_keep_their_weights_as_safetensors_with_what_they_are(sweep):
+    from safetensors import safe_open
+
+    from gatedrnn._atomic import _umask
+
     res = sweep / "results_01_all"
     for cfg in (A, B):
         rec = json.loads((res / f"{cfg.id}.json").read_text())
-        w = torch.load(res / "weights" / f"{cfg.id}.pt", weights_only=True)  # no pickled code
-        assert w["config"]["id"] == cfg.id and rec["weights file"] == f"{cfg.id}.pt"
-        assert weights_sha(w["model"]) == rec["final weights sha256"]
+        path = res / "weights" / f"{cfg.id}.safetensors"
+        assert rec["weights file"] == path.name
+        with safe_open(str(path), framework="pt") as f:  # the safetensors package alone: no code runs
+            meta = f.metadata()
+            model = {k: f.get_tensor(k) for k in f.keys()}
+        assert meta["id"] == cfg.id and json.loads(meta["config"])["id"] == cfg.id
+        assert json.loads(meta["settings"])["steps"] == 150 and json.loads(meta["step"]) == 150
+        assert weights_sha(model) == rec["final weights sha256"]
         assert rec["convergence step"] in range(50, 151, 50)
         assert rec["inference ms per step (batch 1)"] > 0 and rec["inference ms per step (training batch)"] > 0
-        from gatedrnn._atomic import _umask
+        assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
 
-        assert (res / "weights" / f"{cfg.id}.pt").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+def test_weights_written_as_pt_before_are_still_read(sweep, tmp_path):
+    """A folder from before safetensors: its .pt weights are inspected and sampled as before."""
+    import shutil
+
+    from gatedrnn import checkpoints
+
+    old = tmp_path / "old"
+    shutil.copytree(sweep, old)
+    res = old / "results_01_all"
+    new = res / "weights" / f"{A.id}.safetensors"
+    record = checkpoints.read_weights(new)
+    record.pop("id")
+    checkpoints.save(res / "weights" / f"{A.id}.pt", record)  # the old format: a dict for torch.load
+    new.unlink()
+    w = json.loads(gatedrnn("inspect", A.id[:12], "--json", cwd=old).stdout)
+    assert w["kind"] == "weights" and w["file"].endswith(".pt") and w["id"] == A.id
+    a = gatedrnn("sample", A.id[:10], "--bytes", "30", "--seed", "1", cwd=old)
+    b = gatedrnn("sample", A.id[:10], "--bytes", "30", "--seed", "1", cwd=sweep)
+    assert a.returncode == 0 and a.stdout == b.stdout
 
 
 def test_no_weights_skips_them(tmp_path):
@@ -63,7 +91,7 @@ def test_inspect_a_checkpoint_a_weights_file_and_a_run(sweep):
     assert r["optimizer"]["kind"] == "Adam" and r["optimizer"]["step count"] == 60
     assert r["optimizer"]["moment values"] == 2 * r["parameters"]["total"]["trainable"]
     assert r["curve"]["points"] == 1 and r["dataset"].startswith("builtin")
-    w = json.loads(gatedrnn("inspect", res / "weights" / f"{B.id}.pt", "--json", cwd=sweep).stdout)
+    w = json.loads(gatedrnn("inspect", res / "weights" / f"{B.id}.safetensors", "--json", cwd=sweep).stdout)
     assert w["kind"] == "weights" and w["parameters"]["total"]["trainable"] == json.loads(
         (res / f"{B.id}.json").read_text())["parameters"]
     assert {"layer 0", "layer 1", "embedding", "readout"} <= set(w["parameters"]["by layer"])
