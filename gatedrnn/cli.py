@@ -18,6 +18,7 @@ import argparse
 import math
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -405,21 +406,37 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", choices=("mlflow",), help="where to export (mlflow)")
     p.add_argument("--results-dir", default="results_01_all", help="results folder (%(default)s)")
     p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: a local store beside the results folder, <results>.mlflow/)")
+                   help="MLflow tracking URI: a server (http://host:port), sqlite:///path/mlflow.db, ... (default: "
+                        "a local store beside the results folder, <results>.mlflow/)")
     p.add_argument("--experiment", default="gatedrnn", help="MLflow experiment name (%(default)s)")
+    p.add_argument("--artifact-location", default=None,
+                   help="where a new experiment keeps its artifacts (default: beside a local store; a server's own)")
     p.add_argument("--weights", action="store_true", help="also log each run's weights file as an artifact")
+    p.add_argument("--follow", action="store_true",
+                   help="keep the store in step with the running sweep (running runs with their curve so far) "
+                        "until nothing is left to train, or Ctrl-C")
+    p.add_argument("--every", type=_finite_float, default=10.0, help="with --follow: seconds between syncs (%(default)s)")
+    p.add_argument("--config-file", default=None,
+                   help="with --follow: the sweep's configuration list (default: the one its launcher recorded)")
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from .export import export_mlflow
     from .tools import ToolError
 
+    def say(line: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
     try:
-        r = export_mlflow(args.results_dir, args.tracking_uri, args.experiment, args.weights)
+        r = export_mlflow(args.results_dir, args.tracking_uri, args.experiment, args.weights,
+                          artifact_location=args.artifact_location, follow=args.follow, every=args.every,
+                          config_file=args.config_file, say=say)
     except ToolError as e:
         return _error(e)
+    if r["stopped"]:
+        print("stopped following; rerun the same command to continue where it stopped")
     print(f"{r['runs']} runs to MLflow experiment {r['experiment']!r} at {r['tracking uri']}: "
-          f"{r['created']} created, {r['updated']} updated")
+          f"{r['created']} created, {r['updated']} updated, {r['runs'] - r['created'] - r['updated']} up to date")
     print(f"see them with: {r['ui']}   (the UI needs the full package: pip install mlflow)")
     return 0
 
