@@ -23,7 +23,6 @@ __all__ = [
     "DataError",
     "Corpus",
     "load_corpus",
-    "StreamSampler",
     "validation_streams",
     "ngram_cross_entropies",
 ]

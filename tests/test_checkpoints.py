@@ -10,7 +10,6 @@ import torch
 from gatedrnn import RNNConfig, TrainSettings
 from gatedrnn import checkpoints
 from gatedrnn.checkpoints import CheckpointMismatch, RunState
-from gatedrnn.loop import Interrupted
 from gatedrnn.run import Run
 from gatedrnn.trainer import train, train_pack
 

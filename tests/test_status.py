@@ -1,7 +1,6 @@
 """The lock-free snapshot of a sweep (gatedrnn/status.py): counts, live and stale claims, the
 ETA, the lines the live display and `gatedrnn status` print."""
 
-import json
 import os
 import subprocess
 import sys

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import A, B, C, env, gatedrnn, write_configs
+from helpers import A, B, C, gatedrnn, write_configs
 from helpers import SWEEP_ARGS as ARGS
 
 
