@@ -341,10 +341,10 @@ def _status_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _labels(config_file: str) -> dict[str, str]:
-    from .config import RNNConfig
     from .grid import read_configs
+    from .status import labels_of
 
-    return {c["id"]: RNNConfig.from_dict(c).short() for c in read_configs(config_file)}
+    return labels_of(read_configs(config_file))
 
 
 def _run_status(args: argparse.Namespace) -> int:
