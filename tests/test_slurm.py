@@ -137,7 +137,10 @@ def test_a_task_past_its_time_limit_is_requeued_and_resumes_identically(tmp_path
 def test_scancel_mid_sweep_then_a_local_rerun_finishes(tmp_path):
     configs = [LONG, RNNConfig(**{**LONG.to_dict(), "state_size": 12})]
     write_configs(tmp_path, configs)
-    proc = script("training_01_all.py", "--slurm", "--workers", "2", "--time-minutes", "10", *LONG_ARGS,
+    # long enough to be cancelled mid-run (about 15 s on one core), short enough that the local
+    # rerun does not train for a minute
+    args = ["--steps", "30000", *LONG_ARGS[2:]]
+    proc = script("training_01_all.py", "--slurm", "--workers", "2", "--time-minutes", "10", *args,
                   cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     array = proc.stdout.split("submitted Slurm job array ")[1].split()[0]
@@ -149,6 +152,6 @@ def test_scancel_mid_sweep_then_a_local_rerun_finishes(tmp_path):
     assert results(tmp_path) == {}
     assert len(list((tmp_path / "results_01_all/checkpoints").glob("*.pt"))) == 2
     # the array is gone: a local rerun resumes both from their checkpoints
-    rerun = script("training_01_all.py", "--workers", "2", *LONG_ARGS, cwd=tmp_path, timeout=600)
+    rerun = script("training_01_all.py", "--workers", "2", *args, cwd=tmp_path, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert {r["resumes"] for r in results(tmp_path).values()} == {1}
