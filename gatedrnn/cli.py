@@ -177,7 +177,7 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
                         "batched step; 1: one at a time (default: whole groups where packing is faster: every "
                         "group on CUDA, states up to 64 on the CPU; split among --workers)")
     q.add_argument("--no-weights", action="store_true",
-                   help="do not keep each finished run's final weights (results_01_all/weights/<id>.pt)")
+                   help="do not keep each finished run's final weights (results_01_all/weights/<id>.safetensors)")
     f = p.add_argument_group("failures and faults")
     f.add_argument("--retry-failed", action="store_true",
                    help="train the failed configurations again (each old record kept as <id>.failed-<n>.json)")
