@@ -6,9 +6,14 @@
   results_01_all_hyperparameters.png              the metric by each hyperparameter's value, and
                                                   each key's matched-pair effect with its interval
   filtered_results_01_loss_below_<threshold>.png  the same, for the runs below the threshold
-  summary.csv                                     one row per configuration: runs, mean, std, 95 % interval
+  summary.csv                                     one row per configuration: runs, mean, std, 95 % interval,
+                                                  could be best (family-wise 5 %)
   runs.csv                                        one row per run
-  effects.csv                                     matched-pair effects per swept key (gatedrnn.stats)
+  effects.csv                                     matched-pair effects per swept key: median and mean with
+                                                  their intervals, contexts, heterogeneous (gatedrnn.effects)
+  interactions.csv                                every two-way interaction with its 95 % interval
+  variance.csv                                    the share of the between-configuration variance per main
+                                                  effect and two-way interaction
   summary.md                                      status, how sure the ranking is, seed noise against
                                                   spread, effects, reference entropies
 
@@ -25,6 +30,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ._atomic import atomic_write_bytes, atomic_write_json
@@ -35,8 +41,10 @@ from .grid import ConfigFileError, read_configs
 from .plots import plot_curves, plot_hyperparameters, save
 from .report import TASK_METRICS, Report, summary_document, task_section
 from .results import hyperparameters, label, load
-from .stats import (EFFECT_COLUMNS, effects as matched_effects, linear_model, ranking_metric, seed_noise, seed_table,
-                    summarise, ties_with_best, value_means)
+from .effects import (EFFECT_COLUMNS, INTERACTION_COLUMNS, VARIANCE_COLUMNS, effects as matched_effects, explain,
+                      interactions, variance_shares)
+from .stats import (could_be_best, duplicates, linear_model, ranking_metric, seed_noise, seed_table, summarise,
+                    value_means)
 from .status import recorded_config_file, sweep_status
 
 __all__ = ["examine", "Report", "hyperparameters", "plot_curves", "plot_hyperparameters", "value_means",
@@ -78,24 +86,27 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
     keys = _keys(df, configs)
     summary = _summary_table(df, configs, running, keys)
     groups = _task_groups(df)
-    reports, sections, effect_tables = {}, [], []
+    reports, sections, tables_of = {}, [], {"effects.csv": [], "interactions.csv": [], "variance.csv": []}
     for task, sub in groups:
         rep = Report(runs=len(sub), status=counts, best=None, below=0,
                      metric=ranking_metric(sub) if metric == "auto" else metric,
                      messages=messages if task == "bytes" else [])
-        md, eff = _examine_task(sub, task, rep, summary, threshold, results_dir, out_dir, data_path,
-                                level=3 if len(groups) > 1 or task != "bytes" else 2)
+        _metric_note(rep, sub, metric, task)
+        md, found = _examine_task(sub, task, rep, summary, threshold, results_dir, out_dir, data_path,
+                                  level=3 if len(groups) > 1 or task != "bytes" else 2)
         reports[task] = rep
         sections.append((task, md))
-        if eff is not None and len(eff):
-            effect_tables.append(eff.assign(task=task))
+        for name, table in zip(tables_of, found):
+            if table is not None and len(table):
+                tables_of[name].append(table.assign(task=task))
     report = reports.get("bytes") or Report(runs=len(df), status=counts, best=None, below=0,
                                             metric=metric if metric != "auto" else "val loss", messages=messages)
     report.tasks = {t: r for t, r in reports.items() if t != "bytes"}
     written = [w for r in reports.values() for w in r.written]
     several = len(groups) > 1 or groups[0][0] != "bytes"
+    columns = {"effects.csv": EFFECT_COLUMNS, "interactions.csv": INTERACTION_COLUMNS, "variance.csv": VARIANCE_COLUMNS}
     tables = {"summary.csv": summary, "runs.csv": _runs_table(df, keys),
-              "effects.csv": _effects_table(effect_tables, several)}
+              **{name: _task_table(found, columns[name], several) for name, found in tables_of.items()}}
     report.written = []
     for name, table in tables.items():
         atomic_write_bytes(out_dir / name, table.to_csv(index=False).encode())
@@ -143,22 +154,52 @@ def _sweep_state(results_dir: Path, config_file: str | os.PathLike | None,
     return configs, snap["counts"], {r["id"] for r in snap["running"]}
 
 
-def _effects_table(tables: list[pd.DataFrame], several: bool) -> pd.DataFrame:
-    """effects.csv: every task's effects, with a leading ``task`` column when there are several."""
+def _task_table(tables: list[pd.DataFrame], columns: list[str], several: bool) -> pd.DataFrame:
+    """effects.csv, interactions.csv or variance.csv: every task's rows, with a leading ``task``
+    column when there are several."""
     if not tables:
-        return pd.DataFrame(columns=(["task"] if several else []) + EFFECT_COLUMNS)
+        return pd.DataFrame(columns=(["task"] if several else []) + columns)
     out = pd.concat(tables, ignore_index=True)
     if not several:
         return out.drop(columns="task")
     return out[["task", *[c for c in out.columns if c != "task"]]]
 
 
+def _metric_note(report: Report, df: pd.DataFrame, asked: str, task: str) -> None:
+    """Say which metric ranks, why, and which configurations it leaves out (never silently);
+    say when replicates are unblocked and when runs of one seed are duplicates."""
+    metric, prefix = report.metric, "" if task == "bytes" else f"{task}: "
+    done = df[df["status"] == "done"] if len(df) else df
+    if not len(done):
+        return
+    if asked == "auto" and metric == "min loss":
+        report.messages.append(f"{prefix}ranked by min loss: no finished run records val loss (the original "
+                               "study's files)")
+    lacking = done.groupby("config id")[metric].apply(lambda v: v.isna().all()) if metric in done else None
+    if lacking is not None and lacking.any():
+        names = [label(done[done["config id"] == c].iloc[0]) + f" ({c[:8]})" for c in lacking[lacking].index]
+        report.messages.append(f"{prefix}{len(names)} configuration(s) have no finished run with {metric} and are "
+                               f"left out of the ranking by it: {', '.join(names[:10])}" + (" ..." if len(names) > 10 else ""))
+    if "seed blocks" in done and not done["seed blocks"].fillna(False).astype(bool).all() and done[
+            "config id"].duplicated().any():
+        report.messages.append(f"{prefix}runs in the original study's format: their training index did not fix "
+                               "their data, so their replicates are unblocked (compared by their means, not within "
+                               "seeds)")
+    dup = duplicates(done)
+    if len(dup):
+        listed = "; ".join(f"{r['config id'][:8]} seed {r['seed']}: {r['files']}" for _, r in dup.head(5).iterrows())
+        report.messages.append(f"{prefix}{len(dup)} (configuration, seed) pair(s) have more than one run; each "
+                               f"counts once (their mean), never as independent replicates: {listed}"
+                               + (" ..." if len(dup) > 5 else ""))
+
+
 # ---------------------------------------------------------------------------- one task
 def _examine_task(df: pd.DataFrame, task: str, report: Report, summary: pd.DataFrame, threshold: float,
                   results_dir: Path, out_dir: Path, data_path: str | None,
-                  level: int) -> tuple[str, pd.DataFrame | None]:
-    """One task's ranking, effects, plots and summary section; fills ``report`` and returns the
-    section's markdown and the effects table."""
+                  level: int) -> tuple[str, tuple[pd.DataFrame | None, ...]]:
+    """One task's ranking, effects, plots and summary section; fills ``report`` (and the task's
+    ``could be best`` column of ``summary``) and returns the section's markdown and the effects,
+    interactions and variance tables."""
     metric, memory = report.metric, task != "bytes"
     # ranked: finished runs only; a diverged run's min loss is from before it diverged
     scored = df[(df["status"] == "done") & df[metric].notna()].sort_values(metric, kind="stable")
@@ -166,7 +207,7 @@ def _examine_task(df: pd.DataFrame, task: str, report: Report, summary: pd.DataF
     if len(diverged):
         report.messages.append(f"{len(diverged)} diverged run(s) are listed as diverged and left out of every "
                                "ranking and threshold")
-    eff, _ = matched_effects(scored, metric, hyperparameters(scored)) if len(scored) else (None, None)
+    eff, inter, var = _effects_of(scored, metric, report)
     refs, ref_lines, line = _references(df, task, metric, threshold, results_dir, data_path)
     report.chance = line if memory and math.isfinite(line) else None
     below = scored[scored[metric] < line] if math.isfinite(line) else scored.iloc[:0]
@@ -175,9 +216,35 @@ def _examine_task(df: pd.DataFrame, task: str, report: Report, summary: pd.DataF
     report.configurations = len(ranked)
     if len(ranked):
         _rank_report(report, df, scored, ranked, metric)
+        _mark_could_be_best(summary, ranked, report)
+        ranked = _ranked(summary, df, metric)
     _epochs_note(report, df, task, metric)
-    _plot_task(df, scored, below, eff, task, report, threshold, ref_lines, results_dir, out_dir)
-    return task_section(df, scored, ranked, below, report, threshold, refs, diverged, eff, task, level), eff
+    _plot_task(df, scored, below, eff, inter, task, report, threshold, ref_lines, results_dir, out_dir)
+    md = task_section(df, scored, ranked, below, report, threshold, refs, diverged, eff, task, level, inter, var)
+    return md, (eff, inter, var)
+
+
+def _effects_of(scored: pd.DataFrame, metric: str, report: Report) -> tuple[pd.DataFrame | None, ...]:
+    """Matched-pair effects (and the flagged keys in words), interactions and variance shares."""
+    if not len(scored):
+        return None, None, None
+    eff, pairs = matched_effects(scored, metric, hyperparameters(scored))
+    for _, row in eff[eff["heterogeneous"].fillna(False).astype(bool)].iterrows():
+        words = explain(row["hyperparameter"], pairs[(row["hyperparameter"], row["from"], row["to"])])
+        step = f" ({row['from']} → {row['to']})" if not isinstance(row["from"], (bool, np.bool_)) else ""
+        if words:
+            report.heterogeneity.append(words + step)
+    return eff, interactions(scored, metric), variance_shares(scored, metric)
+
+
+def _mark_could_be_best(summary: pd.DataFrame, ranked: pd.DataFrame, report: Report) -> None:
+    """summary.csv's ``could be best`` for the task's judged configurations (empty for the others)."""
+    if report.could_be_best is None:
+        return
+    if "could be best" not in summary:
+        summary["could be best"] = pd.Series([None] * len(summary), dtype=object)
+    judged = summary["id"].isin(set(report.judged_ids))
+    summary.loc[judged, "could be best"] = summary.loc[judged, "id"].isin(set(report.could_be_best))
 
 
 def _references(df: pd.DataFrame, task: str, metric: str, threshold: float, results_dir: Path,
@@ -203,17 +270,21 @@ def _ranked(summary: pd.DataFrame, df: pd.DataFrame, metric: str) -> pd.DataFram
 
 
 def _rank_report(report: Report, df: pd.DataFrame, scored: pd.DataFrame, ranked: pd.DataFrame, metric: str) -> None:
-    """The best configuration, the ties with it and the seed noise, into ``report``."""
+    """The best configuration, the configurations that could be best and the seed noise, into
+    ``report``."""
     top = ranked.iloc[0]
     row = df[df["config id"] == top["id"]].iloc[0]
     report.best = {**{k: top[k] for k in CONFIG_KEYS}, "id": top["id"], metric: float(top[f"{metric} mean"]),
                    "ci low": float(top[f"{metric} ci low"]), "ci high": float(top[f"{metric} ci high"]),
                    "runs": int(top["runs"]), "label": label(row)}
     table = seed_table(scored, metric)
-    ties = ties_with_best(table, top["id"])
-    if ties is not None:
-        report.ties = int(ties["tied"].fillna(False).sum())
-        report.compared = int(ties["tied"].notna().sum())
+    cbb = could_be_best(scored, metric)
+    if cbb is not None:
+        kept = cbb["table"][cbb["table"]["could be best"]]
+        report.could_be_best = list(kept["config id"])
+        report.could_be_best_labels = [label(df[df["config id"] == c].iloc[0]) for c in report.could_be_best]
+        report.judged, report.seeds_judged = cbb["judged"], cbb["seeds"]
+        report.judged_ids = list(cbb["table"]["config id"])
     report.noise = seed_noise(table)
 
 
@@ -226,7 +297,8 @@ def _epochs_note(report: Report, df: pd.DataFrame, task: str, metric: str) -> No
             "to trust" + ("" if metric == "val loss" else " (rank with --metric 'val loss')"))
 
 
-def _plot_task(df: pd.DataFrame, scored: pd.DataFrame, below: pd.DataFrame, eff: pd.DataFrame | None, task: str,
+def _plot_task(df: pd.DataFrame, scored: pd.DataFrame, below: pd.DataFrame, eff: pd.DataFrame | None,
+               inter: pd.DataFrame | None, task: str,
                report: Report, threshold: float, ref_lines: dict[str, float], results_dir: Path,
                out_dir: Path) -> None:
     """The task's curves and hyperparameter figures (file names with the task), and for bytes
@@ -242,8 +314,8 @@ def _plot_task(df: pd.DataFrame, scored: pd.DataFrame, below: pd.DataFrame, eff:
     else:
         messages.append(f"{results_dir}: no results yet; no plots written")
     if len(scored):
-        save(plot_hyperparameters(scored, metric, f"{title}{metric} by hyperparameter", eff, reference=ref_lines),
-             hyper_png)
+        save(plot_hyperparameters(scored, metric, f"{title}{metric} by hyperparameter", eff, reference=ref_lines,
+                                  interactions=inter), hyper_png)
         report.written.append(hyper_png)
     elif len(df):
         messages.append(f"{title}no finished run has a {metric!r}; no hyperparameter plot written")

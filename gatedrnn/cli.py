@@ -317,7 +317,7 @@ def _run_examine(args: argparse.Namespace) -> int:
     if report.best:
         print(f"ranked by: mean {report.metric} over each configuration's finished runs")
         print(f"best: {report.best_line()}")
-        print(report.ties_line())
+        print(report.could_be_best_line())
         if report.noise:
             print(f"seed noise: std {report.noise['seed std']:.4f} within a configuration, "
                   f"{report.noise['between std']:.4f} between configurations")

@@ -184,13 +184,18 @@ def _strip_panel(ax, data: pd.DataFrame, key: str, metric: str, biggest: int,
 
 
 def _effect_panel(ax, rows: pd.DataFrame, metric: str) -> None:
-    """A key's matched-pair effects: the median difference and its 95 % interval per step."""
+    """A key's matched-pair effects per step: the median difference (circle) and the mean
+    (diamond, just below), each with its 95 % interval; a heterogeneous step is marked."""
     for i, (_, r) in enumerate(rows.iterrows()):
-        lo, hi = r["ci low"], r["ci high"]
-        err = None if not (math.isfinite(lo) and math.isfinite(hi)) else [[r["median difference"] - lo],
-                                                                          [hi - r["median difference"]]]
-        colour = "tab:green" if math.isfinite(hi) and hi < 0 else "tab:red" if math.isfinite(lo) and lo > 0 else "0.3"
-        ax.errorbar(r["median difference"], i, xerr=err, fmt="o", color=colour, capsize=4, lw=1.8)
+        for offset, centre, lo, hi, marker in ((0.0, r["median difference"], r["ci low"], r["ci high"], "o"),
+                                               (-0.25, r.get("mean difference", math.nan), r.get("mean ci low", math.nan),
+                                                r.get("mean ci high", math.nan), "D")):
+            if not math.isfinite(centre):
+                continue
+            err = None if not (math.isfinite(lo) and math.isfinite(hi)) else [[centre - lo], [hi - centre]]
+            colour = ("tab:green" if math.isfinite(hi) and hi < 0 else "tab:red" if math.isfinite(lo) and lo > 0
+                      else "0.3")
+            ax.errorbar(centre, i + offset, xerr=err, fmt=marker, color=colour, capsize=3, lw=1.6, ms=5)
     if not len(rows):
         ax.text(0.5, 0.5, "no matched pairs\n(one value swept)", ha="center", va="center",
                 transform=ax.transAxes, fontsize=9, color="0.4")
@@ -198,29 +203,39 @@ def _effect_panel(ax, rows: pd.DataFrame, metric: str) -> None:
     ax.axvline(0, color="black", lw=0.8, ls=":")
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"{_show(r['from'])}→{_show(r['to'])}  ({int(r['pairs'])} pairs)"
-                        for _, r in rows.iterrows()], fontsize=8)
+                        + ("\nheterogeneous" if r.get("heterogeneous") in (True,) else "") for _, r in rows.iterrows()],
+                       fontsize=8)
     ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
-    ax.set_xlabel(f"median Δ {metric} (to − from)", fontsize=8)
+    ax.set_xlabel(f"Δ {metric} (to − from): ● median, ◆ mean", fontsize=8)
     ax.set_title("matched-pair effect, 95 % CI", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
 
 
 def plot_hyperparameters(df: pd.DataFrame, metric: str, title: str,
                          effects_table: pd.DataFrame | None = None,
-                         reference: dict[str, float] | None = None) -> plt.Figure:
+                         reference: dict[str, float] | None = None,
+                         interactions: pd.DataFrame | None = None) -> plt.Figure:
     """One panel per hyperparameter: each run's metric by the hyperparameter's value (a jittered
     strip: seaborn's swarm redraws the whole figure once per panel, seconds at this size), the
-    mean per value marked. With ``effects_table`` (:func:`gatedrnn.stats.effects`), each
-    panel is followed by one of the key's matched-pair effects: median difference and its 95 %
-    interval per step of the key (from -> to), zero marked."""
+    mean per value marked. With ``effects_table`` (:func:`gatedrnn.effects.effects`), each
+    panel is followed by one of the key's matched-pair effects: the median and the mean difference
+    with their 95 % intervals per step of the key (from -> to), zero marked. With ``interactions``
+    (:func:`gatedrnn.effects.interactions`), a last panel maps the two-way interactions."""
     keys = hyperparameters(df)
     data = df[df[metric].notna()].copy()
     with_effects = effects_table is not None and len(effects_table) > 0
+    with_map = interactions is not None and len(interactions) > 0
     per_key = 2 if with_effects else 1
     ncols = (4 if len(keys) > 9 else 3) if not with_effects else 4
-    nrows = math.ceil(len(keys) * per_key / ncols)
+    panels = math.ceil(len(keys) * per_key / ncols)
+    nrows = panels + (2 if with_map else 0)
     fig, grid = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained",
                              squeeze=False)
+    if with_map:
+        for ax in grid[panels:].flat:
+            ax.remove()
+        _interaction_panel(fig.add_subplot(grid[0, 0].get_gridspec()[panels:, :min(ncols, 3)]), interactions)
+        grid = grid[:panels]
     flat = list(grid.flat)
     axes_strip = flat[0:len(keys) * per_key:per_key]
     for ax in axes_strip[1:]:
@@ -236,3 +251,26 @@ def plot_hyperparameters(df: pd.DataFrame, metric: str, title: str,
     extra = "; right of each: matched-pair effect (green lowers the loss)" if with_effects else ""
     fig.suptitle(f"{title} — {len(data)} runs; red bar: mean per value{extra}", fontsize=12)
     return fig
+
+
+def _interaction_panel(ax, interactions: pd.DataFrame) -> None:
+    """A heat map of the two-way interactions (each pair of keys at its first steps): the
+    difference of differences, blue where the combination lowers the loss, * where the 95 %
+    interval excludes zero."""
+    first = interactions.drop_duplicates(["a", "b"])
+    keys = list(dict.fromkeys([*first["a"], *first["b"]]))
+    matrix = np.full((len(keys), len(keys)), np.nan)
+    stars = {}
+    for _, r in first.iterrows():
+        i, j = keys.index(r["a"]), keys.index(r["b"])
+        matrix[j, i] = r["interaction"]
+        stars[(j, i)] = r["ci low"] > 0 or r["ci high"] < 0
+    limit = float(np.nanmax(np.abs(matrix))) if np.isfinite(matrix).any() else 1.0
+    image = ax.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    for (j, i), star in stars.items():
+        ax.text(i, j, f"{matrix[j, i]:+.3f}{'*' if star else ''}", ha="center", va="center", fontsize=7)
+    short = [k.replace("use_", "").replace("_", " ") for k in keys]
+    ax.set_xticks(range(len(keys)), short, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(keys)), short, fontsize=8)
+    ax.set_title("two-way interactions (difference of differences; * 95 % interval excludes 0)", fontsize=9)
+    ax.figure.colorbar(image, ax=ax, shrink=0.8)

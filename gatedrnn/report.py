@@ -32,8 +32,12 @@ class Report:
     below: int
     metric: str = "min loss"
     configurations: int = 0
-    ties: int | None = None  # configurations statistically tied with the best (None: cannot tell)
-    compared: int = 0
+    could_be_best: list[str] | None = None  # config ids that cannot be told from the best (None: cannot tell)
+    could_be_best_labels: list[str] = field(default_factory=list)
+    judged: int = 0  # configurations judged for it (the others lack the shared seeds)
+    judged_ids: list[str] = field(default_factory=list)
+    seeds_judged: list[int] = field(default_factory=list)
+    heterogeneity: list[str] = field(default_factory=list)  # flagged keys in words
     noise: dict[str, float] | None = None
     written: list[Path] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
@@ -56,12 +60,16 @@ class Report:
               else "")
         return (f"{b['label']}  {self.metric} {b[self.metric]:.4f}{ci} over {b['runs']} run(s)  id {b['id']}")
 
-    def ties_line(self) -> str:
-        if self.ties is None:
-            return ("tied with the best: cannot tell: no configuration has two or more runs "
+    def could_be_best_line(self) -> str:
+        if self.could_be_best is None:
+            return ("could be best: cannot tell: no two configurations have two or more runs on shared seeds "
                     "(replicate the best with init_experiments.py --replicate-from)")
-        return (f"tied with the best: {self.ties} of {self.compared} other configurations "
-                "(their seed-blocked 95 % interval of the difference reaches zero)")
+        n = len(self.could_be_best)
+        names = ", ".join(self.could_be_best_labels[:12]) + (", ..." if n > 12 else "")
+        seeds = f" on seeds {' '.join(map(str, self.seeds_judged))}" if self.seeds_judged else ""
+        return (f"could be best: {n} of {self.judged} configurations judged{seeds} cannot be told apart from the best "
+                f"(family-wise 5 %): {names}; the best's own interval is not adjusted for its selection "
+                "(the replicate stage estimates it afresh)")
 
 
 def _fmt(v: Any) -> str:
@@ -117,10 +125,13 @@ def _chance_reference(df: pd.DataFrame, task: str, h: str) -> list[str]:
 def _ranking(report: Report, ranked: pd.DataFrame, metric: str, task: str, h: str) -> list[str]:
     what = ("held-out loss" if metric == "val loss"
             else "the minimum of the training moving average: the original study’s metric")
-    ties = report.ties_line()
+    cbb = report.could_be_best_line()
     out = [f"{h} How sure is the ranking", "",
            f"Configurations are ranked by the mean **{metric}** of their finished runs ({what}).", "",
-           f"- Best: **{report.best_line()}**", f"- {ties[0].upper()}{ties[1:]}."]
+           f"- Best: **{report.best_line()}**", f"- {cbb[0].upper()}{cbb[1:]}. A configuration is kept when its "
+           "mean is within q·σ/√n of the lowest, q the 95 % quantile of Tukey's studentized range of the judged "
+           "means (summary.csv, column `could be best`): with 95 % probability no configuration whose true mean "
+           "is the lowest is left out, however many are compared."]
     if task != "bytes" and report.chance is not None and len(ranked):
         lower = ranked[f"{metric} ci high"] < report.chance
         better = ranked[f"{metric} mean"] < report.chance
@@ -148,7 +159,7 @@ def _top_ten(df: pd.DataFrame, ranked: pd.DataFrame, metric: str, memory: bool, 
     top["id"] = top["id"].str[:12]
     shown = [m for m in ("val loss", "val bpb", "min loss") if not (memory and m == "val bpb")]
     task_metrics = _task_metrics(df) if memory else []
-    cols = ["rank", "configuration", "runs", f"{metric} mean", f"{metric} ci low", f"{metric} ci high",
+    cols = ["rank", "configuration", "runs", f"{metric} mean", f"{metric} ci low", f"{metric} ci high", "could be best",
             *[f"{m} mean" for m in shown if m != metric and f"{m} mean" in top],
             *[f"{m} mean" for m in task_metrics if f"{m} mean" in top and m not in ("cross-entropy", "mse")], "id"]
     return [f"{h} The ten best configurations (by mean {metric}, 95 % t interval over seeds)", "",
@@ -157,14 +168,45 @@ def _top_ten(df: pd.DataFrame, ranked: pd.DataFrame, metric: str, memory: bool, 
             md_table(top[[c for c in cols if c in top]]), ""]
 
 
-def _effects(eff: pd.DataFrame | None, metric: str, h: str) -> list[str]:
+def _effects(eff: pd.DataFrame | None, metric: str, h: str, words: list[str]) -> list[str]:
     if eff is None or not len(eff):
         return []
-    return [f"{h} Matched-pair effects on {metric} (effects.csv)", "",
-            "Each pair: two configurations identical except for one key; its difference is to − from "
-            "(negative lowers the loss), the mean of its within-seed differences where the two share seeds. "
-            "The interval is a 95 % bootstrap interval of the median over pairs; an interval that reaches "
-            "zero does not show an effect.", "", md_table(eff), ""]
+    shown = eff.drop(columns=[c for c in ("task",) if c in eff])
+    out = [f"{h} Matched-pair effects on {metric} (effects.csv)", "",
+           "Each pair: two configurations identical except for one key; its difference is to − from "
+           "(negative lowers the loss), the mean of its within-seed differences where the two share seeds. "
+           "**median**: the typical pair, with an exact 95 % order-statistic interval (none below 6 pairs). "
+           "**mean**: the average over the contexts (settings of the other keys), with a 95 % t interval; it "
+           "shows a large change in a few contexts that the median hides. An interval that reaches zero does "
+           "not show an effect. **heterogeneous**: the pair differences vary between contexts more than one "
+           "common effect allows (F test at 5 %, against seed-to-seed noise where there are replicates, "
+           "against the higher-order residual of the two-way model where there are not): the key's effect "
+           "depends on the others, and one number does not describe it.", "", md_table(shown), ""]
+    if words:
+        out += ["Where the effect depends on the context (heterogeneous keys, split by the key that separates "
+                "their pair differences most; mean difference per value):", "", *[f"- {w}" for w in words], ""]
+    return out
+
+
+def _interactions(inter: pd.DataFrame | None, var: pd.DataFrame | None, metric: str, h: str) -> list[str]:
+    out = []
+    if inter is not None and len(inter):
+        top = inter.reindex(inter["interaction"].abs().sort_values(ascending=False).index).head(10)
+        shown = (top["ci low"] > 0) | (top["ci high"] < 0)
+        out += [f"{h} Two-way interactions on {metric} (interactions.csv)", "",
+                "The difference of differences: a's effect (from → to) where b is at `b to`, minus where b is at "
+                "`b from`, within seeds, averaged over the other keys' settings where all four configurations "
+                "exist, with a 95 % t interval over those settings. The ten largest; "
+                f"{int(((inter['ci low'] > 0) | (inter['ci high'] < 0)).sum())} of {len(inter)} have an interval "
+                f"that excludes zero ({int(shown.sum())} of these ten).", "", md_table(top), ""]
+    if var is not None and len(var):
+        out += [f"{h} Where the variance between configurations comes from (variance.csv)", "",
+                "Type-II sums of squares of the configurations' means (over the seeds they share) as shares of "
+                "their total variance: each main effect and two-way interaction, and what is left (higher-order "
+                "interactions and seed noise). Intervals from resampling seeds, where there are two or more; "
+                "terms the grid cannot separate (such as the residual switch where it is always on) are not "
+                "listed.", "", md_table(var.head(12)), ""]
+    return out
 
 
 def _linear(scored: pd.DataFrame, metric: str, h: str) -> list[str]:
@@ -188,7 +230,8 @@ def _runs_list(runs: pd.DataFrame, columns: list[str]) -> str:
 
 def task_section(df: pd.DataFrame, scored: pd.DataFrame, ranked: pd.DataFrame, below: pd.DataFrame,
                  report: Report, threshold: float, refs: dict[str, Any] | None, diverged: pd.DataFrame,
-                 eff: pd.DataFrame | None, task: str = "bytes", level: int = 2) -> str:
+                 eff: pd.DataFrame | None, task: str = "bytes", level: int = 2, inter: pd.DataFrame | None = None,
+                 var: pd.DataFrame | None = None) -> str:
     """One task's part of summary.md: references, how sure the ranking is, the ten best, the
     effects, the linear model, the means per value, the diverged runs and (for bytes) the runs
     below the threshold."""
@@ -198,7 +241,8 @@ def task_section(df: pd.DataFrame, scored: pd.DataFrame, ranked: pd.DataFrame, b
         return "\n".join(out + [f"No finished run with a {metric!r} yet.", ""])
     out += _ranking(report, ranked, metric, task, h)
     out += _top_ten(df, ranked, metric, memory, h)
-    out += _effects(eff, metric, h)
+    out += _effects(eff, metric, h, report.heterogeneity)
+    out += _interactions(inter, var, metric, h)
     out += _linear(scored, metric, h)
     out += [f"{h} Mean {metric} per value of each hyperparameter (over runs)", "",
             md_table(value_means(scored, metric)), ""]

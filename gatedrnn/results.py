@@ -121,6 +121,9 @@ def _row(path: Path) -> dict[str, Any] | str:
     # our results record the training seed always; it is a swept key only when the id includes it
     rec["seed swept"] = third_stage or ("seed" in rec and rec["id"] == config_id({**config, "seed": rec["seed"]}))
     rec["config id"] = config_id(config)  # runs that differ only in their seed share it
+    # our seed fixes the data order (a block shared by every configuration); the original's
+    # training index did not, so its replicates are unblocked
+    rec["seed blocks"] = "seed" in rec and not third_stage
     rec["cell"] = cell
     rec.setdefault("bptt", 1)
     rec.setdefault("task", "bytes")
@@ -144,7 +147,8 @@ def load(results_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per result file (one run), with the configuration keys, ``id``, ``config id``
     (the configuration without its seed: replicates share it), ``status``, ``min loss``,
     ``val loss`` (NaN where absent), ``loss`` (the curve, a list), ``seed swept`` (whether ``seed``
-    is part of the configuration) and every other key found. The original study's third-stage
+    is part of the configuration), ``seed blocks`` (whether the seed fixed the run's data order,
+    so that runs of one seed share it) and every other key found. The original study's third-stage
     files (``common id``, ``training``) are read with ``training`` as their seed."""
     folder = Path(results_dir)
     if not folder.exists():

@@ -1,61 +1,49 @@
-"""Replicates, seed-blocked comparisons, matched-pair effects and their intervals (DESIGN.md,
-"Replicates and effects").
+"""Replicates, seed-blocked comparisons and which configurations could be the best (DESIGN.md,
+"Replicates and effects"). No torch.
 
 Runs that differ only in their seed are one configuration with n runs (grouped by ``config id``,
 the id of the configuration without its seed). With our seeding a seed fixes the data order,
 so runs of different configurations with the same seed share part of their noise; comparisons
 are therefore made on differences *within* a seed (blocking), which removes that shared part.
+Two runs of one configuration with one seed are one unit (averaged), never two. Runs whose seed
+did not fix their data (the original study's ``training`` index) are unblocked replicates.
 
-- :func:`summarise`: per configuration, ``runs`` and ``<metric> mean|std|ci low|ci high``
-  (a 95 % t interval of the mean over the seeds).
-- :func:`compare`: configuration b minus a, paired on the seeds both have (a t interval of the
-  mean paired difference); without shared seeds, an unpaired (Welch) interval.
-- :func:`effects`: for each swept key, the matched pairs of configurations identical except for
-  that key, each pair's difference (to - from; the mean of its seed-blocked differences), their
-  median, a 95 % bootstrap interval of the median, and the share of pairs improved (lower).
+- :func:`summarise`: per configuration, ``runs`` (independent runs) and
+  ``<metric> mean|std|ci low|ci high`` (a 95 % t interval of the mean over its runs).
+- :func:`compare`: configuration b minus a on the seeds both have (a paired t interval);
+  without shared seeds, an unpaired (Welch) interval.
+- :func:`could_be_best`: the configurations that cannot be told apart from the best with the
+  family-wise error held at 5 % (multiple comparisons with the best, Tukey's studentized range
+  as the critical value, on the seeds the configurations share).
+- :func:`duplicates`: runs of one configuration and seed beyond the first, with their files.
+
+The matched-pair effects, interactions and variance shares are :mod:`gatedrnn.effects`'.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from .config import ALL_CELL_KEYS, SWITCHES
 from .results import hyperparameters
 
-__all__ = ["value_means", "linear_model", "t_quantile", "mean_interval", "summarise", "rank_configurations", "seed_table", "compare", "ties_with_best", "effects",
-           "ranking_metric", "seed_noise", "EFFECT_COLUMNS", "CONFIG_COLUMNS"]
+__all__ = ["value_means", "linear_model", "t_quantile", "mean_interval", "summarise", "rank_configurations",
+           "seed_table", "blocks", "compare", "could_be_best", "duplicates", "ranking_metric", "seed_noise",
+           "config_columns", "CONFIG_COLUMNS"]
 
-EFFECT_COLUMNS = ["hyperparameter", "from", "to", "pairs", "median difference", "ci low", "ci high", "share improved"]
 # what makes a configuration, beside its seed (present columns only are used)
 CONFIG_COLUMNS = [*SWITCHES, "n_layers", "state_size", "cell", "bptt", "task", *ALL_CELL_KEYS]
 
-# two-sided 95 % quantiles of Student's t by degrees of freedom (exact to 3 decimals)
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-         20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
-         29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
 
-
-def t_quantile(df: float) -> float:
-    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (linear in 1/df
-    between tabulated values; 1.960 in the limit)."""
-    if not df >= 1:
-        return float("nan")
-    if df in _T975:
-        return _T975[df]
-    keys = sorted(_T975)
-    if df > keys[-1]:
-        lo, hi, tlo, thi = 1 / keys[-1], 0.0, _T975[keys[-1]], 1.960
-    else:
-        below = max(k for k in keys if k < df)
-        above = min(k for k in keys if k > df)
-        lo, hi, tlo, thi = 1 / below, 1 / above, _T975[below], _T975[above]
-    x = 1 / df
-    return thi + (tlo - thi) * (x - hi) / (lo - hi)
+def t_quantile(df: float, level: float = 0.95) -> float:
+    """The two-sided ``level`` quantile of Student's t with ``df`` degrees of freedom (scipy)."""
+    return float(sps.t.ppf(0.5 + level / 2, df)) if df >= 1 else float("nan")
 
 
 def mean_interval(values: Sequence[float]) -> tuple[float, float, float, float]:
@@ -73,32 +61,47 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float, float]:
 
 
 def ranking_metric(df: pd.DataFrame) -> str:
-    """``val loss`` where the finished runs have it, else ``min loss`` (the original's files)."""
+    """``val loss`` where any finished run has it (a configuration without it is left out of that
+    ranking, and named by the analysis), ``min loss`` only where none has (the original's files)."""
     done = df[df["status"] == "done"] if "status" in df else df
-    if len(done) and "val loss" in done and done["val loss"].notna().all():
-        return "val loss"
-    return "min loss"
+    return "val loss" if "val loss" in done and done["val loss"].notna().any() else "min loss"
 
 
-def _config_columns(df: pd.DataFrame) -> list[str]:
+def config_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in CONFIG_COLUMNS if c in df]
+
+
+def _blocked(df: pd.DataFrame) -> bool:
+    """Whether the runs' seeds fixed their data (our results; not the original study's)."""
+    return bool(len(df)) and "seed blocks" in df and bool(df["seed blocks"].fillna(False).astype(bool).all())
+
+
+def _units(group: pd.DataFrame, metric: str, blocked: bool) -> list[float]:
+    """A configuration's independent values of ``metric``: one per seed (its runs of one seed
+    averaged) where seeds block, one per run otherwise."""
+    values = group[group[metric].notna()]
+    if blocked and "seed" in values and values["seed"].notna().all():
+        return values.groupby("seed")[metric].mean().tolist()
+    return values[metric].tolist()
 
 
 def summarise(df: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
     """One row per configuration (``config id``) over its finished runs: the configuration's
-    keys, ``runs``, ``seeds`` and ``<metric> mean|std|ci low|ci high`` for each metric."""
+    keys, ``runs`` (independent runs: duplicates of one seed count once), ``seeds`` and
+    ``<metric> mean|std|ci low|ci high`` for each metric."""
     done = df[df["status"] == "done"]
-    keys = _config_columns(df)
+    keys = config_columns(df)
+    blocked = _blocked(done)
     rows = []
     for cid, group in done.groupby("config id", sort=False):
         row: dict[str, Any] = {k: group[k].iloc[0] for k in keys}
         row["config id"] = cid
-        row["runs"] = len(group)
+        row["runs"] = group["seed"].nunique() if blocked else len(group)
         row["seeds"] = " ".join(str(int(s)) for s in sorted(group["seed"].dropna().unique())) if "seed" in group else ""
         for m in metrics:
             if m in group:
                 row[f"{m} mean"], row[f"{m} std"], row[f"{m} ci low"], row[f"{m} ci high"] = mean_interval(
-                    group[m].tolist())
+                    _units(group, m, blocked))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -119,16 +122,29 @@ def seed_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     (NaN where a configuration has no run of that seed). Runs without a seed share column -1."""
     done = df[(df["status"] == "done") & df[metric].notna()]
     seeds = done["seed"].fillna(-1).astype(int) if "seed" in done else pd.Series(-1, index=done.index)
-    return done.assign(_seed=seeds).pivot_table(index="config id", columns="_seed", values=metric, aggfunc="mean")
+    rows, row_of = np.unique(done["config id"].to_numpy(str), return_inverse=True)
+    cols, col_of = np.unique(seeds.to_numpy(), return_inverse=True)
+    total, count = np.zeros((len(rows), len(cols))), np.zeros((len(rows), len(cols)))
+    np.add.at(total, (row_of, col_of), done[metric].to_numpy(float))
+    np.add.at(count, (row_of, col_of), 1)
+    with np.errstate(invalid="ignore"):
+        mean = total / count  # duplicates of one seed averaged; NaN where none
+    return pd.DataFrame(mean, index=pd.Index(rows, name="config id"), columns=pd.Index(cols, name="_seed"))
+
+
+def blocks(done: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, bool]:
+    """:func:`seed_table` of the finished runs, and whether its columns are blocks (the seeds
+    fixed the runs' data) or merely run indices (the original study's unblocked replicates)."""
+    return seed_table(done, metric), _blocked(done)
 
 
 def compare(a: pd.Series, b: pd.Series) -> dict[str, Any]:
-    """b minus a, each a Series of a configuration's metric by seed. Paired on shared seeds
-    (two or more): the mean difference and its t interval; otherwise Welch's interval of the
-    difference of the means."""
+    """b minus a, each a Series of a configuration's metric by seed. On the seeds both have
+    where they share any (the mean paired difference; its t interval from two shared seeds on);
+    otherwise Welch's interval of the difference of the means."""
     a, b = a.dropna(), b.dropna()
     shared = a.index.intersection(b.index)
-    if len(shared) >= 2:
+    if len(shared):
         mean, _, lo, hi = mean_interval((b[shared] - a[shared]).tolist())
         return {"difference": mean, "ci low": lo, "ci high": hi, "paired seeds": len(shared)}
     diff = float(b.mean() - a.mean()) if len(a) and len(b) else math.nan
@@ -141,21 +157,81 @@ def compare(a: pd.Series, b: pd.Series) -> dict[str, Any]:
     return {"difference": diff, "ci low": diff - half, "ci high": diff + half, "paired seeds": len(shared)}
 
 
-def ties_with_best(table: pd.DataFrame, best: str) -> pd.DataFrame | None:
-    """Every other configuration against ``best`` (:func:`compare`, seed-blocked): difference,
-    interval, and ``tied`` (its interval reaches zero: not distinguishable from the best at
-    95 %, one comparison at a time). None when no configuration has two or more runs."""
-    if best not in table.index or table.notna().sum(axis=1).max() < 2:
+@functools.lru_cache(maxsize=256)
+def _range_quantile(p: float, k: int, dof: float) -> float:
+    """The ``p`` quantile of Tukey's studentized range of ``k`` means with ``dof`` degrees of
+    freedom (scipy; a numerical integral of a fraction of a second, so kept)."""
+    return float(sps.studentized_range.ppf(p, k, dof))
+
+
+def could_be_best(df: pd.DataFrame, metric: str, level: float = 0.05) -> dict[str, Any] | None:
+    """The configurations that cannot be told apart from the best, with the probability of
+    excluding any configuration whose true mean is the lowest held to ``level`` (family-wise).
+
+    Seed-blocked runs: the configurations judged are those with a run of every seed in the
+    most common seed set of two or more seeds (others are not judged); their means over those
+    seeds, the error from the configuration × seed residual ((k - 1)(n - 1) degrees of freedom).
+    Configuration i could be best when mean_i - min(mean) <= q sigma / sqrt(n), q the 1 - level
+    quantile of Tukey's studentized range of k means: the difference between any truly best
+    configuration and the sample's best exceeds that only when the range of the errors does.
+    Unblocked replicates: every configuration with two or more runs, the pooled within-
+    configuration error and the Tukey-Kramer form (each pair's own standard error).
+
+    Returns None (cannot tell) with fewer than two configurations or no replicates; else
+    ``table`` (config id, ``mean``, ``gap`` to the best, ``margin``, ``could be best``), ``judged``,
+    ``seeds``, ``sigma``, ``dof`` and ``q``."""
+    done = df[(df["status"] == "done") & df[metric].notna()]
+    if not len(done):
         return None
-    rows = []
-    for cid in table.index:
-        if cid == best:
-            continue
-        c = compare(table.loc[best], table.loc[cid])
-        c["config id"] = cid
-        c["tied"] = bool(c["ci low"] <= 0) if math.isfinite(c["ci low"]) else None
-        rows.append(c)
-    return pd.DataFrame(rows)
+    if _blocked(done):
+        table = seed_table(done, metric)
+        seed_sets = table.notna().apply(lambda r: tuple(table.columns[r.to_numpy()]), axis=1)
+        multi = seed_sets[seed_sets.map(len) >= 2]
+        if not len(multi):
+            return None
+        counts = multi.value_counts()
+        seeds = max(counts.index, key=lambda s: (counts[s], len(s)))
+        values = table[list(seeds)].dropna()
+        k, n = values.shape
+        if k < 2:
+            return None
+        v = values.to_numpy(float)
+        resid = v - v.mean(axis=1, keepdims=True) - v.mean(axis=0, keepdims=True) + v.mean()
+        dof = (k - 1) * (n - 1)
+        sigma = math.sqrt(float((resid ** 2).sum()) / dof)
+        q = _range_quantile(1 - level, k, dof)
+        means = pd.Series(v.mean(axis=1), index=values.index)
+        margin = pd.Series(q * sigma / math.sqrt(n), index=values.index)
+        keep = means - means.min() <= margin
+    else:
+        groups = {cid: g[metric].to_numpy(float) for cid, g in done.groupby("config id") if len(g) >= 2}
+        k, seeds = len(groups), ()
+        dof = sum(len(g) - 1 for g in groups.values())
+        if k < 2 or dof < 1:
+            return None
+        sigma = math.sqrt(sum(float(((g - g.mean()) ** 2).sum()) for g in groups.values()) / dof)
+        q = _range_quantile(1 - level, k, dof)
+        means = pd.Series({cid: g.mean() for cid, g in groups.items()})
+        size = pd.Series({cid: len(g) for cid, g in groups.items()})
+        # i could be best unless some j is lower by more than their pair's margin
+        margin_to = lambda i: q / math.sqrt(2) * sigma * np.sqrt(1 / size[i] + 1 / size)  # noqa: E731
+        keep = pd.Series({i: bool(((means[i] - means) <= margin_to(i)).all()) for i in means.index})
+        margin = pd.Series({i: float(margin_to(i)[means.idxmin()]) for i in means.index})
+    out = pd.DataFrame({"config id": means.index, "mean": means.to_numpy(), "gap": (means - means.min()).to_numpy(),
+                        "margin": margin.to_numpy(), "could be best": keep.to_numpy(bool)})
+    return {"table": out.sort_values("mean", kind="stable").reset_index(drop=True), "judged": k,
+            "seeds": [int(s) for s in seeds], "sigma": sigma, "dof": dof, "q": q}
+
+
+def duplicates(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs of one configuration with one seed, where seeds fix the data (they are one unit,
+    not independent replicates): config id, seed, runs, files."""
+    done = df[(df["status"] == "done") & df["seed"].notna()] if "seed" in df else df.iloc[:0]
+    if "seed blocks" in done:
+        done = done[done["seed blocks"].fillna(False).astype(bool)]
+    rows = [{"config id": cid, "seed": int(seed), "runs": len(g), "files": " ".join(sorted(map(str, g["file"])))}
+            for (cid, seed), g in done.groupby(["config id", "seed"]) if len(g) > 1]
+    return pd.DataFrame(rows, columns=["config id", "seed", "runs", "files"])
 
 
 def seed_noise(table: pd.DataFrame) -> dict[str, float] | None:
@@ -171,65 +247,6 @@ def seed_noise(table: pd.DataFrame) -> dict[str, float] | None:
             "runs per configuration": float(counts[counts >= 2].mean())}
 
 
-def _adjacent(values: list) -> list[tuple[Any, Any]]:
-    if all(isinstance(v, (bool, np.bool_)) for v in values):
-        return [(False, True)] if set(values) == {False, True} else []
-    if all(isinstance(v, str) for v in values):  # categorical: the first (gated) against each other
-        first = sorted(values, key=lambda v: (v != "gated", v))[0]
-        return [(first, v) for v in sorted(values) if v != first]
-    ordered = sorted(values)
-    return list(zip(ordered, ordered[1:]))
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
-
-
-def effects(df: pd.DataFrame, metric: str, keys: Sequence[str], n_boot: int = 2000,
-            seed: int = 0) -> tuple[pd.DataFrame, dict[tuple[str, Any, Any], np.ndarray]]:
-    """Matched-pair effects of ``keys`` on ``metric`` over the finished runs.
-
-    Returns the table (``EFFECT_COLUMNS``) and each row's pair differences, keyed by
-    (key, from, to). A pair is two configurations identical in every other key; its
-    difference is to - from: the mean of the differences within each seed both have, or the
-    difference of their means where they share no seed."""
-    table = seed_table(df, metric)
-    done = df[(df["status"] == "done") & df[metric].notna()].drop_duplicates("config id").set_index("config id")
-    columns = _config_columns(done)
-    rng = np.random.default_rng(seed)
-    rows, diffs = [], {}
-    for key in keys:
-        if key not in done or done[key].nunique(dropna=True) < 2:
-            continue
-        others = [c for c in columns if c != key]
-        sub = done[done[key].notna()]
-        frame = sub[others].astype(object).where(sub[others].notna(), None)
-        groups: dict[tuple, dict[Any, str]] = {}
-        for cid, rest, value in zip(sub.index, map(tuple, frame.itertuples(index=False)), sub[key]):
-            groups.setdefault(rest, {})[_plain(value)] = cid
-        values = [_plain(v) for v in sub[key].dropna().unique()]
-        for lo, hi in _adjacent(values):
-            d = []
-            for members in groups.values():
-                if lo in members and hi in members:
-                    a, b = table.loc[members[lo]].dropna(), table.loc[members[hi]].dropna()
-                    shared = a.index.intersection(b.index)
-                    d.append(float((b[shared] - a[shared]).mean()) if len(shared) else float(b.mean() - a.mean()))
-            if not d:
-                continue
-            arr = np.asarray(d)
-            if len(arr) >= 2:
-                boot = np.median(arr[rng.integers(0, len(arr), (n_boot, len(arr)))], axis=1)
-                ci = (float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)))
-            else:
-                ci = (math.nan, math.nan)
-            rows.append({"hyperparameter": key, "from": lo, "to": hi, "pairs": len(arr),
-                         "median difference": float(np.median(arr)), "ci low": ci[0], "ci high": ci[1],
-                         "share improved": float((arr < 0).mean())})
-            diffs[(key, lo, hi)] = arr
-    return pd.DataFrame(rows, columns=EFFECT_COLUMNS), diffs
-
-
 def value_means(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Mean, count and best of the metric per value of each hyperparameter (over runs)."""
     data = df[df[metric].notna()]
@@ -242,8 +259,10 @@ def value_means(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def linear_model(df: pd.DataFrame, metric: str, seed: int = 0) -> dict[str, Any] | None:
-    """Least squares of the metric on the standardised hyperparameters, fitted on four fifths
-    of the runs, with R² on the held-out fifth (as the original study reported)."""
+    """Least squares of the metric on the standardised hyperparameters, fitted on the runs of
+    four fifths of the configurations, with R² on the runs of the held-out fifth (as the original
+    study reported; split by configuration, so that no configuration's replicates sit on both
+    sides)."""
     data = df[df[metric].notna()]
     keys = [k for k in hyperparameters(df) if data[k].nunique() > 1] if len(data) else []
     if len(data) < 10 or not keys:
@@ -263,9 +282,10 @@ def linear_model(df: pd.DataFrame, metric: str, seed: int = 0) -> dict[str, Any]
     X = frame.to_numpy()
     X = (X - X.mean(0)) / X.std(0)
     y = data[metric].to_numpy(dtype=float)
-    idx = np.random.default_rng(seed).permutation(len(y))
-    n_test = max(2, len(y) // 5)
-    test, fit = idx[:n_test], idx[n_test:]
+    configs = data["config id"].unique()
+    held = set(np.random.default_rng(seed).permutation(configs)[:max(2, len(configs) // 5)])
+    in_test = data["config id"].isin(held).to_numpy()
+    test, fit = np.flatnonzero(in_test), np.flatnonzero(~in_test)
     A = np.column_stack([np.ones(len(fit)), X[fit]])
     coef, *_ = np.linalg.lstsq(A, y[fit], rcond=None)
     pred = np.column_stack([np.ones(len(test)), X[test]]) @ coef
@@ -273,4 +293,4 @@ def linear_model(df: pd.DataFrame, metric: str, seed: int = 0) -> dict[str, Any]
     ss_tot = float(((y[test] - y[test].mean()) ** 2).sum())
     return {"keys": keys, "intercept": float(coef[0]), "coefficients": dict(zip(keys, map(float, coef[1:]))),
             "r2 held out": 1 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
-            "fit runs": len(fit), "held-out runs": len(test)}
+            "fit runs": len(fit), "held-out runs": len(test), "held-out configurations": len(held)}

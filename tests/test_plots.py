@@ -2,11 +2,12 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from gatedrnn import RNNConfig
 from gatedrnn.config import CONFIG_KEYS, SWITCHES
 from gatedrnn.plots import plot_curves, plot_hyperparameters, save
-from gatedrnn.stats import effects
+from gatedrnn.effects import effects, interactions
 
 
 def table(seeds=(0, 1)) -> pd.DataFrame:
@@ -43,6 +44,25 @@ def test_the_hyperparameter_figure_has_a_strip_and_an_effect_panel_per_key(tmp_p
     assert all(s.replace("use_", "").replace("_", " ") in titles for s in SWITCHES)
     save(fig, tmp_path / "h.png")
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+    # both the median (circle) and the mean (diamond) of each step are drawn
+    markers = [line.get_marker() for ax in visible for line in ax.get_lines()]
+    assert markers.count("o") == markers.count("D") == len(eff) == 2  # forget gate, state size
+
+
+def test_the_hyperparameter_figure_maps_the_two_way_interactions():
+    df = table()
+    eff, _ = effects(df, "val loss")
+    inter = interactions(df, "val loss")
+    assert len(inter)
+    fig = plot_hyperparameters(df, "val loss", "title", eff, interactions=inter)
+    heat = [ax for ax in fig.axes if ax.get_title().startswith("two-way interactions")]
+    assert len(heat) == 1 and len(heat[0].images) == 1
+    image = heat[0].images[0].get_array()
+    first = inter.drop_duplicates(["a", "b"]).iloc[0]
+    labels = [t.get_text() for t in heat[0].get_xticklabels()]
+    i = labels.index(first["a"].replace("use_", "").replace("_", " "))
+    j = labels.index(first["b"].replace("use_", "").replace("_", " "))
+    assert image[j, i] == pytest.approx(first["interaction"])
 
 
 def test_the_value_axes_span_the_runs_and_references_outside_are_marks_on_the_edge():
