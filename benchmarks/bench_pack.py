@@ -15,12 +15,17 @@ peak memory.
    divided by the members. The 96-member pack of 3 layers x state 256 at batch 256 is also run
    in the GPU layout (one chunk), whose tensors are those a GPU would hold.
 
+Packed counts with the members at three learning rates (``lr`` swept, issue 23) are given
+for the GPU layout too.
+
 Usage: python benchmarks/bench_pack.py [--steps 3] [--per-group 8] [--count-steps 100] [--skip-memory]
+       [--skip-throughput]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing as mp
 import queue
 import resource
@@ -42,6 +47,8 @@ from gatedrnn.grid import default_grid  # noqa: E402
 from gatedrnn.packed import pack_group  # noqa: E402
 from gatedrnn.packing import pack_chunk  # noqa: E402
 from gatedrnn.trainer import PackRun, Run  # noqa: E402
+
+LRS = (3e-4, 1e-3, 3e-3)  # a swept learning rate, as init_experiments.py --lrs gives it
 
 
 def groups() -> dict[tuple, list]:
@@ -69,21 +76,26 @@ def op_counts(n: int, corpus) -> None:
     for config in default_grid():
         solo[config.id] = count(Run(config, tiny, corpus), 5, n)
     print(f"\n1. aten ops per configuration-step (counted over {n} steps after 5; batch-independent)")
-    print(f"{'':28} {'solo':>8} {'packed, GPU layout':>20} {'packed, CPU chunks':>20}")
-    packed_gpu, packed_cpu = {}, {}
+    print(f"{'':28} {'solo':>8} {'packed, GPU layout':>20} {'packed, CPU chunks':>20} {'GPU, 3 lrs':>12}")
+    packed_gpu, packed_cpu, packed_lrs = {}, {}, {}
     for key, members in sorted(groups().items()):
         gpu = count(PackRun(members, tiny, corpus, chunk=len(members)), 5, n)
         cpu = count(PackRun(members, tiny, corpus,
                             chunk=pack_chunk("cpu", key[2], 256)), 5, n)
-        packed_gpu[key], packed_cpu[key] = gpu / len(members), cpu / len(members)
+        # the members at three learning rates (issue 23): one Adam step with a rate per element
+        rated = [dataclasses.replace(c, lr=LRS[i % len(LRS)]) for i, c in enumerate(members)]
+        lrs = count(PackRun(rated, tiny, corpus, chunk=len(rated)), 5, n)
+        packed_gpu[key], packed_cpu[key], packed_lrs[key] = gpu / len(members), cpu / len(members), lrs / len(members)
         mean_solo = statistics.mean(solo[c.id] for c in members)
         print(f"  group L{key[1]} d{key[2]} ({len(members):>2} configs) {mean_solo:8.1f} {gpu / len(members):20.2f} "
-              f"{cpu / len(members):20.2f}   (a pack step: {gpu:.0f} / {cpu:.0f} ops)")
+              f"{cpu / len(members):20.2f} {lrs / len(members):12.2f}   (a pack step: {gpu:.0f} / {cpu:.0f} / "
+              f"{lrs:.0f} ops)")
     total = sum(len(m) for m in groups().values())
     grid_gpu = sum(packed_gpu[k] * len(m) for k, m in groups().items()) / total
     grid_cpu = sum(packed_cpu[k] * len(m) for k, m in groups().items()) / total
+    grid_lrs = sum(packed_lrs[k] * len(m) for k, m in groups().items()) / total
     print(f"  default grid average ({total})    {statistics.mean(solo.values()):8.1f} {grid_gpu:20.2f} {grid_cpu:20.2f}"
-          "   target: <= 4 packed")
+          f" {grid_lrs:12.2f}   target: <= 4 packed")
     for name, config in REFERENCE.items():
         key = pack_group(config)
         print(f"  reference ({name}) {config.short():<17} {solo[config.id]:8.1f} {packed_gpu[key]:20.2f} "
@@ -160,12 +172,14 @@ def main() -> None:
     p.add_argument("--count-steps", type=int, default=100, help="steps over which ops are counted (%(default)s)")
     p.add_argument("--skip-memory", action="store_true", help="skip the one-chunk memory run (a minute or more)")
     p.add_argument("--skip-counts", action="store_true")
+    p.add_argument("--skip-throughput", action="store_true", help="only the operation counts")
     args = p.parse_args()
     corpus = load_corpus(None)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if not args.skip_counts:
         op_counts(args.count_steps, corpus)
-    throughput(args.steps, args.per_group, not args.skip_memory)
+    if not args.skip_throughput:
+        throughput(args.steps, args.per_group, not args.skip_memory)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@
   interactions.csv                                every two-way interaction with its 95 % interval
   variance.csv                                    the share of the between-configuration variance per main
                                                   effect and two-way interaction
+  effects_by_lr.csv                               with a swept lr: the effects at each rate alone (the
+                                                  other tables then compare each configuration at its
+                                                  best rate, gatedrnn.tuning)
   summary.md                                      status, how sure the ranking is, seed noise against
                                                   spread, effects, reference entropies
 
@@ -46,12 +49,13 @@ from .effects import (EFFECT_COLUMNS, INTERACTION_COLUMNS, VARIANCE_COLUMNS, eff
 from .stats import (could_be_best, duplicates, linear_model, ranking_metric, seed_noise, seed_table, summarise,
                     value_means)
 from .status import recorded_config_file, sweep_status
+from .tuning import Tuned, effects_by_rate, tune
 
 __all__ = ["examine", "Report", "hyperparameters", "plot_curves", "plot_hyperparameters", "value_means",
            "linear_model", "reference_entropies", "filtered_name", "METRICS"]
 
 METRICS = ("min loss", "val loss")
-SUMMARY_METRICS = ("val loss", "val bpb", "min loss", "convergence step", "inference ms per step (batch 1)",
+SUMMARY_METRICS = ("val loss", "val bpb", "test loss", "test bpb", "min loss", "convergence step", "inference ms per step (batch 1)",
                    "inference ms per step (training batch)")
 CURVES_PNG = "results_01_all.png"
 HYPER_PNG = "results_01_all_hyperparameters.png"
@@ -86,11 +90,13 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
     keys = _keys(df, configs)
     summary = _summary_table(df, configs, running, keys)
     groups = _task_groups(df)
-    reports, sections, tables_of = {}, [], {"effects.csv": [], "interactions.csv": [], "variance.csv": []}
+    stage = ResultsFolder(results_dir).read_stage()
+    reports, sections = {}, []
+    tables_of = {"effects.csv": [], "interactions.csv": [], "variance.csv": [], "effects_by_lr.csv": []}
     for task, sub in groups:
         rep = Report(runs=len(sub), status=counts, best=None, below=0,
                      metric=ranking_metric(sub) if metric == "auto" else metric,
-                     messages=messages if task == "bytes" else [])
+                     messages=messages if task == "bytes" else [], stage=stage)
         _metric_note(rep, sub, metric, task)
         md, found = _examine_task(sub, task, rep, summary, threshold, results_dir, out_dir, data_path,
                                   level=3 if len(groups) > 1 or task != "bytes" else 2)
@@ -104,7 +110,11 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
     report.tasks = {t: r for t, r in reports.items() if t != "bytes"}
     written = [w for r in reports.values() for w in r.written]
     several = len(groups) > 1 or groups[0][0] != "bytes"
-    columns = {"effects.csv": EFFECT_COLUMNS, "interactions.csv": INTERACTION_COLUMNS, "variance.csv": VARIANCE_COLUMNS}
+    columns = {"effects.csv": EFFECT_COLUMNS, "interactions.csv": INTERACTION_COLUMNS, "variance.csv": VARIANCE_COLUMNS,
+               "effects_by_lr.csv": [*EFFECT_COLUMNS, "lr"]}
+    if not tables_of["effects_by_lr.csv"]:  # written only where lr is swept
+        del tables_of["effects_by_lr.csv"]
+        (out_dir / "effects_by_lr.csv").unlink(missing_ok=True)
     tables = {"summary.csv": summary, "runs.csv": _runs_table(df, keys),
               **{name: _task_table(found, columns[name], several) for name, found in tables_of.items()}}
     report.written = []
@@ -172,6 +182,12 @@ def _metric_note(report: Report, df: pd.DataFrame, asked: str, task: str) -> Non
     done = df[df["status"] == "done"] if len(df) else df
     if not len(done):
         return
+    if "test loss" not in done or done["test loss"].isna().all():
+        report.messages.append(f"{prefix}no run has test metrics (they were made before the validation/test "
+                               "split): val loss both selects and reports here, so the best's is biased low")
+    elif done["test loss"].isna().any():
+        report.messages.append(f"{prefix}{int(done['test loss'].isna().sum())} of {len(done)} finished runs have no "
+                               "test metrics (made before the validation/test split)")
     if asked == "auto" and metric == "min loss":
         report.messages.append(f"{prefix}ranked by min loss: no finished run records val loss (the original "
                                "study's files)")
@@ -207,21 +223,28 @@ def _examine_task(df: pd.DataFrame, task: str, report: Report, summary: pd.DataF
     if len(diverged):
         report.messages.append(f"{len(diverged)} diverged run(s) are listed as diverged and left out of every "
                                "ranking and threshold")
-    eff, inter, var = _effects_of(scored, metric, report)
+    tuned = tune(scored, metric)  # a swept lr: each configuration at its own best rate
+    view = tuned.runs if tuned is not None else scored
+    eff, inter, var = _effects_of(view, metric, report)
+    by_rate = None
+    if tuned is not None:
+        by_rate = effects_by_rate(scored, metric, hyperparameters(scored), eff)
+        report.tuned, report.by_rate = tuned, by_rate
+        summary.loc[summary["id"].isin(set(df["config id"])), "tuned"] = summary["id"].isin(set(tuned.chosen))
     refs, ref_lines, line = _references(df, task, metric, threshold, results_dir, data_path)
     report.chance = line if memory and math.isfinite(line) else None
     below = scored[scored[metric] < line] if math.isfinite(line) else scored.iloc[:0]
     report.below = len(below)
-    ranked = _ranked(summary, df, metric)
+    ranked = _ranked(summary, df, metric, tuned)
     report.configurations = len(ranked)
     if len(ranked):
-        _rank_report(report, df, scored, ranked, metric)
+        _rank_report(report, df, view, ranked, metric)
         _mark_could_be_best(summary, ranked, report)
-        ranked = _ranked(summary, df, metric)
+        ranked = _ranked(summary, df, metric, tuned)
     _epochs_note(report, df, task, metric)
-    _plot_task(df, scored, below, eff, inter, task, report, threshold, ref_lines, results_dir, out_dir)
-    md = task_section(df, scored, ranked, below, report, threshold, refs, diverged, eff, task, level, inter, var)
-    return md, (eff, inter, var)
+    _plot_task(df, view, below, eff, inter, task, report, threshold, ref_lines, results_dir, out_dir)
+    md = task_section(df, view, ranked, below, report, threshold, refs, diverged, eff, task, level, inter, var)
+    return md, (eff, inter, var, by_rate)
 
 
 def _effects_of(scored: pd.DataFrame, metric: str, report: Report) -> tuple[pd.DataFrame | None, ...]:
@@ -260,9 +283,11 @@ def _references(df: pd.DataFrame, task: str, metric: str, threshold: float, resu
     return None, ({name: chance} if chance is not None else {}), (chance if chance is not None else math.nan)
 
 
-def _ranked(summary: pd.DataFrame, df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The task's configurations with finished runs, by their mean metric."""
-    ranked_from = summary[summary["id"].isin(set(df["config id"]))] if "id" in summary else summary
+def _ranked(summary: pd.DataFrame, df: pd.DataFrame, metric: str, tuned: Tuned | None = None) -> pd.DataFrame:
+    """The task's configurations with finished runs, by their mean metric (with a swept lr: each
+    at its best rate)."""
+    ids = set(tuned.chosen) if tuned is not None else set(df["config id"])
+    ranked_from = summary[summary["id"].isin(ids)] if "id" in summary else summary
     if f"{metric} mean" not in ranked_from:
         return ranked_from.iloc[:0]
     return ranked_from[ranked_from["runs"] > 0].dropna(subset=[f"{metric} mean"]).sort_values(
@@ -352,7 +377,7 @@ def _keys(df: pd.DataFrame, configs: list[dict] | None) -> list[str]:
 
 def _runs_table(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """runs.csv: one row per run."""
-    metrics = ["status", "seed", "min loss", "val loss", "val bpb", "final loss", "epochs", "training steps",
+    metrics = ["status", "seed", "min loss", "val loss", "val bpb", "test loss", "test bpb", "final loss", "epochs", "training steps",
                "parameters", "steps per second", "resumes", "attempts", "error", "config id", "file"]
     out = df.reindex(columns=[*keys, "id", *[m for m in metrics if m != "final loss"]]).copy()
     out.insert(out.columns.get_loc("min loss"), "final loss",

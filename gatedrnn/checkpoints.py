@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import torch
 
 from ._atomic import atomic_write_bytes
-from .config import RNNConfig, TrainSettings
+from .config import LEGACY_SPLIT, RNNConfig, TrainSettings
 from .folder import set_aside
 
 __all__ = ["RunState", "CheckpointMismatch", "CHECKPOINT_FORMAT", "PACK_FORMAT", "WEIGHTS_FORMAT", "RESUME_KEYS",
@@ -44,7 +44,7 @@ PACK_FORMAT = "gatedrnn pack 1"
 WEIGHTS_FORMAT = "gatedrnn weights 1"  # the .pt weights written before safetensors
 SAFETENSORS_FORMAT = "gatedrnn weights 2"
 # Settings that change what a run computes; a checkpoint made under other values is refused.
-RESUME_KEYS = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams")
+RESUME_KEYS = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams", "split")
 
 
 class CheckpointMismatch(ValueError):
@@ -130,10 +130,11 @@ class RunState:
         if self.config.get("id") != config.id:
             raise CheckpointMismatch(f"{where}: checkpoint is for configuration {self.config.get('id')}, not {config.id}")
         mine = settings.to_dict()
+        theirs = {"split": LEGACY_SPLIT, **self.settings}  # made before the split rule: the whole held-out
         for key in RESUME_KEYS:
-            if self.settings.get(key) != mine[key]:
+            if theirs.get(key) != mine[key]:
                 raise CheckpointMismatch(
-                    f"{where}: the checkpoint was made with {key}={self.settings.get(key)!r} but this run has "
+                    f"{where}: the checkpoint was made with {key}={theirs.get(key)!r} but this run has "
                     f"{key}={mine[key]!r}; rerun with the original value, or delete the checkpoint to start over")
         if self.dataset_sha256 != sha256:
             raise CheckpointMismatch(

@@ -19,7 +19,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -75,6 +74,9 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int, nargs="+", default=list(DEFAULT_LAYERS), metavar="N", help="depths (%(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="N",
                    help="give each configuration a seed key, one entry per seed (overrides training's --seed)")
+    p.add_argument("--lrs", type=_finite_float, nargs="+", default=None, metavar="LR",
+                   help="give each configuration an lr key, one entry per rate (a swept learning rate: it overrides "
+                        "training's --lr, and examine compares each configuration at its best rate)")
     p.add_argument("--cells", nargs="+", default=["gated"], metavar="CELL",
                    help="cell kinds: gated gru lstm rnn esn esgp (%(default)s); esn enters with both readouts")
     p.add_argument("--bptt", type=int, nargs="+", default=[1], metavar="K",
@@ -90,14 +92,20 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
                        help="instead of the grid: the best --top fraction of the configurations in DIR, "
                             "with state size 512 and at least 3 layers")
     stage.add_argument("--replicate-from", default=None, metavar="DIR",
-                       help="instead of the grid: the --top best configurations in DIR, each once per --seeds "
-                            "(the original study's third stage)")
+                       help="instead of the grid: the --top best configurations in DIR by mean val loss, each once "
+                            "per seed: --seeds, or by default the --replicates smallest seeds no run in DIR used "
+                            "(the original study's third stage, on fresh seeds)")
     p.add_argument("--top", type=_finite_float, default=None,
                    help="--refine-from: the fraction kept (0.1); --replicate-from: how many configurations (10)")
+    p.add_argument("--replicates", type=int, default=5,
+                   help="--replicate-from without --seeds: how many fresh seeds (%(default)s)")
+    p.add_argument("--allow-seed-reuse", action="store_true",
+                   help="--replicate-from: accept --seeds that the selecting stage used (its estimate is then "
+                        "biased by the selection)")
 
 
 def _run_init(args: argparse.Namespace) -> int:
-    from .grid import ConfigFileError, default_grid, merge_configs, refine, replicate
+    from .grid import ConfigFileError, default_grid, merge_configs
 
     try:
         for name in ("state_sizes", "layers"):
@@ -106,34 +114,32 @@ def _run_init(args: argparse.Namespace) -> int:
                     raise ValueError(f"--{name.replace('_', '-')} must be positive, got {v}")
         if args.seeds is not None and any(s < 0 for s in args.seeds):
             raise ValueError(f"--seeds must be >= 0, got {args.seeds}")
+        if args.lrs is not None and any(not lr > 0 for lr in args.lrs):
+            raise ValueError(f"--lrs must be positive, got {' '.join(f'{lr:g}' for lr in args.lrs)}")
         source = args.refine_from or args.replicate_from
         if source is not None:
-            from .results import load
-            from .stats import rank_configurations
+            from .grid import next_stage
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ranked, metric = rank_configurations(load(source))
-            if args.refine_from is not None:
-                configs = refine(ranked, 0.1 if args.top is None else args.top, metric=metric) if len(ranked) else []
-            else:
-                top = 10 if args.top is None else args.top
-                if top != int(top):
-                    raise ValueError(f"--top must be a whole number of configurations with --replicate-from, got {top:g}")
-                configs = replicate(ranked, int(top), args.seeds or [], metric=metric) if len(ranked) else []
-            if not configs:
-                raise ValueError(f"{source}: no finished runs to take configurations from")
-            print(f"{source}: ranked {len(ranked)} configurations by mean {metric}")
+            configs, stage, n, metric = next_stage(source, args.refine_from is not None, args.top, args.seeds,
+                                                   args.replicates, args.allow_seed_reuse)
+            print(f"{source}: ranked {n} configurations by mean {metric}")
         else:
             if any(k < 1 for k in args.bptt):
                 raise ValueError(f"--bptt must be >= 1, got {args.bptt}")
             configs = default_grid(args.state_sizes, args.layers, args.seeds, args.cells, args.bptt,
-                                   args.tasks, dict(args.task_keys))
+                                   args.tasks, dict(args.task_keys), lrs=args.lrs)
         results = Path(args.results_dir)
         if results.exists() and not results.is_dir():
             raise ValueError(f"{results}: exists and is not a folder")
         added, total = merge_configs(args.config_file, configs)
         results.mkdir(parents=True, exist_ok=True)
+        if args.replicate_from is not None:
+            from .folder import ResultsFolder
+
+            ResultsFolder(results).write_stage(stage)
+            print(f"{results}: seeds {' '.join(map(str, stage['seeds']))} "
+                  + ("(none used by the selecting stage)" if not stage["reused"] else
+                     f"(reusing {' '.join(map(str, stage['reused']))} of the selecting stage, as allowed)"))
     except (ValueError, ConfigFileError, OSError) as e:
         return _error(e)
     print(f"{args.config_file}: {total} configurations ({added} new); results go to {results}/")
@@ -144,7 +150,8 @@ def _run_init(args: argparse.Namespace) -> int:
 # the settings a results folder records (gatedrnn.folder.RECORDED_SETTINGS, and the corpus): a
 # launcher given none of them takes the folder's (a rerun remembers); an explicit other value is
 # refused as before
-_REMEMBERED = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams", "data")
+_REMEMBERED = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams", "data",
+               "split")  # split: no option; a folder's rule (gatedrnn.data.SPLIT_RULES) is kept
 
 
 def _training_arguments(p: argparse.ArgumentParser) -> None:
@@ -218,14 +225,14 @@ def _remembered(args: argparse.Namespace) -> dict[str, object]:
     record = ResultsFolder(args.results_dir).read_settings()
     if not isinstance(record, dict):
         return {}
-    return {k: record[k] for k in _REMEMBERED if getattr(args, k) is None and record.get(k) is not None}
+    return {k: record[k] for k in _REMEMBERED if getattr(args, k, None) is None and record.get(k) is not None}
 
 
 def _options(args: argparse.Namespace, remembered: dict[str, object] | None = None):
     from .options import WorkerOptions
 
     d = TrainSettings()
-    given = {k: getattr(args, k) for k in _REMEMBERED if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in _REMEMBERED if getattr(args, k, None) is not None}
     if "data" in given:
         given["data"] = str(Path(given["data"]).resolve())
     values = {k: getattr(d, k) for k in _REMEMBERED} | (remembered or {}) | given

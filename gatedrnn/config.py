@@ -42,7 +42,7 @@ CONFIG_KEYS = SWITCHES + ("n_layers", "state_size")
 # Previous (old) state, Residual
 SWITCH_LETTERS = "IFOSNPR"
 # Keys a sweep may add when the user sweeps them; absent means "not swept" (or the default).
-EXTRA_KEYS = ("seed", "cell", "bptt", "task")
+EXTRA_KEYS = ("seed", "cell", "bptt", "task", "lr")
 CELLS = ("gated", "gru", "lstm", "rnn", "esn", "esgp")
 # Each cell's own keys with their defaults (the gated cell's are the seven switches).
 CELL_KEYS: dict[str, dict[str, Any]] = {
@@ -108,9 +108,10 @@ class RNNConfig:
     The default cell, ``gated``, takes the seven switches, ``n_layers`` and ``state_size``: the
     nine-key form of DESIGN.md, whose id never changes. Other cells (``gru``, ``lstm``, ``rnn``,
     ``esn``, ``esgp``) take no switches and their own keys (``CELL_KEYS``). Optional swept
-    keys: ``seed`` (overrides the training seed) and ``bptt`` (1, the default: the state is
-    detached after every step; k > 1: truncated BPTT over k steps, one optimizer step per k
-    bytes). A key at its default is absent from the JSON form, so it does not change the id.
+    keys: ``seed`` (overrides the training seed), ``lr`` (overrides the training learning rate:
+    a swept learning rate) and ``bptt`` (1, the default: the state is detached after every step;
+    k > 1: truncated BPTT over k steps, one optimizer step per k bytes). A key at its default is
+    absent from the JSON form, so it does not change the id.
     """
 
     use_input_gate: bool | None = None
@@ -123,6 +124,7 @@ class RNNConfig:
     n_layers: int = 1
     state_size: int = 256
     seed: int | None = None
+    lr: float | None = None
     cell: str = "gated"
     bptt: int = 1
     density: float | None = None
@@ -153,6 +155,12 @@ class RNNConfig:
             _check_int("seed", self.seed, 0)
             if self.seed > SEED_MAX:
                 raise ValueError(f"seed must be at most 2**62, got {self.seed!r}")
+        if self.lr is not None:
+            if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)):
+                raise TypeError(f"lr must be a number, got {self.lr!r}")
+            if not 0 < self.lr < float("inf"):
+                raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+            object.__setattr__(self, "lr", float(self.lr))
         self._own_keys(CELL_KEYS[self.cell], ("density", "spectral_radius", "input_scaling", "leak", "readout"),
                        f"cell {self.cell!r}")
         if self.cell in ("esn", "esgp"):
@@ -226,6 +234,8 @@ class RNNConfig:
             d.update(self.task_options)
         if self.bptt != 1:
             d["bptt"] = self.bptt
+        if self.lr is not None:
+            d["lr"] = self.lr
         if self.seed is not None:
             d["seed"] = self.seed
         if with_id:
@@ -249,7 +259,7 @@ class RNNConfig:
         task = d.get("task", "bytes")
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-        allowed = set(required) | {"seed", "cell", "bptt", "task", "id"} | set(CELL_KEYS[cell]) | set(TASK_KEYS[task])
+        allowed = set(required) | {"seed", "lr", "cell", "bptt", "task", "id"} | set(CELL_KEYS[cell]) | set(TASK_KEYS[task])
         unknown = sorted(set(d) - allowed)
         if unknown:
             where = ("" if cell == "gated" or unknown[0] not in SWITCHES else f" for cell {cell!r}") or (
@@ -274,8 +284,9 @@ class RNNConfig:
             head = self.cell
         bptt = f" bptt{self.bptt}" if self.bptt != 1 else ""
         seed = f" s{self.seed}" if self.seed is not None else ""
+        lr = f" lr{self.lr:g}" if self.lr is not None else ""
         task = f" {self.task}" if self.task != "bytes" else ""
-        return f"{head} L{self.n_layers} d{self.state_size}{bptt}{seed}{task}"
+        return f"{head} L{self.n_layers} d{self.state_size}{bptt}{lr}{seed}{task}"
 
     def task_label(self) -> str:
         """The task with its keys, e.g. ``copy (length 50)``; ``bytes`` for the byte task."""
@@ -291,6 +302,9 @@ def task_label(task: str, options: Mapping[str, Any]) -> str:
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
+LEGACY_SPLIT = "tail"  # what settings, checkpoints and folders recorded before the split rule used
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """How a configuration is trained (DESIGN.md, "Training without BPTT").
@@ -302,7 +316,12 @@ class TrainSettings:
     checkpoint_every: steps between checkpoints (0: only when stopped).
     data: corpus file, or ``None`` for the built-in corpus.
     device: ``auto``, ``cpu``, ``cuda`` or ``cuda:k``.  seed: model-init and data-order seed.
-    val_streams: at most this many fixed validation streams (each ``history`` bytes long).
+    val_streams: at most this many fixed validation streams (each ``history`` bytes long), and as
+    many test streams.
+    split: how the held-out data divides into validation and test (:data:`gatedrnn.data.SPLIT_RULES`):
+    ``blocks`` (interleaved blocks; memory tasks: validation and test sets from different
+    generator seeds) or ``tail`` (settings recorded before the rule existed: all held-out data
+    validates, no test split). A results folder's runs all use its recorded rule.
     """
 
     steps: int = 10_000
@@ -316,6 +335,7 @@ class TrainSettings:
     device: str = "auto"
     seed: int = 0
     val_streams: int = 256
+    split: str = "blocks"
 
     def __post_init__(self) -> None:
         _check_int("steps", self.steps, 1)
@@ -336,6 +356,8 @@ class TrainSettings:
             raise TypeError(f"data must be a file path or None, got {self.data!r}")
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:K, got {self.device!r}")
+        if self.split not in ("blocks", "tail"):  # gatedrnn.data.SPLIT_RULES
+            raise ValueError(f"split must be blocks or tail, got {self.split!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -346,7 +368,7 @@ class TrainSettings:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown training setting {unknown[0]!r}")
-        return cls(**d)
+        return cls(**{"split": LEGACY_SPLIT, **d})  # settings recorded before the split rule: ``tail``
 
     def replace(self, **changes: Any) -> "TrainSettings":
         return dataclasses.replace(self, **changes)

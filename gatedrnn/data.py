@@ -1,4 +1,10 @@
-"""Byte corpora, the 90/10 train/validation split, and batches of parallel streams.
+"""Byte corpora, their splits, and batches of parallel streams.
+
+The first 90 % of a corpus is the training split. The held-out 10 % is divided by a split rule
+(:data:`SPLIT_RULES`): ``blocks`` (the default) cuts it into blocks of :data:`HELDOUT_BLOCK`
+bytes (smaller where it holds fewer than two) and gives the even-numbered blocks to validation,
+the odd-numbered ones to test, so that neither is one contiguous topical slice; ``tail`` (results
+made before the rule existed) uses the whole held-out part for validation and has no test split.
 
 A corpus is any file (plain, .gz, .bz2, .xz, or a .zip with one member) read as raw bytes, or
 the built-in corpus: the English text of the Python documentation topics that ships with every
@@ -25,10 +31,14 @@ __all__ = [
     "load_corpus",
     "validation_streams",
     "ngram_cross_entropies",
+    "SPLIT_RULES",
+    "HELDOUT_BLOCK",
 ]
 
 BUILTIN = "builtin:pydoc_topics"
 VAL_FRACTION = 0.1
+SPLIT_RULES = ("blocks", "tail")
+HELDOUT_BLOCK = 4096
 
 
 class DataError(ValueError):
@@ -55,7 +65,20 @@ class Corpus:
 
     @property
     def val(self) -> np.ndarray:
+        """The whole held-out part (the n-gram references' data)."""
         return self.data[self.n_train :]
+
+    def heldout(self, part: str, rule: str = "blocks") -> np.ndarray | None:
+        """The ``val`` or ``test`` split of the held-out part under ``rule`` (None: ``tail`` has
+        no test split)."""
+        if rule not in SPLIT_RULES:
+            raise ValueError(f"split rule must be one of {', '.join(SPLIT_RULES)}, got {rule!r}")
+        held = self.val
+        if rule == "tail":
+            return held if part == "val" else None
+        block = max(1, min(HELDOUT_BLOCK, len(held) // 2))
+        starts = range(0 if part == "val" else block, len(held), 2 * block)
+        return np.concatenate([held[s : s + block] for s in starts])
 
     def describe(self) -> dict:
         return {"name": self.name, "sha256": self.sha256, "bytes": len(self)}
@@ -120,7 +143,7 @@ def check_length(corpus: Corpus, history: int) -> None:
     """Both splits must hold at least one window of ``history`` + 1 bytes."""
     need = history + 1
     where = corpus.path or corpus.name
-    if corpus.n_train < need or len(corpus.val) < 2:
+    if corpus.n_train < need or len(corpus.val) < 4:
         raise DataError(
             f"{where}: {len(corpus)} bytes is too short for history {history}: the training split "
             f"(90 %) needs at least {need} bytes, i.e. a corpus of at least {int(np.ceil(need / 0.9)) + 1} bytes"

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from ._atomic import atomic_write_json
+from .config import LEGACY_SPLIT
 from typing import Any, Iterator, Mapping
 
 __all__ = ["ResultsFolder", "FolderError", "read_json", "is_config_id", "result_record", "failed_record",
@@ -40,7 +41,7 @@ __all__ = ["ResultsFolder", "FolderError", "read_json", "is_config_id", "result_
 STATUSES = ("done", "diverged", "failed")
 # the settings that shape what a run computes: one value each per results folder
 RECORDED_SETTINGS = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams",
-                     "dataset sha256")
+                     "split", "dataset sha256")
 _ID = re.compile(r"^[0-9a-f]{64}$")
 _HISTORY = re.compile(r"^[0-9a-f]{64}\.failed-\d+\.json$")
 
@@ -83,6 +84,7 @@ class ResultsFolder:
         self.lock_holder = self.queue / "lock.holder"
         self.settings_file = self.queue / "settings.json"
         self.configs_file = self.queue / "configs.json"
+        self.stage_file = self.queue / "stage.json"
 
     def __repr__(self) -> str:
         return f"ResultsFolder({str(self.root)!r})"
@@ -229,8 +231,13 @@ class ResultsFolder:
         self.lock_holder.write_text(json.dumps(dict(holder)))
 
     def read_settings(self) -> Any | None:
-        """The sweep's settings as first recorded (``RECORDED_SETTINGS``), or None."""
-        return read_json(self.settings_file)
+        """The sweep's settings as first recorded (``RECORDED_SETTINGS``), or None. A record
+        made before the split rule existed has ``split`` ``tail`` (its runs have no test split;
+        its later runs keep that rule, so that one folder's runs are never mixed)."""
+        record = read_json(self.settings_file)
+        if isinstance(record, dict) and "split" not in record and "steps" in record:
+            record["split"] = LEGACY_SPLIT
+        return record
 
     def write_settings(self, settings: Mapping[str, Any]) -> None:
         """The recorded settings, and the corpus file they were given (a rerun without --data uses it)."""
@@ -250,6 +257,17 @@ class ResultsFolder:
             return False
         atomic_write_json(self.configs_file, rec)
         return True
+
+    def read_stage(self) -> dict[str, Any] | None:
+        """How this folder's configurations were chosen (init_experiments.py --replicate-from
+        records it: the folder selected from, the metric, the seeds that selected and the seeds
+        given here), or None for a grid."""
+        rec = read_json(self.stage_file)
+        return rec if isinstance(rec, dict) else None
+
+    def write_stage(self, record: Mapping[str, Any]) -> None:
+        self.queue.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.stage_file, dict(record))
 
     # ------------------------------------------------------------------ set-up
     def check_exists(self) -> None:

@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -46,8 +47,10 @@ def default_grid(
     bptt: Sequence[int] = (1,),
     tasks: Sequence[str] = ("bytes",),
     task_keys: dict[str, Sequence[int]] | None = None,
+    lrs: Sequence[float] | None = None,
 ) -> list[RNNConfig]:
-    """The grid, in a fixed order: seeds outermost, then tasks (each crossed with the values of
+    """The grid, in a fixed order: seeds outermost, then learning rates (``lrs``: each
+    configuration's ``lr`` key; None: no key, the training setting applies), then tasks (each crossed with the values of
     its keys in ``task_keys``, its defaults for the others), truncation, cells, switches, layers,
     state sizes. The gated cell's rule (a state smaller than the vocabulary needs the residual
     path) applies to it alone, and to every task, so that each task sweeps the same
@@ -59,7 +62,7 @@ def default_grid(
         raise ValueError(f"unknown cell {unknown[0]!r}; cells are {', '.join(CELLS)}")
     task_variants = _task_variants(tasks, task_keys or {})
     out = []
-    for seed, task, k in itertools.product(seeds if seeds else [None], task_variants, bptt):
+    for seed, lr, task, k in itertools.product(seeds if seeds else [None], lrs if lrs else [None], task_variants, bptt):
         for cell in cells:
             if cell == "gated":
                 for flags in itertools.product((False, True), repeat=len(SWITCHES)):
@@ -70,13 +73,14 @@ def default_grid(
                         for size in state_sizes:
                             if size < VOCAB and not sw["use_residual"]:
                                 continue  # a state smaller than the vocabulary needs the residual path
-                            out.append(RNNConfig(**sw, n_layers=n_layers, state_size=size, seed=seed, bptt=k, **task))
+                            out.append(RNNConfig(**sw, n_layers=n_layers, state_size=size, seed=seed, lr=lr, bptt=k,
+                                                 **task))
                 continue
             variants = [{"readout": r} for r in READOUTS if not (r == "ridge" and k != 1)] if cell == "esn" else [{}]
             for variant in variants:
                 for n_layers in layers:
                     for size in state_sizes:
-                        out.append(RNNConfig(cell=cell, n_layers=n_layers, state_size=size, seed=seed,
+                        out.append(RNNConfig(cell=cell, n_layers=n_layers, state_size=size, seed=seed, lr=lr,
                                              bptt=k, **variant, **task))
     return out
 
@@ -223,3 +227,57 @@ def replicate(results: "Any", top: int, seeds: Sequence[int], metric: str = "min
         if len(seen) == top:
             break
     return out
+
+
+def replicate_seeds(results: "Any", seeds: Sequence[int] | None, replicates: int, allow_reuse: bool,
+                    source: str) -> dict[str, Any]:
+    """The replicate stage's seeds: ``seeds`` (ValueError, naming them, where the selecting
+    stage's runs ``results`` used one, unless ``allow_reuse``), or the ``replicates`` smallest
+    seeds that none of its runs used. Returns ``seeds``, ``selection seeds`` and ``reused``."""
+    used = sorted({int(s) for s in results["seed"].dropna()}) if "seed" in results else []
+    if not used and len(results):
+        used = [0]  # results without a seed trained with the default one
+    if seeds is None:
+        if replicates < 1:
+            raise ValueError(f"--replicates must be at least 1, got {replicates}")
+        seeds = [s for s in range(max(used, default=0) + replicates + 1) if s not in used][:replicates]
+    else:
+        seeds = list(dict.fromkeys(seeds))
+    reused = [s for s in seeds if s in used]
+    if reused and not allow_reuse:
+        raise ValueError(f"--seeds {' '.join(map(str, reused))}: used by the selecting stage in {source} (its runs "
+                         f"have seeds {' '.join(map(str, used))}); an estimate on a seed that selected is biased: "
+                         "choose others (omit --seeds for fresh ones) or pass --allow-seed-reuse")
+    return {"selection seeds": used, "seeds": seeds, "reused": reused}
+
+
+def next_stage(source: str, refining: bool, top: float | None, seeds: Sequence[int] | None, replicates: int,
+               allow_reuse: bool) -> tuple[list[RNNConfig], dict[str, Any] | None, int, str]:
+    """A stage chosen from the results in ``source`` by mean val loss: ``refine`` (``top``: the
+    fraction, 0.1) or ``replicate`` (``top``: how many, 10; on :func:`replicate_seeds`). Returns
+    the configurations, the replicate stage's record (None for refine), how many configurations
+    were ranked, and the metric."""
+    from .folder import ResultsFolder
+    from .results import load
+    from .stats import rank_configurations
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        df = load(source)
+    ranked, metric = rank_configurations(df)
+    stage = None
+    if refining:
+        configs = refine(ranked, 0.1 if top is None else top, metric=metric) if len(ranked) else []
+    else:
+        top = 10 if top is None else top
+        if top != int(top):
+            raise ValueError(f"--top must be a whole number of configurations with --replicate-from, got {top:g}")
+        stage = replicate_seeds(df, seeds, replicates, allow_reuse, source)
+        configs = replicate(ranked, int(top), stage["seeds"], metric=metric) if len(ranked) else []
+        earlier = ResultsFolder(source).read_stage()
+        stage.update({"stage": "replicate", "selected from": str(Path(source).resolve()), "selected by": metric,
+                      "selected in": (earlier or {}).get("selected from"),
+                      "configurations": len(configs) // max(1, len(stage["seeds"]))})
+    if not configs:
+        raise ValueError(f"{source}: no finished runs to take configurations from")
+    return configs, stage, len(ranked), metric

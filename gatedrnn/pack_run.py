@@ -61,8 +61,11 @@ class PackRun(Loop):
         for k, (config, seed) in enumerate(zip(self.configs, self.seeds)):
             self.model.load_member(k, seeded_model(config, seed).state_dict())
         self.flat = self.model.flat
-        self.optimizer = make_optimizer(self.flat, settings.lr, self.device)
-        self.rule = PackedRule(self.model, self.optimizer)
+        # each member's learning rate (a swept lr overrides the setting); where they differ, one
+        # Adam step with a rate per element of the stacked parameters
+        self.lrs = [c.lr if c.lr is not None else settings.lr for c in self.configs]
+        self.optimizer = make_optimizer(self.flat, self.lrs[0], self.device)
+        self.rule = PackedRule(self.model, self.optimizer, self._lr_per_element() if len(set(self.lrs)) > 1 else None)
         # one data stream per distinct seed; members of one seed read the same bytes
         data_seeds = sorted(set(self.seeds))
         self.member_stream = [data_seeds.index(seed) for seed in self.seeds]
@@ -83,6 +86,14 @@ class PackRun(Loop):
         self.member_diverged: list[int | None] = [None] * self.k
         self.member_problems: list[list[str]] = [[] for _ in configs]
         self.checkpoint_problems: list[str] = []
+
+    def _lr_per_element(self) -> torch.Tensor:
+        lr = torch.zeros_like(self.flat)
+        with torch.no_grad():
+            for k, rate in enumerate(self.lrs):
+                solo = self.model.member_flat(k, self.flat)
+                self.model.load_member_flat(k, lr, torch.full_like(solo, rate))
+        return lr
 
     @property
     def diverged_at(self) -> int | None:
@@ -152,7 +163,8 @@ class PackRun(Loop):
         return RunState(
             config=self.configs[k].to_dict(with_id=True), settings=self.settings.to_dict(),
             dataset=self.source.name, dataset_sha256=self.source.sha256, model=self.model.member_state(k),
-            optimizer={"state": state, "param_groups": [{**group, "params": [0]}]}, ridge=None, step=self.step,
+            optimizer={"state": state, "param_groups": [{**group, "lr": self.lrs[k], "params": [0]}]}, ridge=None,
+            step=self.step,
             updates=self.updates, pos=self.pos,
             offsets=None if self.offsets is None or self.window is None else self.offsets[u].cpu(),
             states=[s[k].cpu() for s in self.states], ma=self.ma[k].cpu().clone(), ma_started=True,

@@ -144,7 +144,9 @@ def _show(v) -> str:
     """A hyperparameter's value as an axis label: on/off for a switch."""
     if isinstance(v, (bool, np.bool_)):
         return "on" if v else "off"
-    return v if isinstance(v, str) else str(int(v))
+    if isinstance(v, str):
+        return v
+    return str(int(v)) if float(v).is_integer() else f"{float(v):g}"  # a learning rate: 0.0003
 
 
 def _strip_panel(ax, data: pd.DataFrame, key: str, metric: str, biggest: int,

@@ -38,6 +38,9 @@ class Report:
     judged_ids: list[str] = field(default_factory=list)
     seeds_judged: list[int] = field(default_factory=list)
     heterogeneity: list[str] = field(default_factory=list)  # flagged keys in words
+    stage: dict[str, Any] | None = None  # how the folder's configurations were chosen (folder.read_stage)
+    tuned: Any = None  # gatedrnn.tuning.Tuned where lr is swept
+    by_rate: pd.DataFrame | None = None  # the effects at each rate alone
     noise: dict[str, float] | None = None
     written: list[Path] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
@@ -95,6 +98,81 @@ def _is_mackey(task: str) -> bool:
 
 
 # ---------------------------------------------------------------------------- sections
+def _seeds(values) -> str:
+    return " ".join(str(int(s)) for s in values) if len(values) else "none recorded"
+
+
+def _protocol(df: pd.DataFrame, ranked: pd.DataFrame, report: Report, h: str) -> list[str]:
+    """What was selected on which split and seeds, and what is reported on which."""
+    stage, metric = report.stage, report.metric
+    has_test = "test loss mean" in ranked and ranked["test loss mean"].notna().any()
+    seeds = sorted(df["seed"].dropna().unique()) if "seed" in df else []
+    if not stage or stage.get("stage") != "replicate":
+        out = [f"{h} Protocol", "",
+               f"- Ranked and selected on **{metric}**" + (" (the validation split)" if metric == "val loss" else "")
+               + f", seeds {_seeds(seeds)}."]
+        out.append("- **test loss**: the test split, measured once at each run's end on its final weights and never "
+                   "used to select; shown beside the ranking." if has_test else
+                   "- No test split in these runs (made before the validation/test split).")
+        return out + ["- The best's ranking metric is biased low: it was selected on the same runs. For an unbiased "
+                      "estimate, train the chosen configurations on fresh seeds (`init_experiments.py "
+                      "--replicate-from`) and read their test loss.", ""]
+    reused = stage.get("reused") or []
+    out = [f"{h} Protocol: a replicate stage", "",
+           f"- Selected: the {stage.get('configurations', '?')} configurations with the lowest mean "
+           f"{stage.get('selected by', 'val loss')} in `{stage.get('selected from')}` (its seeds "
+           f"{_seeds(stage.get('selection seeds') or [])}).",
+           f"- Estimated here on seeds {_seeds(stage.get('seeds') or [])}: " +
+           ("none of them used by the selection (fresh)." if not reused else
+            f"reusing {_seeds(reused)} of the selection (--allow-seed-reuse): those runs carry its bias."),
+           "- Reported: **test loss** (the test split, measured once at each run's end, never used to select), the "
+           "mean over these seeds with its 95 % t interval." if has_test else
+           "- These runs have no test split (made before it existed): the report is on val loss.", ""]
+    if has_test:
+        t = ranked.sort_values("test loss mean", kind="stable").copy()
+        t.insert(0, "configuration", [label(df[df["config id"] == i].iloc[0]) for i in t["id"]])
+        cols = ["configuration", "runs", "test loss mean", "test loss ci low", "test loss ci high", "val loss mean",
+                "test bpb mean"]
+        out += [md_table(t[[c for c in cols if c in t]]), ""]
+    return out
+
+
+def _tuning(report: Report, df: pd.DataFrame, eff: pd.DataFrame | None, h: str) -> list[str]:
+    """A swept lr: which view each table is, the best rate per configuration, the effects per rate."""
+    tuned, by_rate, metric = report.tuned, report.by_rate, report.metric
+    if tuned is None:
+        return []
+    rates = " ".join(f"{r:g}" for r in tuned.rates)
+    counts = pd.Series(list(tuned.chosen.values())).value_counts()
+    rows = []
+    for rate in tuned.rates:
+        col = tuned.by_rate[rate].dropna() if rate in tuned.by_rate else pd.Series(dtype=float)
+        rows.append({"lr": f"{rate:g}", "configurations best at it": int(counts.get(rate, 0)),
+                     f"best mean {metric} at this rate": float(col.min()) if len(col) else math.nan,
+                     "median over configurations": float(col.median()) if len(col) else math.nan})
+    out = [f"{h} Learning rate: each configuration at its own best rate", "",
+           f"`lr` is swept ({rates}); every configuration was trained at each rate. **The ranking, the could-be-best "
+           f"set, the effects, interactions and variance shares in this summary are the tuned view**: each "
+           f"configuration at the rate with its lowest mean {metric}, so that an effect is not merely a change of "
+           "the best rate (summary.csv: `tuned` marks those rows). effects_by_lr.csv has the effects at each rate "
+           "alone.", "", md_table(pd.DataFrame(rows)), ""]
+    if by_rate is not None and len(by_rate) and eff is not None and "same sign at every lr" in eff:
+        pivot = by_rate.pivot_table(index=["hyperparameter", "from", "to"], columns="lr", values="mean difference",
+                                    aggfunc="first")
+        pivot.columns = [f"mean difference at lr {c:g}" for c in pivot.columns]
+        table = pivot.reset_index().merge(eff[["hyperparameter", "from", "to", "mean difference",
+                                                "same sign at every lr"]].rename(
+            columns={"mean difference": "tuned mean difference"}), on=["hyperparameter", "from", "to"], how="left")
+        sign = table["same sign at every lr"]
+        holds = [f"`{k}`" for k, v in zip(table["hyperparameter"], sign) if pd.notna(v) and bool(v)]
+        depends = [f"`{k}`" for k, v in zip(table["hyperparameter"], sign) if pd.notna(v) and not bool(v)]
+        out += ["Effects per rate (mean matched-pair difference at each rate alone) against the tuned view:", "",
+                md_table(table), "",
+                f"- Same sign at every rate: {', '.join(holds) or 'none'}.",
+                f"- Sign depends on the rate: {', '.join(depends) or 'none'}.", ""]
+    return out
+
+
 def _ngram_reference(refs: dict[str, Any] | None, h: str) -> list[str]:
     if not refs:
         return []
@@ -127,7 +205,8 @@ def _ranking(report: Report, ranked: pd.DataFrame, metric: str, task: str, h: st
             else "the minimum of the training moving average: the original study’s metric")
     cbb = report.could_be_best_line()
     out = [f"{h} How sure is the ranking", "",
-           f"Configurations are ranked by the mean **{metric}** of their finished runs ({what}).", "",
+           f"Configurations are ranked by the mean **{metric}** of their finished runs ({what})"
+           + (", each at its best learning rate" if report.tuned is not None else "") + ".", "",
            f"- Best: **{report.best_line()}**", f"- {cbb[0].upper()}{cbb[1:]}. A configuration is kept when its "
            "mean is within q·σ/√n of the lowest, q the 95 % quantile of Tukey's studentized range of the judged "
            "means (summary.csv, column `could be best`): with 95 % probability no configuration whose true mean "
@@ -161,6 +240,7 @@ def _top_ten(df: pd.DataFrame, ranked: pd.DataFrame, metric: str, memory: bool, 
     task_metrics = _task_metrics(df) if memory else []
     cols = ["rank", "configuration", "runs", f"{metric} mean", f"{metric} ci low", f"{metric} ci high", "could be best",
             *[f"{m} mean" for m in shown if m != metric and f"{m} mean" in top],
+            *[c for c in ("test loss mean", "test loss ci low", "test loss ci high") if c in top and top[c].notna().any()],
             *[f"{m} mean" for m in task_metrics if f"{m} mean" in top and m not in ("cross-entropy", "mse")], "id"]
     return [f"{h} The ten best configurations (by mean {metric}, 95 % t interval over seeds)", "",
             "Letters: I input gate, F forget gate, O output gate, S state gate, N new state, P previous (old) "
@@ -239,6 +319,8 @@ def task_section(df: pd.DataFrame, scored: pd.DataFrame, ranked: pd.DataFrame, b
     out = _ngram_reference(refs, h) + (_chance_reference(df, task, h) if memory else [])
     if not len(scored):
         return "\n".join(out + [f"No finished run with a {metric!r} yet.", ""])
+    out += _protocol(df, ranked, report, h)
+    out += _tuning(report, df, eff, h)
     out += _ranking(report, ranked, metric, task, h)
     out += _top_ten(df, ranked, metric, memory, h)
     out += _effects(eff, metric, h, report.heterogeneity)

@@ -53,6 +53,9 @@ def config_of(rec: Any) -> dict[str, Any]:
     bptt = get("bptt")
     if bptt is not None and not (isinstance(bptt, float) and math.isnan(bptt)) and int(bptt) != 1:
         d["bptt"] = int(bptt)
+    lr = get("lr")  # a swept learning rate (the training setting's is under "settings")
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr):
+        d["lr"] = float(lr)
     return d
 
 
@@ -72,7 +75,7 @@ def hyperparameters(df: pd.DataFrame) -> list[str]:
     """The seven switches, n_layers, state_size, and any swept extra key (seed, cell, bptt) with
     several values."""
     keys = list(CONFIG_KEYS)
-    for key in ("cell", "bptt"):
+    for key in ("cell", "bptt", "lr"):
         if key in df and df[key].nunique(dropna=True) > 1:
             keys.append(key)
     swept = df[df["seed swept"] == True] if "seed swept" in df else df.iloc[:0]  # noqa: E712

@@ -60,6 +60,7 @@ class Run(Loop):
         self.states = self.model.initial_state(settings.batch_size)
         self.ma = torch.tensor(MA_START, device=self.device)  # stays on the device between logs
         self.val_metrics: dict[str, float] | None = None
+        self.test_metrics: dict[str, float] | None = None  # measured once, by result()
         self.curve: list[float] = []
         self.curve_start: int | None = None  # the step of the curve's first point
         self.val_curve: list[list[float]] = []  # [step, val loss]
@@ -84,7 +85,8 @@ class Run(Loop):
                 self.model.readout.bias.zero_()
             return RidgeRule(self.model, self.ridge)
         self.flat = flatten_parameters(self.model)
-        self.optimizer = make_optimizer(self.flat, self.settings.lr, self.device)
+        self.lr = self.config.lr if self.config.lr is not None else self.settings.lr  # a swept lr overrides
+        self.optimizer = make_optimizer(self.flat, self.lr, self.device)
         if kind == "bptt":
             return TruncatedBPTTRule(self.model, self.optimizer, self.flat, self.config.bptt)
         if kind == "autograd":
@@ -123,6 +125,19 @@ class Run(Loop):
         loss, metrics = self.heldout.evaluate(self.model)
         if metrics is not None:
             self.val_metrics = metrics
+        self.model.train(was_training)
+        return loss
+
+    @torch.no_grad()
+    def evaluate_test(self) -> float | None:
+        """The test split's loss (and a memory task's metrics, in ``test_metrics``): measured once,
+        on the final weights, never used to select; None under the ``tail`` rule (no test split)."""
+        split = self.source.heldout(self.settings.val_streams, self.device, "test")
+        if split is None:
+            return None
+        was_training = self.model.training
+        self.model.eval()
+        loss, self.test_metrics = split.evaluate(self.model)
         self.model.train(was_training)
         return loss
 
@@ -239,6 +254,7 @@ class Run(Loop):
         s, source = self.settings, self.source
         diverged = self.diverged_at is not None
         val_loss = None if diverged or not self.val_curve else self.val_curve[-1][1]
+        test_loss = None if diverged else self.evaluate_test()
         peak, peak_kind = peak_memory_mb(self.device)
         fields: dict[str, Any] = {
             "start time": self.start_time,
@@ -258,6 +274,7 @@ class Run(Loop):
             "val loss": val_loss,
             "val bpb": source.bpb(val_loss),
             "val curve": [list(p) for p in self.val_curve],
+            **({} if s.split == "tail" else {"test loss": test_loss, "test bpb": source.bpb(test_loss)}),
             "log every": s.log_every,
             "steps per second": self.step / self.train_seconds if self.train_seconds > 0 else None,
             "train seconds": self.train_seconds,

@@ -16,9 +16,11 @@ The contract, as a run uses it:
                              ``load_state_dict()``: the data cursor a checkpoint keeps
 ``steps(window)``            per-step tuples (inputs, targets); a target is None where a step
                              has none
-``heldout(streams, device)`` an object with ``evaluate(model) -> (loss, metrics)`` (stepwise
-                             from zero states, the training procedure's forward) and
-                             ``probe()`` (one input, for timing inference)
+``heldout(streams, device, part)``  the ``val`` (selection, the curves) or ``test`` split
+                             (measured once, at the end) under the settings' split rule: an
+                             object with ``evaluate(model) -> (loss, metrics)`` (stepwise from
+                             zero states, the training procedure's forward) and ``probe()`` (one
+                             input, for timing inference); None for ``test`` under ``tail``
 ``examples_read(steps, batch)``    bytes, or sequences, read so far
 ``bpb(loss)``, ``result_fields(run)``   what a result adds for this source
 """
@@ -87,10 +89,10 @@ class StreamSampler:
 
 
 class _ByteHeldOut:
-    """The fixed validation streams of a corpus: (length + 1, streams) bytes on the device."""
+    """The fixed streams of one held-out split: (length + 1, streams) bytes on the device."""
 
-    def __init__(self, corpus: Corpus, history: int, streams: int, device: torch.device) -> None:
-        self.windows = torch.from_numpy(validation_streams(corpus.val, history, streams)).to(device).long()
+    def __init__(self, split: np.ndarray, history: int, streams: int, device: torch.device) -> None:
+        self.windows = torch.from_numpy(validation_streams(split, history, streams)).to(device).long()
 
     def evaluate(self, model: Any) -> tuple[Any, None]:
         """Nats per byte: a float, or a list of one per member for a pack's model."""
@@ -117,9 +119,9 @@ class ByteSource:
 
     ma_from_first_loss = False
 
-    def __init__(self, corpus: Corpus, history: int) -> None:
+    def __init__(self, corpus: Corpus, history: int, split: str = "blocks") -> None:
         check_length(corpus, history)
-        self.corpus, self.history = corpus, history
+        self.corpus, self.history, self.split = corpus, history, split
         self.name, self.sha256, self.n_train = corpus.name, corpus.sha256, corpus.n_train
         self.window_length = history
 
@@ -133,8 +135,9 @@ class ByteSource:
         inputs = window.unbind(0)  # (history + 1) rows: row j + 1 is row j's target
         return inputs, inputs[1:]
 
-    def heldout(self, streams: int, device: torch.device) -> _ByteHeldOut:
-        return _ByteHeldOut(self.corpus, self.history, streams, device)
+    def heldout(self, streams: int, device: torch.device, part: str = "val") -> _ByteHeldOut | None:
+        data = self.corpus.heldout(part, self.split)
+        return None if data is None else _ByteHeldOut(data, self.history, streams, device)
 
     def examples_read(self, steps: int, batch: int) -> float:
         return steps * batch
@@ -149,9 +152,9 @@ class ByteSource:
 class _TaskHeldOut:
     """A task's fixed held-out sequences and its metrics on them."""
 
-    def __init__(self, task: Task, streams: int, device: torch.device) -> None:
+    def __init__(self, task: Task, data: tuple[Tensor, Tensor], device: torch.device) -> None:
         self.task = task
-        self.x, self.y = (t.to(device) for t in task.test_set(streams))
+        self.x, self.y = (t.to(device) for t in data)
 
     def evaluate(self, model: Any) -> tuple[float, dict[str, float]]:
         task = self.task
@@ -168,11 +171,11 @@ class TaskSource:
 
     ma_from_first_loss = True
 
-    def __init__(self, task: Task, streams: int) -> None:
-        self.task = task
+    def __init__(self, task: Task, streams: int, split: str = "blocks") -> None:
+        self.task, self.split = task, split
         self.name, self.sha256, self.n_train = task.label, task.sha256, task.n_train
         self.window_length = task.steps
-        self.chance = task.chance(streams)
+        self.chance = task.chance(streams, split)
 
     def loss(self, out: Tensor, y: Tensor) -> Tensor:
         return self.task.loss(out, y)
@@ -184,8 +187,9 @@ class TaskSource:
         x, y = window
         return x.unbind(0), tuple(y[t] if m else None for t, m in enumerate(self.task.mask))
 
-    def heldout(self, streams: int, device: torch.device) -> _TaskHeldOut:
-        return _TaskHeldOut(self.task, streams, device)
+    def heldout(self, streams: int, device: torch.device, part: str = "val") -> _TaskHeldOut | None:
+        data = self.task.heldout_set(part, streams, self.split)
+        return None if data is None else _TaskHeldOut(self.task, data, device)
 
     def examples_read(self, steps: int, batch: int) -> float:
         return steps * batch / self.window_length
@@ -195,8 +199,12 @@ class TaskSource:
 
     def result_fields(self, run: "Run") -> dict[str, Any]:
         diverged = run.diverged_at is not None
-        return {"task label": self.task.label, "loss kind": self.task.loss_name, "curve start": run.curve_start,
-                "test metrics": None if diverged else run.val_metrics, "chance": self.chance}
+        fields = {"task label": self.task.label, "loss kind": self.task.loss_name, "curve start": run.curve_start,
+                  "chance": self.chance}
+        if self.split == "tail":  # before the split rule, the validating set's metrics were named so
+            return {**fields, "test metrics": None if diverged else run.val_metrics}
+        return {**fields, "val metrics": None if diverged else run.val_metrics,
+                "test metrics": None if diverged else run.test_metrics}
 
 
 def source_of(config: RNNConfig, settings: TrainSettings, corpus: Corpus | None = None) -> ByteSource | TaskSource:
@@ -204,5 +212,5 @@ def source_of(config: RNNConfig, settings: TrainSettings, corpus: Corpus | None 
     ``settings.data`` unless given)."""
     task = task_of(config)
     if task is not None:
-        return TaskSource(task, settings.val_streams)
-    return ByteSource(corpus if corpus is not None else load_corpus(settings.data), settings.history)
+        return TaskSource(task, settings.val_streams, settings.split)
+    return ByteSource(corpus if corpus is not None else load_corpus(settings.data), settings.history, settings.split)

@@ -38,7 +38,7 @@ __all__ = ["value_means", "linear_model", "t_quantile", "mean_interval", "summar
            "config_columns", "CONFIG_COLUMNS"]
 
 # what makes a configuration, beside its seed (present columns only are used)
-CONFIG_COLUMNS = [*SWITCHES, "n_layers", "state_size", "cell", "bptt", "task", *ALL_CELL_KEYS]
+CONFIG_COLUMNS = [*SWITCHES, "n_layers", "state_size", "cell", "bptt", "task", "lr", *ALL_CELL_KEYS]
 
 
 def t_quantile(df: float, level: float = 0.95) -> float:
@@ -226,12 +226,15 @@ def could_be_best(df: pd.DataFrame, metric: str, level: float = 0.05) -> dict[st
 def duplicates(df: pd.DataFrame) -> pd.DataFrame:
     """Runs of one configuration with one seed, where seeds fix the data (they are one unit,
     not independent replicates): config id, seed, runs, files."""
-    done = df[(df["status"] == "done") & df["seed"].notna()] if "seed" in df else df.iloc[:0]
+    columns = ["config id", "seed", "runs", "files"]
+    if "seed" not in df or not len(df):
+        return pd.DataFrame(columns=columns)
+    done = df[(df["status"] == "done") & df["seed"].notna()]
     if "seed blocks" in done:
         done = done[done["seed blocks"].fillna(False).astype(bool)]
     rows = [{"config id": cid, "seed": int(seed), "runs": len(g), "files": " ".join(sorted(map(str, g["file"])))}
             for (cid, seed), g in done.groupby(["config id", "seed"]) if len(g) > 1]
-    return pd.DataFrame(rows, columns=["config id", "seed", "runs", "files"])
+    return pd.DataFrame(rows, columns=columns)
 
 
 def seed_noise(table: pd.DataFrame) -> dict[str, float] | None:

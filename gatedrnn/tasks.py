@@ -3,7 +3,10 @@
 Next-byte prediction says how well a layer predicts text; these tasks say what it can remember.
 They are the standard set of the recurrent-network literature (and of the ESGP package's
 comparison of LSTM, GRU, ESN and ESGP), each a seeded generator of independent sequences with
-a fixed held-out test set:
+fixed held-out sets (:meth:`Task.heldout_set`): under the ``blocks`` split rule a validation
+set and a test set from different generator seeds (mackey-glass and digits: the even- and the
+odd-numbered windows or images of the held-out part); under ``tail`` (results made before the
+rule) one held-out set that validates:
 
 - ``copy`` (Arjovsky, Shah and Bengio 2016): 10 symbols drawn from 8, then ``length`` = T
   steps whose last is a delimiter (T - 1 blanks before it), then 10 blanks during which the
@@ -44,6 +47,7 @@ from .config import MG_TEST_STEPS as MG_TEST, RNNConfig, task_label
 __all__ = ["Task", "TaskSampler", "task_of", "mackey_glass", "digits_split", "TEST_SEED", "TasksError"]
 
 TEST_SEED = 20_161_1  # the generated tasks' held-out sequences; training draws 62-bit seeds
+VAL_SEED = 20_161_2  # their validation sequences under the blocks rule (TEST_SEED's validated under tail)
 COPY_SYMBOLS, COPY_RECALL = 8, 10
 MG_TRAIN, MG_WASHOUT = 10_000, 500
 DIGITS_TEST = 360
@@ -167,7 +171,17 @@ class Task:
         or the whole held-out split (digits)."""
         return self._make(torch.Generator().manual_seed(TEST_SEED), n, train=False)
 
-    def _make(self, g: torch.Generator, n: int, train: bool) -> tuple[Tensor, Tensor]:
+    def heldout_set(self, part: str, n: int, rule: str = "blocks") -> tuple[Tensor, Tensor] | None:
+        """The ``val`` or ``test`` set under the split ``rule``: ``tail`` validates on
+        :meth:`test_set` and has no test set (None); ``blocks`` validates on sequences from
+        ``VAL_SEED`` and tests on those from ``TEST_SEED`` (mackey-glass, digits: the even- and
+        the odd-numbered held-out windows or images)."""
+        if rule == "tail":
+            return self.test_set(n) if part == "val" else None
+        seed = VAL_SEED if part == "val" else TEST_SEED
+        return self._make(torch.Generator().manual_seed(seed), n, train=False, parity=0 if part == "val" else 1)
+
+    def _make(self, g: torch.Generator, n: int, train: bool, parity: int | None = None) -> tuple[Tensor, Tensor]:
         o, T = self.options, self.steps
         if self.name == "copy":
             symbols = torch.randint(0, COPY_SYMBOLS, (COPY_RECALL, n), generator=g)
@@ -200,14 +214,19 @@ class Task:
             series = torch.from_numpy(self.series)
             if train:
                 starts = torch.randint(0, MG_TRAIN - h - T, (n,), generator=g)
-            else:
+            elif parity is None:
                 count = max(1, min(n, (MG_TEST - h) // T))
                 starts = MG_TRAIN + torch.arange(count) * T
+            elif (MG_TEST - h) // T >= 2:  # every other window of the continuation, at most n
+                starts = (MG_TRAIN + torch.arange((MG_TEST - h) // T) * T)[parity::2][:n]
+            else:  # room for one window: validation at the start, test at the end (they overlap)
+                starts = torch.tensor([MG_TRAIN if parity == 0 else MG_TRAIN + MG_TEST - h - T])
             idx = starts[None, :] + torch.arange(T)[:, None]  # (T, n)
             return series[idx].unsqueeze(-1), series[idx + h]
         # digits
         images, labels = (self.digits[0], self.digits[1]) if train else (self.digits[2], self.digits[3])
-        pick = torch.randint(0, len(labels), (n,), generator=g) if train else torch.arange(len(labels))
+        pick = (torch.randint(0, len(labels), (n,), generator=g) if train else
+                torch.arange(len(labels))[slice(parity or 0, None, 1 if parity is None else 2)])
         x = torch.from_numpy(images)[pick].t().unsqueeze(-1).contiguous()  # (64, n, 1)
         y = torch.zeros(T, len(pick), dtype=torch.long)
         y[T - 1] = torch.from_numpy(labels)[pick]
@@ -235,9 +254,9 @@ class Task:
             result["nrmse"] = math.sqrt(result["mse"]) / float(y.double().std())
         return result
 
-    def chance(self, n_test: int = 256) -> dict[str, float]:
+    def chance(self, n_test: int = 256, rule: str = "tail") -> dict[str, float]:
         """The chance level of every metric (the same names as :meth:`metrics`); for
-        mackey-glass, persistence on the held-out continuation."""
+        mackey-glass, persistence on the validation windows of the held-out continuation."""
         o = self.options
         if self.name == "copy":
             return {"cross-entropy": COPY_RECALL * math.log(COPY_SYMBOLS) / (o["length"] + 2 * COPY_RECALL),
@@ -248,7 +267,7 @@ class Task:
             return {"cross-entropy": math.log(o["symbols"]), "accuracy": 1 / o["symbols"]}
         if self.name == "digits":
             return {"cross-entropy": math.log(10), "accuracy": 0.1}
-        x, y = self.test_set(n_test)
+        x, y = self.heldout_set("val", n_test, rule)
         return self.metrics(x.double(), y.double())  # persistence: the output is the input
 
 

@@ -12,6 +12,7 @@ from gatedrnn import checkpoints
 from gatedrnn.checkpoints import CheckpointMismatch, RunState
 from gatedrnn.run import Run
 from gatedrnn.trainer import train, train_pack
+from gatedrnn.data import load_corpus
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 T, F = True, False
@@ -22,8 +23,10 @@ MEMBERS = [RNNConfig(F, T, F, F, T, F, T, n_layers=1, state_size=5), RNNConfig(T
 
 
 def fixture_settings() -> TrainSettings:
+    """The fixtures' settings; made before the split rule, they validate on the whole held-out
+    part (``tail``), as their results folder remembers."""
     return TrainSettings(steps=60, batch_size=3, history=12, log_every=5, eval_every=20, checkpoint_every=20,
-                         val_streams=3, device="cpu", data=str(FIXTURES / "corpus.txt"))
+                         val_streams=3, device="cpu", data=str(FIXTURES / "corpus.txt"), split="tail")
 
 
 @pytest.fixture
@@ -41,6 +44,13 @@ def test_a_solo_checkpoint_of_the_old_main_resumes_to_the_uninterrupted_run(old)
     assert resumed["final weights sha256"] == straight["final weights sha256"]
     assert resumed["loss"] == straight["loss"] and resumed["val curve"] == straight["val curve"]
     assert resumed["optimizer updates"] == straight["optimizer updates"] == 60
+    assert "test loss" not in resumed  # no test split under the old rule
+
+
+def test_an_old_checkpoint_is_not_resumed_under_the_new_split_rule(old):
+    with pytest.raises(CheckpointMismatch, match="made with split='tail' but this run has split='blocks'"):
+        checkpoints.read_run(old / "solo.pt").check(SOLO, fixture_settings().replace(split="blocks"),
+                                                             load_corpus(FIXTURES / "corpus.txt").sha256, "solo.pt")
 
 
 def test_a_pack_checkpoint_of_the_old_main_resumes_to_the_uninterrupted_pack(old):

@@ -121,3 +121,20 @@ def test_ngram_cross_entropy_of_a_deterministic_sequence_is_small(tmp_path):
     h = ngram_cross_entropies(load_corpus(path))
     assert h[1] == pytest.approx(np.log(3), abs=0.01)
     assert h[2] < 0.01 and h[3] < 0.01
+
+
+def test_the_held_out_part_divides_into_interleaved_validation_and_test_blocks():
+    from gatedrnn.data import HELDOUT_BLOCK
+
+    corpus = load_corpus()
+    held = corpus.val
+    val, test = corpus.heldout("val"), corpus.heldout("test")
+    assert len(val) + len(test) == len(held) and len(val) > 0 and len(test) > 0
+    b = HELDOUT_BLOCK
+    assert np.array_equal(val[:b], held[:b]) and np.array_equal(test[:b], held[b:2 * b])
+    assert np.array_equal(val[b:2 * b], held[2 * b:3 * b])  # interleaved: not one contiguous slice
+    assert np.array_equal(corpus.train, corpus.data[:corpus.n_train])  # training bytes unchanged
+    # before the rule: the whole held-out part validates, and there is no test split
+    assert np.array_equal(corpus.heldout("val", "tail"), held) and corpus.heldout("test", "tail") is None
+    with pytest.raises(ValueError, match="split rule must be one of"):
+        corpus.heldout("val", "random")

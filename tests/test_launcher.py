@@ -108,3 +108,29 @@ def test_a_rerun_given_only_the_folders_continues_with_the_recorded_settings(tmp
     assert b["final weights sha256"] == a["final weights sha256"] and b["loss"] == a["loss"]
     other = script("training_01_all.py", "--steps", "999", cwd=stopped)  # an explicit other value: refused
     assert other.returncode == 2 and "steps=1500" in other.stderr and "steps=999" in other.stderr
+
+
+def test_a_folder_recorded_before_the_split_rule_keeps_validating_on_its_whole_held_out_part(tmp_path):
+    """Issue 23: a results folder's runs all use one split rule. A new folder records ``blocks``
+    and its runs carry test metrics; a folder whose record predates the rule continues with
+    ``tail`` (no test split), said in one line, and refuses nothing else."""
+    args = ["--steps", "120", "--batch-size", "4", "--history", "20", "--device", "cpu", "--val-streams", "4",
+            "--log-every", "20", "--eval-every", "0"]
+    new, old = tmp_path / "new", tmp_path / "old"
+    for d in (new, old):
+        d.mkdir()
+        write_configs(d, [LONG])
+    assert script("training_01_all.py", *args, cwd=new).returncode == 0
+    recorded = json.loads((new / "results_01_all/.queue/settings.json").read_text())
+    assert recorded["split"] == "blocks"
+    fresh = results(new)[LONG.id]
+    assert fresh["settings"]["split"] == "blocks" and fresh["test loss"] != fresh["val loss"] > 0
+    (old / "results_01_all/.queue").mkdir(parents=True)
+    legacy = {k: v for k, v in recorded.items() if k != "split"}  # as a folder of the earlier version
+    (old / "results_01_all/.queue/settings.json").write_text(json.dumps(legacy))
+    rerun = script("training_01_all.py", "--config-file", "rnn_configs.json", cwd=old)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "split=tail" in rerun.stdout
+    kept = results(old)[LONG.id]
+    assert kept["settings"]["split"] == "tail" and "test loss" not in kept
+    assert kept["loss"] == fresh["loss"]  # the training bytes are the same under both rules

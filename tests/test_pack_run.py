@@ -23,7 +23,7 @@ SMALL = TrainSettings(steps=200, batch_size=4, history=30, log_every=10, eval_ev
 EXEMPT = {"start time", "end time", "steps per second", "train seconds", "peak memory MB",
           "inference ms per step (batch 1)", "inference ms per step (training batch)", "final weights sha256"}
 # losses: equal to float rounding (1e-5)
-FLOATS = {"loss", "min loss", "val loss", "val bpb", "val curve"}
+FLOATS = {"loss", "min loss", "val loss", "val bpb", "val curve", "test loss", "test bpb"}
 
 
 def group(n_layers, d=6):
@@ -50,6 +50,27 @@ def test_each_members_record_is_its_solo_runs_record(configs):
         assert result["status"] == "done" and len(result["loss"]) == 20
         assert result["optimizer updates"] == 200 and result["pack"]["size"] == len(configs)
         assert_same_record(result, solo)
+
+
+def test_members_at_their_own_learning_rates_are_their_solo_runs_and_resume_from_a_checkpoint(tmp_path):
+    """Issue 23: a swept lr. Members of one pack differ in lr (and seed) and stay one batched step;
+    each member's record is its solo run's, and a stopped pack resumes to the same weights."""
+    rates = [3e-4, 1e-3, 3e-3, 1e-2]
+    configs = [RNNConfig(**c, n_layers=1, state_size=6, lr=rate, seed=seed)
+               for c, rate, seed in zip(COMBOS[::20], rates, (0, 1, 0, 1))]
+    packed = train_pack(configs, SMALL)
+    for config, result in zip(configs, packed):
+        assert result["lr"] == config.lr and result["settings"]["lr"] == SMALL.lr
+        assert_same_record(result, train(config, SMALL))
+    finals = [r["min loss"] for r in packed]
+    assert len(set(finals)) == 4  # the rates matter
+    ckpt = tmp_path / "pack.pt"
+    seen = []
+    with pytest.raises(Interrupted):
+        train_pack(configs, SMALL, checkpoint=ckpt, should_stop=lambda: seen.append(1) or len(seen) >= 120)
+    resumed = train_pack(configs, SMALL, checkpoint=ckpt)
+    for a, b in zip(packed, resumed):
+        assert a["final weights sha256"] == b["final weights sha256"] and b["resumes"] == 1
 
 
 def test_a_pack_is_reproducible_and_resumes_bit_identically_from_its_checkpoint(tmp_path):

@@ -130,7 +130,7 @@ def test_duplicate_runs_of_one_seed_count_once_and_are_named():
     assert s.loc[cid, "runs"] == 3  # three seeds, not four runs
     units = [df["val loss"].iloc[0] + 0.5, *df[df["config id"] == cid]["val loss"].iloc[1:]]
     assert s.loc[cid, "val loss mean"] == pytest.approx(np.mean(units))
-    assert duplicates(df).empty
+    assert duplicates(df).empty and duplicates(df.drop(columns="seed")).empty  # the original's files: no seed
 
 
 def test_the_linear_models_held_out_part_is_split_by_configuration():
@@ -331,9 +331,11 @@ def test_the_replicate_stage_picks_the_best_configurations_once_per_seed_and_is_
             rec = {**d, "seed": s, "id": config_id({**d, "seed": s}), "status": "done", "loss": [3.0, 2.0],
                    "min loss": 2.0 + (11 - i) / 10, "val loss": 2.0 + i / 10 + s / 100}
             (res / f"{rec['id']}.json").write_text(json.dumps(rec))
-    args = ["--replicate-from", "res", "--top", "3", "--seeds", "0", "1", "2", "3", "--config-file", "stage3.json"]
+    args = ["--replicate-from", "res", "--top", "3", "--seeds", "0", "1", "2", "3", "--config-file", "stage3.json",
+            "--allow-seed-reuse"]
     proc = script("init_experiments.py", *args, cwd=tmp_path, check=True)
     assert "ranked 12 configurations by mean val loss" in proc.stdout
+    assert "reusing 0 1 of the selecting stage, as allowed" in proc.stdout
     entries = read_configs(tmp_path / "stage3.json")
     assert len(entries) == 12
     # by val loss (the runs have it), not min loss: the first three configurations of the grid
@@ -344,6 +346,19 @@ def test_the_replicate_stage_picks_the_best_configurations_once_per_seed_and_is_
     assert (tmp_path / "stage3.json").read_bytes() == before
     bad = script("init_experiments.py", "--replicate-from", "res", "--top", "2.5", "--seeds", "0", cwd=tmp_path)
     assert bad.returncode == 2 and "--top must be a whole number" in bad.stderr
+    # without --allow-seed-reuse a seed that selected is refused, in one line, and nothing is written
+    reuse = script("init_experiments.py", "--replicate-from", "res", "--top", "3", "--seeds", "1", "5",
+                   "--config-file", "other.json", cwd=tmp_path)
+    assert reuse.returncode == 2 and reuse.stderr.count("\n") == 1 and not (tmp_path / "other.json").exists()
+    assert "--seeds 1: used by the selecting stage in res (its runs have seeds 0 1)" in reuse.stderr
+    # by default: fresh seeds, five of them, recorded with the stage
+    fresh = script("init_experiments.py", "--replicate-from", "res", "--top", "2", "--config-file", "fresh.json",
+                   "--results-dir", "fresh", cwd=tmp_path, check=True)
+    assert "fresh: seeds 2 3 4 5 6 (none used by the selecting stage)" in fresh.stdout
+    assert sorted({e["seed"] for e in read_configs(tmp_path / "fresh.json")}) == [2, 3, 4, 5, 6]
+    stage = json.loads((tmp_path / "fresh/.queue/stage.json").read_text())
+    assert stage["stage"] == "replicate" and stage["selection seeds"] == [0, 1] and stage["seeds"] == [2, 3, 4, 5, 6]
+    assert stage["selected by"] == "val loss" and stage["configurations"] == 2 and stage["reused"] == []
     ranked, metric = rank_configurations(results.load(res))
     assert metric == "val loss" and len(replicate(ranked, 2, [5], metric=metric)) == 2
 
@@ -427,3 +442,147 @@ def test_examine_writes_calibrated_effects_interactions_variance_and_could_be_be
     assert "## Two-way interactions on val loss" in md and "## Where the variance" in md
     assert "not adjusted for its selection" in md
     assert (out / "results_01_all_hyperparameters.png").stat().st_size > 0
+
+
+def test_sim_selection_on_validation_biases_the_best_and_fresh_seeds_on_test_do_not():
+    """Issue 23: 48 configurations of equal true test loss, each with its own offset on the
+    validation text (a configuration × validation-text interaction, fixed across seeds). The best
+    by val loss has a val interval that misses its true test value far more often than 5 %; the
+    replicate stage (the best on five fresh seeds, reported on test) covers it."""
+    rng = np.random.default_rng(700)
+    true_test, val_covered, test_covered, sims = 2.0, 0, 0, 200
+    for _ in range(sims):
+        offsets = rng.normal(0, 0.03, 48)  # how well each configuration happens to suit the val text
+        rows = [{"config id": f"c{i}", "seed": s, "seed blocks": True, "status": "done",
+                 "val loss": true_test + offsets[i] + rng.normal(0, 0.02), "test loss": true_test + rng.normal(0, 0.02)}
+                for i in range(48) for s in range(3)]
+        ranked, metric = rank_configurations(pd.DataFrame(rows))
+        assert metric == "val loss"
+        best = ranked.iloc[0]
+        stage1 = summarise(pd.DataFrame(rows), ["val loss"]).set_index("config id").loc[best["config id"]]
+        val_covered += stage1["val loss ci low"] <= true_test <= stage1["val loss ci high"]
+        fresh = [{"config id": best["config id"], "seed": s, "seed blocks": True, "status": "done",
+                  "test loss": true_test + rng.normal(0, 0.02)} for s in range(3, 8)]
+        stage3 = summarise(pd.DataFrame(fresh), ["test loss"]).iloc[0]
+        test_covered += stage3["test loss ci low"] <= true_test <= stage3["test loss ci high"]
+    assert val_covered <= 0.6 * sims, val_covered  # clearly fewer than 95 %
+    assert test_covered >= 0.93 * sims, test_covered
+
+
+def test_examine_states_the_protocol_and_reports_a_replicate_stage_on_test(tmp_path):
+    res = tmp_path / "res"
+    (res / ".queue").mkdir(parents=True)
+    rng = np.random.default_rng(31)
+    grid = default_grid(state_sizes=[32], layers=[1])[:3]
+    for k, cfg in enumerate(grid):
+        for s in (2, 3, 4, 5, 6):
+            d = cfg.to_dict()
+            val = 2.0 + 0.05 * k + float(rng.normal(0, 0.01))
+            rec = {**d, "seed": s, "id": config_id({**d, "seed": s}), "status": "done", "loss": [3.0, val],
+                   "min loss": val, "val loss": val, "test loss": val + 0.02, "test bpb": (val + 0.02) / math.log(2)}
+            (res / f"{rec['id']}.json").write_text(json.dumps(rec))
+    report = examine(res, tmp_path / "grid")
+    md = (tmp_path / "grid/summary.md").read_text()
+    assert "## Protocol\n" in md and "The best's ranking metric is biased low" in md
+    assert not any("no run has test metrics" in m for m in report.messages)
+    (res / ".queue/stage.json").write_text(json.dumps({
+        "stage": "replicate", "selected from": "/x/results_02", "selected by": "val loss", "selection seeds": [0, 1],
+        "seeds": [2, 3, 4, 5, 6], "reused": [], "configurations": 3}))
+    examine(res, tmp_path / "stage3")
+    md = (tmp_path / "stage3/summary.md").read_text()
+    assert "## Protocol: a replicate stage" in md and "lowest mean val loss in `/x/results_02` (its seeds 0 1)" in md
+    assert "seeds 2 3 4 5 6: none of them used by the selection (fresh)" in md
+    table = md.split("## Protocol: a replicate stage")[1].split("##")[0]
+    assert "test loss ci low" in table and table.count("L1 d32") == 3
+    summary = pd.read_csv(tmp_path / "stage3/summary.csv")
+    assert (summary["test loss mean"] > summary["val loss mean"]).all() and summary["test loss ci low"].notna().all()
+    # a folder made before the split: said to lack test metrics
+    for f in res.glob("*.json"):
+        rec = json.loads(f.read_text())
+        del rec["test loss"], rec["test bpb"]
+        f.write_text(json.dumps(rec))
+    old = examine(res, tmp_path / "old")
+    assert any(m.startswith("no run has test metrics") for m in old.messages)
+
+
+def _rated(rng, truth, rates=(3e-4, 1e-3, 3e-3), seeds=3, noise=0.01, keys=SWEPT):
+    """A factorial sweep × learning rates: val loss = truth(config, lr) + a seed effect shared by
+    every configuration and rate (the seed fixes the data order) + noise."""
+    shift = rng.normal(0, 0.1, seeds)
+    frames = []
+    for rate in rates:
+        df = factorial(rng, lambda c: truth(c, rate), seeds=seeds, noise=noise, seed_sd=0.0, keys=keys)
+        frames.append(df.assign(lr=rate, **{"config id": df["config id"] + f"-lr{rate:g}",
+                                            "val loss": df["val loss"] + shift[df["seed"]]}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_sim_the_tuned_ranking_recovers_the_true_order_where_a_fixed_rate_does_not():
+    """Issue 23: four configurations whose best rates differ. At the common rate 1e-3 the order is
+    that of how near each one's best rate is; tuned, it is that of their best losses."""
+    from gatedrnn.tuning import tune
+
+    best_loss = {(False, False): 1.90, (False, True): 1.95, (True, False): 2.00, (True, True): 2.05}
+    best_rate = {(False, False): 3e-3, (False, True): 1e-2, (True, False): 1e-3, (True, True): 3e-4}
+
+    def truth(c, rate):
+        k = (c["use_input_gate"], c["use_forget_gate"])
+        return best_loss[k] + 0.2 * np.log10(rate / best_rate[k]) ** 2
+
+    true_order = sorted(best_loss, key=best_loss.get)
+    tuned_right = fixed_right = 0
+    for _ in range(50):
+        df = _rated(np.random.default_rng(_), truth, rates=(3e-4, 1e-3, 3e-3, 1e-2),
+                    keys=["use_input_gate", "use_forget_gate"])
+        tuned = tune(df, "val loss")
+        order = lambda runs: [tuple(r) for r in rank_configurations(runs, "val loss")[0][  # noqa: E731
+            ["use_input_gate", "use_forget_gate"]].itertuples(index=False)]
+        tuned_right += order(tuned.runs) == true_order
+        fixed_right += order(df[df["lr"] == 1e-3].drop(columns="lr")) == true_order
+        assert set(tuned.chosen.values()) == {3e-3, 1e-2, 1e-3, 3e-4}
+    assert tuned_right >= 45 and fixed_right <= 5, (tuned_right, fixed_right)
+
+
+def test_examine_compares_each_configuration_at_its_best_rate_and_shows_each_rate(tmp_path):
+    """The forget gate only moves the best rate (no effect tuned; a sign that depends on the
+    rate); the residual helps at every rate."""
+    def truth(c, rate):
+        best = 3e-3 if c["use_forget_gate"] else 3e-4
+        return 2.0 - 0.1 * c["use_residual"] + 0.2 * np.log10(rate / best) ** 2
+
+    df = _rated(np.random.default_rng(41), truth, rates=(3e-4, 1e-3, 3e-3), noise=0.005)
+    res = tmp_path / "res"
+    res.mkdir()
+    for _, r in df.iterrows():
+        cfg = {**{k: True for k in SWITCHES}, **{k: bool(r[k]) for k in SWEPT}, "n_layers": 1, "state_size": 256,
+               "lr": float(r["lr"])}
+        seed = int(r["seed"])
+        rec = {**cfg, "seed": seed, "id": config_id({**cfg, "seed": seed}), "status": "done",
+               "loss": [3.0, r["val loss"]], "min loss": r["val loss"], "val loss": r["val loss"],
+               "test loss": r["val loss"] + 0.01}
+        (res / f"{rec['id']}.json").write_text(json.dumps(rec))
+    report = examine(res, tmp_path / "out")
+    out = tmp_path / "out"
+    assert report.configurations == 32  # the tuned configurations, not 96
+    eff = pd.read_csv(out / "effects.csv").set_index("hyperparameter")
+    assert "lr" not in eff.index
+    assert eff.loc["use_forget_gate", "mean ci low"] <= 0 <= eff.loc["use_forget_gate", "mean ci high"]
+    assert not eff.loc["use_forget_gate", "same sign at every lr"] and eff.loc["use_residual", "same sign at every lr"]
+    by_lr = pd.read_csv(out / "effects_by_lr.csv")
+    forget = by_lr[by_lr["hyperparameter"] == "use_forget_gate"].set_index("lr")["mean difference"]
+    assert forget[3e-4] > 0.1 and forget[3e-3] < -0.1  # at a fixed rate it "hurts" or "helps"
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["tuned"].sum() == 32 and len(summary) == 96
+    chosen = summary[summary["tuned"] == True]  # noqa: E712
+    assert set(chosen[chosen["use_forget_gate"]]["lr"]) == {3e-3} and set(chosen[~chosen["use_forget_gate"]]["lr"]) \
+        == {3e-4}
+    md = (out / "summary.md").read_text()
+    assert "## Learning rate: each configuration at its own best rate" in md and "the tuned view" in md
+    assert "Sign depends on the rate: `use_forget_gate`" in md
+    # without a swept lr, no per-rate table is left behind
+    for f in res.glob("*.json"):
+        rec = json.loads(f.read_text())
+        if rec["lr"] != 1e-3:
+            f.unlink()
+    examine(res, out)
+    assert not (out / "effects_by_lr.csv").exists()

@@ -212,8 +212,10 @@ def test_every_cell_trains_on_every_task_and_records_steps_updates_and_chance(ce
             assert r["optimizer updates"] == targets
         else:  # one per sequence, and one for the two steps of the next (if they have a target)
             assert r["optimizer updates"] == 1 + (t.mask[0] or t.mask[1])
-        assert set(r["test metrics"]) == set(r["chance"]) and math.isfinite(r["val loss"])
-        assert r["val loss"] == r["test metrics"][t.loss_name]
+        assert set(r["test metrics"]) == set(r["chance"]) == set(r["val metrics"]) and math.isfinite(r["val loss"])
+        # selection on the validation set, the report on the test set: two sets, two numbers
+        assert r["val loss"] == r["val metrics"][t.loss_name] and r["test loss"] == r["test metrics"][t.loss_name]
+        assert r["val loss"] != r["test loss"]
 
 
 @pytest.mark.parametrize("cell, name, bptt, extra", [
@@ -325,3 +327,15 @@ def test_examine_ranks_each_task_on_its_own_with_its_chance_line(tmp_path):
         assert (tmp_path / "out" / name).stat().st_size > 0
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert set(summary["runs"]) == {2} and "accuracy mean" in summary
+
+
+@pytest.mark.parametrize("name", ["copy", "adding", "delayed", "mackey-glass", "digits"])
+def test_validation_and_test_sets_are_disjoint_and_tail_keeps_the_old_held_out_set(name):
+    t = task_of(config("gated", name, 1))
+    val, test = t.heldout_set("val", 64), t.heldout_set("test", 64)
+    assert val[0].shape[1] >= 1 and test[0].shape[1] >= 1
+    columns = lambda x: {tuple(c.flatten().tolist()) for c in x.transpose(0, 1)}  # noqa: E731
+    assert not columns(val[0]) & columns(test[0])  # no sequence (window, image) in both
+    old = t.test_set(64)
+    legacy = t.heldout_set("val", 64, "tail")
+    assert torch.equal(legacy[0], old[0]) and t.heldout_set("test", 64, "tail") is None
