@@ -83,10 +83,11 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
                    help="truncation: 1 = detach every step (default), K > 1 = BPTT over K steps")
     p.add_argument("--tasks", nargs="+", default=["bytes"], metavar="TASK",
                    help="what is learned: bytes (next-byte prediction, the default) and the memory tasks copy "
-                        "adding delayed mackey-glass digits; crossed with every other swept key")
+                        "adding delayed mackey-glass digits smnist (your MNIST, --data); crossed with every other swept key")
     p.add_argument("--task-keys", nargs="+", default=[], metavar="KEY=V[,V...]", type=_task_key,
                    help="values of the tasks' own keys, crossed: length=50,100 (copy: blanks T; adding, delayed, "
-                        "mackey-glass: steps), delay=5 (delayed), symbols=8 (delayed), horizon=1 (mackey-glass)")
+                        "mackey-glass: steps), delay=5 (delayed), symbols=8 (delayed), horizon=1 (mackey-glass), "
+                        "permute=0,1 (smnist)")
     stage = p.add_mutually_exclusive_group()
     stage.add_argument("--refine-from", default=None, metavar="DIR",
                        help="instead of the grid: the best --top fraction of the configurations in DIR, "
@@ -164,7 +165,8 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-every", type=int, default=None, help=f"steps between loss-curve points ({d.log_every})")
     g.add_argument("--eval-every", type=int, default=None,
                    help=f"steps between validations, 0: only at the end ({d.eval_every})")
-    g.add_argument("--data", default=None, help="corpus file (plain, .gz, .bz2, .xz, .zip); default: the built-in corpus")
+    g.add_argument("--data", default=None, help="corpus file (plain, .gz, .bz2, .xz, .zip; default: the built-in corpus), "
+                                                "or for smnist your MNIST: a folder of the IDX files, or mnist.npz")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (%(default)s)")
     g.add_argument("--seed", type=int, default=None, help=f"training seed; a configuration's own seed key wins ({d.seed})")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints (%(default)s)")

@@ -64,7 +64,9 @@ READOUTS = ("sgd", "ridge")
 #   delayed:       symbols = K, delay (steps back), length (steps of the sequence)
 #   mackey-glass:  horizon (steps ahead predicted), length (steps of a training sequence)
 #   digits:        none (64 steps, one pixel each)
-TASKS = ("bytes", "copy", "adding", "delayed", "mackey-glass", "digits")
+#   smnist:        permute (0: pixels in reading order, 1: in a fixed random order); 784 steps,
+#                  MNIST read from the user's copy (--data), never downloaded
+TASKS = ("bytes", "copy", "adding", "delayed", "mackey-glass", "digits", "smnist")
 TASK_KEYS: dict[str, dict[str, Any]] = {
     "bytes": {},
     "copy": {"length": 50},
@@ -72,10 +74,11 @@ TASK_KEYS: dict[str, dict[str, Any]] = {
     "delayed": {"symbols": 8, "delay": 5, "length": 50},
     "mackey-glass": {"horizon": 1, "length": 100},
     "digits": {},
+    "smnist": {"permute": 0},
 }
 MG_TEST_STEPS = 2500  # the held-out continuation of the Mackey-Glass series (gatedrnn/tasks.py)
-_TASK_MINIMUM = {"length": 1, "symbols": 2, "delay": 1, "horizon": 1}
-ALL_TASK_KEYS = ("length", "symbols", "delay", "horizon")
+_TASK_MINIMUM = {"length": 1, "symbols": 2, "delay": 1, "horizon": 1, "permute": 0}
+ALL_TASK_KEYS = ("length", "symbols", "delay", "horizon", "permute")
 SEED_MAX = 2**62  # the model's seed is 2 * seed and the data's 2 * seed + 1: both fit torch's 64 bits
 RIDGE_ALPHA = 1e-3
 
@@ -137,6 +140,7 @@ class RNNConfig:
     symbols: int | None = None
     delay: int | None = None
     horizon: int | None = None
+    permute: int | None = None
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -204,6 +208,9 @@ class RNNConfig:
         if self.task == "mackey-glass" and self.length + self.horizon > MG_TEST_STEPS:
             raise ValueError(f"length {self.length} + horizon {self.horizon} must be at most {MG_TEST_STEPS}, the "
                              "held-out continuation of the Mackey-Glass series")
+        if self.task == "smnist" and self.permute not in (0, 1):
+            raise ValueError(f"permute must be 0 (pixels in reading order) or 1 (a fixed permutation), got "
+                             f"{self.permute!r}")
         if self.task == "adding" and self.length < 2:
             raise ValueError(f"length must be >= 2 for the adding task (one marker in each half), got {self.length}")
 

@@ -33,6 +33,7 @@ __all__ = [
     "ngram_cross_entropies",
     "SPLIT_RULES",
     "HELDOUT_BLOCK",
+    "sweep_data",
 ]
 
 BUILTIN = "builtin:pydoc_topics"
@@ -190,3 +191,23 @@ def ngram_cross_entropies(corpus: Corpus, orders=(1, 2, 3), prior: float = 1.0) 
             out[k] = float(-np.log(p).mean())
         p_lower = p
     return out
+
+
+def sweep_data(data: str | None, tasks: set[str], history: int) -> tuple[Corpus | None, str]:
+    """What a sweep reads from ``--data``, and its identity (recorded with the folder's settings):
+    the corpus (checked for ``history``) for next-byte prediction and the generated tasks, or
+    MNIST (:mod:`gatedrnn.mnist`) for a sweep of ``smnist``, whose corpus is then None. One
+    folder's sweep cannot be both: DataError."""
+    if "smnist" in tasks:
+        from .mnist import MnistError, load_mnist
+
+        if "bytes" in tasks:
+            raise DataError(f"{data or BUILTIN}: one --data cannot serve smnist (MNIST) and next-byte prediction (a "
+                            "corpus); sweep them in separate results folders")
+        try:
+            return None, load_mnist(data).sha256
+        except MnistError as e:
+            raise DataError(str(e)) from None
+    corpus = load_corpus(data)
+    check_length(corpus, history)
+    return corpus, corpus.sha256

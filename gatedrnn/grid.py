@@ -253,7 +253,8 @@ def replicate_seeds(results: "Any", seeds: Sequence[int] | None, replicates: int
 
 def next_stage(source: str, refining: bool, top: float | None, seeds: Sequence[int] | None, replicates: int,
                allow_reuse: bool) -> tuple[list[RNNConfig], dict[str, Any] | None, int, str]:
-    """A stage chosen from the results in ``source`` by mean val loss: ``refine`` (``top``: the
+    """A stage chosen from the results in ``source`` by mean val loss (with a swept lr, each
+    configuration at its best rate, :func:`gatedrnn.tuning.tune`): ``refine`` (``top``: the
     fraction, 0.1) or ``replicate`` (``top``: how many, 10; on :func:`replicate_seeds`). Returns
     the configurations, the replicate stage's record (None for refine), how many configurations
     were ranked, and the metric."""
@@ -265,6 +266,12 @@ def next_stage(source: str, refining: bool, top: float | None, seeds: Sequence[i
         warnings.simplefilter("ignore")
         df = load(source)
     ranked, metric = rank_configurations(df)
+    if len(ranked):  # a swept lr: each configuration once, at its best rate
+        from .tuning import tune
+
+        tuned = tune(df[(df["status"] == "done") & df[metric].notna()], metric)
+        if tuned is not None:
+            ranked = ranked[ranked["config id"].isin(set(tuned.chosen))].reset_index(drop=True)
     stage = None
     if refining:
         configs = refine(ranked, 0.1 if top is None else top, metric=metric) if len(ranked) else []

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .data import check_length, load_corpus
+from .data import sweep_data
 from .devices import check_fits, device_type
 from .grid import ConfigFileError, read_configs
 from .options import (EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FAILED, EXIT_FAULT, EXIT_OK, EXIT_STOPPED, WorkerOptions,
@@ -43,14 +43,13 @@ def validate(options: WorkerOptions) -> None:
         raise ValueError(f"--threads must be >= 1, got {options.threads}")
     if options.fault_retries < 0 or not options.fault_backoff >= 0 or not options.retry_delay >= 0:
         raise ValueError("--fault-retries, --fault-backoff and --retry-delay must be >= 0")
-    read_configs(options.config_file)
+    configs = read_configs(options.config_file)
     queue = Queue(options.results_dir, lease_seconds=options.lease_seconds, lock=options.lock)
     with queue.locked():  # a lock that cannot be taken (a folder in its place, ...) is bad input
         pass
-    corpus = load_corpus(options.settings.data)
-    check_length(corpus, options.settings.history)
+    _, sha256 = sweep_data(options.settings.data, {c.get("task", "bytes") for c in configs}, options.settings.history)
     check_fits(options.settings, device_type(options.settings.device))
-    queue.record_settings(recorded_settings(options.settings, corpus.sha256))
+    queue.record_settings(recorded_settings(options.settings, sha256))
     queue.record_config_file(options.config_file)
 
 

@@ -14,7 +14,7 @@ from ._fast import backward_kernels
 from .cells import make_cell
 from .config import RNNConfig
 from .layers import GatedLayer
-from .tasks import task_of
+from .tasks import task_io
 
 __all__ = ["ByteModel"]
 
@@ -47,9 +47,9 @@ class ByteModel(nn.Module):
         d = config.state_size
         kw = dict(device=device, dtype=dtype)
         self.reservoir = config.cell == "esn"
-        self.task = task_of(config)
-        real = self.task is not None and self.task.real_input
-        n_in, n_out = (VOCAB, VOCAB) if self.task is None else (self.task.inputs, self.task.outputs)
+        self.task = task_io(config)  # a memory task's input and output shapes (no data needed)
+        real = self.task is not None and self.task[0]
+        n_in, n_out = (VOCAB, VOCAB) if self.task is None else self.task[1:]
         if real:
             self.embedding = None
             self.input_map = nn.Linear(n_in, d, **kw)

@@ -156,6 +156,12 @@ def _tuning(report: Report, df: pd.DataFrame, eff: pd.DataFrame | None, h: str) 
            f"configuration at the rate with its lowest mean {metric}, so that an effect is not merely a change of "
            "the best rate (summary.csv: `tuned` marks those rows). effects_by_lr.csv has the effects at each rate "
            "alone.", "", md_table(pd.DataFrame(rows)), ""]
+    edges = {tuned.rates[0]: "smallest", tuned.rates[-1]: "largest"}
+    for rate, which in edges.items():
+        n = int(counts.get(rate, 0))
+        if n:
+            out += [f"- {n} of {len(tuned.chosen)} configurations are best at the {which} rate swept ({rate:g}): their "
+                    "own optimum may lie beyond it; widen `--lrs` to know.", ""]
     if by_rate is not None and len(by_rate) and eff is not None and "same sign at every lr" in eff:
         pivot = by_rate.pivot_table(index=["hyperparameter", "from", "to"], columns="lr", values="mean difference",
                                     aggfunc="first")

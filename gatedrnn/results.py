@@ -74,7 +74,8 @@ def label(row: Any) -> str:
 def hyperparameters(df: pd.DataFrame) -> list[str]:
     """The seven switches, n_layers, state_size, and any swept extra key (seed, cell, bptt) with
     several values."""
-    keys = list(CONFIG_KEYS)
+    # a switch only where some run has the gated cell (a sweep of other cells has none)
+    keys = [k for k in CONFIG_KEYS if k not in SWITCHES or (k in df and df[k].notna().any())]
     for key in ("cell", "bptt", "lr"):
         if key in df and df[key].nunique(dropna=True) > 1:
             keys.append(key)

@@ -210,7 +210,7 @@ class TaskSource:
 def source_of(config: RNNConfig, settings: TrainSettings, corpus: Corpus | None = None) -> ByteSource | TaskSource:
     """What ``config`` learns under ``settings``: its memory task, or the corpus (loaded from
     ``settings.data`` unless given)."""
-    task = task_of(config)
+    task = task_of(config, settings.data)
     if task is not None:
         return TaskSource(task, settings.val_streams, settings.split)
     return ByteSource(corpus if corpus is not None else load_corpus(settings.data), settings.history, settings.split)

@@ -43,9 +43,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import MG_TEST_STEPS as MG_TEST, RNNConfig, task_label
+from .mnist import load_mnist
 
-__all__ = ["Task", "TaskSampler", "task_of", "mackey_glass", "digits_split", "TEST_SEED", "TasksError"]
+__all__ = ["Task", "TaskSampler", "task_of", "task_io", "mackey_glass", "digits_split", "TEST_SEED", "TasksError"]
 
+SMNIST_PERMUTATION_SEED = 20_161_3  # the permuted variant's fixed pixel order
 TEST_SEED = 20_161_1  # the generated tasks' held-out sequences; training draws 62-bit seeds
 VAL_SEED = 20_161_2  # their validation sequences under the blocks rule (TEST_SEED's validated under tail)
 COPY_SYMBOLS, COPY_RECALL = 8, 10
@@ -112,7 +114,7 @@ class Task:
     ``sha256`` (what a checkpoint must match); ``n_train`` (training examples, where finite).
     """
 
-    def __init__(self, name: str, options: dict[str, Any]) -> None:
+    def __init__(self, name: str, options: dict[str, Any], data: str | None = None) -> None:
         self.name, self.options = name, dict(options)
         self.label = task_label(name, options)
         self.n_train: int | None = None
@@ -147,6 +149,16 @@ class Task:
             self.mask = (False,) * 63 + (True,)
             self.digits = digits_split()
             self.n_train = len(self.digits[1])
+        elif name == "smnist":
+            self.steps = 784
+            self.real_input, self.inputs = True, 1
+            self.classify, self.outputs = True, 10
+            self.mask = (False,) * 783 + (True,)
+            self.mnist = load_mnist(data)
+            # the last tenth of the training images is held out to validate; the test images test
+            self.n_train = len(self.mnist.train_labels) - max(1, len(self.mnist.train_labels) // 10)
+            self.order = (np.random.default_rng(SMNIST_PERMUTATION_SEED).permutation(784) if o["permute"]
+                          else np.arange(784))
         else:
             raise ValueError(f"no memory task {name!r}")
         self.loss_name = "cross-entropy" if self.classify else "mse"
@@ -158,6 +170,8 @@ class Task:
         elif name == "digits":
             for part in self.digits:
                 digest.update(part.tobytes())
+        elif name == "smnist":
+            digest.update(self.mnist.sha256.encode())
         self.sha256 = digest.hexdigest()
 
     # -------------------------------------------------------------- sequences
@@ -182,6 +196,8 @@ class Task:
         return self._make(torch.Generator().manual_seed(seed), n, train=False, parity=0 if part == "val" else 1)
 
     def _make(self, g: torch.Generator, n: int, train: bool, parity: int | None = None) -> tuple[Tensor, Tensor]:
+        if self.name == "smnist":
+            return self._smnist(g, n, train, parity)
         o, T = self.options, self.steps
         if self.name == "copy":
             symbols = torch.randint(0, COPY_SYMBOLS, (COPY_RECALL, n), generator=g)
@@ -232,6 +248,23 @@ class Task:
         y[T - 1] = torch.from_numpy(labels)[pick]
         return x, y
 
+    def _smnist(self, g: torch.Generator, n: int, train: bool, parity: int | None) -> tuple[Tensor, Tensor]:
+        """Training: ``n`` images drawn from the training part. Held out: the first ``n`` of the
+        held-out tenth of the training images (validation; ``parity`` 0 or None) or of the test
+        images (``parity`` 1). One pixel per step (/ 255) in ``order``, the class at the last."""
+        m = self.mnist
+        if train:
+            pick = torch.randint(0, self.n_train, (n,), generator=g).numpy()
+            images, labels = m.train_images[pick], m.train_labels[pick]
+        elif parity == 1:
+            images, labels = m.test_images[:n], m.test_labels[:n]
+        else:
+            images, labels = m.train_images[self.n_train:][:n], m.train_labels[self.n_train:][:n]
+        x = torch.from_numpy(images[:, self.order].astype(np.float32) / 255.0).t().unsqueeze(-1).contiguous()
+        y = torch.zeros(784, len(labels), dtype=torch.long)
+        y[783] = torch.from_numpy(labels.astype(np.int64))
+        return x, y
+
     # -------------------------------------------------------------- loss, metrics, chance
     def loss(self, out: Tensor, y: Tensor) -> Tensor:
         """The mean loss of one step's outputs (N, outputs) against its targets (N,)."""
@@ -265,22 +298,34 @@ class Task:
             return {"mse": 1 / 6}
         if self.name == "delayed":
             return {"cross-entropy": math.log(o["symbols"]), "accuracy": 1 / o["symbols"]}
-        if self.name == "digits":
+        if self.name in ("digits", "smnist"):
             return {"cross-entropy": math.log(10), "accuracy": 0.1}
         x, y = self.heldout_set("val", n_test, rule)
         return self.metrics(x.double(), y.double())  # persistence: the output is the input
 
 
-def task_of(config: RNNConfig) -> Task | None:
-    """The configuration's memory task, or None for next-byte prediction."""
+def task_of(config: RNNConfig, data: str | None = None) -> Task | None:
+    """The configuration's memory task, or None for next-byte prediction. ``data``: where
+    ``smnist`` reads MNIST (the training setting ``data``); the other tasks make their own."""
     if config.task == "bytes":
         return None
-    return _task(config.task, tuple(config.task_options.items()))
+    return _task(config.task, tuple(config.task_options.items()), data if config.task == "smnist" else None)
+
+
+def task_io(config: RNNConfig) -> tuple[bool, int, int] | None:
+    """A memory task's (real input, inputs, outputs), what a model is built with; None for
+    next-byte prediction. smnist's are known without its data."""
+    if config.task == "bytes":
+        return None
+    if config.task == "smnist":
+        return True, 1, 10
+    task = task_of(config)
+    return task.real_input, task.inputs, task.outputs
 
 
 @functools.lru_cache(maxsize=32)
-def _task(name: str, options: tuple) -> Task:
-    return Task(name, dict(options))
+def _task(name: str, options: tuple, data: str | None = None) -> Task:
+    return Task(name, dict(options), data)
 
 
 class TaskSampler:

@@ -30,7 +30,7 @@ import torch
 
 from .checkpoints import CheckpointMismatch
 from .config import RNNConfig
-from .data import check_length, load_corpus
+from .data import sweep_data
 from .devices import check_fits, resolve_device
 from .grid import read_configs
 from .loop import Interrupted
@@ -164,10 +164,10 @@ class Worker:
                            retry_delay=options.retry_delay, report=self.say)
         self.settings = options.settings
         self.device = resolve_device(self.settings.device)
-        self.corpus = load_corpus(self.settings.data)
-        check_length(self.corpus, self.settings.history)
+        tasks = {c.get("task", "bytes") for c in read_configs(options.config_file)}
+        self.corpus, sha256 = sweep_data(self.settings.data, tasks, self.settings.history)  # corpus None: smnist
         check_fits(self.settings, self.device)  # before anything is claimed
-        self.queue.record_settings(recorded_settings(self.settings, self.corpus.sha256))
+        self.queue.record_settings(recorded_settings(self.settings, sha256))
         self.interval = min(5.0, options.lease_seconds / 4)
         self.runs = self.faults = 0
 

@@ -586,3 +586,24 @@ def test_examine_compares_each_configuration_at_its_best_rate_and_shows_each_rat
             f.unlink()
     examine(res, out)
     assert not (out / "effects_by_lr.csv").exists()
+
+
+def test_the_replicate_stage_of_a_swept_lr_takes_each_configuration_once_at_its_best_rate(tmp_path):
+    res = tmp_path / "res"
+    res.mkdir()
+    grid = default_grid(state_sizes=[32], layers=[1])[:3]
+    best = {0: 1e-3, 1: 3e-3, 2: 1e-3}
+    for i, cfg in enumerate(grid):
+        for rate in (1e-3, 3e-3):
+            d = {**cfg.to_dict(), "lr": rate}
+            val = 2.0 + i / 100 + (0 if rate == best[i] else 0.5)  # configuration 0 at 3e-3 is worse than 1 and 2
+            rec = {**d, "seed": 0, "id": config_id(d), "status": "done", "loss": [3.0, val], "min loss": val,
+                   "val loss": val}
+            (res / f"{rec['id']}.json").write_text(json.dumps(rec))
+    script("init_experiments.py", "--replicate-from", "res", "--top", "2", "--config-file", "s3.json",
+           "--results-dir", "s3", cwd=tmp_path, check=True)
+    entries = read_configs(tmp_path / "s3.json")
+    chosen = {(e["use_residual"], e["use_old_state"], e["use_new_state"], e["use_state_gate"], e["lr"])
+              for e in entries}
+    assert len(entries) == 10 and len(chosen) == 2  # two configurations, five fresh seeds each
+    assert {e["lr"] for e in entries} == {1e-3, 3e-3} and {e["seed"] for e in entries} == {1, 2, 3, 4, 5}
