@@ -156,6 +156,15 @@ def _tuning(report: Report, df: pd.DataFrame, eff: pd.DataFrame | None, h: str) 
            f"configuration at the rate with its lowest mean {metric}, so that an effect is not merely a change of "
            "the best rate (summary.csv: `tuned` marks those rows). effects_by_lr.csv has the effects at each rate "
            "alone.", "", md_table(pd.DataFrame(rows)), ""]
+    top = []
+    for rate in tuned.rates:  # the ranking at each rate alone
+        col = tuned.by_rate[rate].dropna().sort_values() if rate in tuned.by_rate else pd.Series(dtype=float)
+        names = []
+        for arch, value in col.head(3).items():
+            rows_of = df[(tuned.architecture == arch) & (df["lr"] == rate)] if "lr" in df else df.iloc[:0]
+            names.append(f"{label(rows_of.iloc[0]) if len(rows_of) else arch[:8]} ({value:.4f})")
+        top.append(f"- at lr {rate:g}: {', '.join(names)}")
+    out += ["The three best configurations at each rate alone (mean " + metric + "):", "", *top, ""]
     edges = {tuned.rates[0]: "smallest", tuned.rates[-1]: "largest"}
     for rate, which in edges.items():
         n = int(counts.get(rate, 0))

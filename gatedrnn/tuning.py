@@ -29,7 +29,8 @@ class Tuned:
     runs: pd.DataFrame  # the runs at each configuration's best rate, without the lr column
     chosen: dict[str, float]  # config id (with its best lr) -> that lr
     rates: list[float]
-    by_rate: pd.DataFrame  # config id per rate: mean metric per configuration and rate (rows) x rate
+    by_rate: pd.DataFrame  # the mean metric of each configuration (rows: architecture ids) at each rate
+    architecture: pd.Series  # each scored run's architecture id (its configuration without lr)
 
 
 def _architecture_ids(done: pd.DataFrame) -> pd.Series:
@@ -54,7 +55,8 @@ def tune(scored: pd.DataFrame, metric: str) -> Tuned | None:
     chosen = dict(zip(chosen_runs["config id"], chosen_runs["lr"].astype(float)))
     by_rate = means.pivot(index="architecture", columns="lr", values=metric)
     runs = chosen_runs.drop(columns=["lr", "architecture"]).assign(**{"tuned lr": chosen_runs["lr"].astype(float)})
-    return Tuned(runs, chosen, sorted(float(r) for r in done["lr"].dropna().unique()), by_rate)
+    return Tuned(runs, chosen, sorted(float(r) for r in done["lr"].dropna().unique()), by_rate,
+                 done["architecture"].reindex(scored.index))
 
 
 def effects_by_rate(scored: pd.DataFrame, metric: str, keys: list[str], tuned_effects: pd.DataFrame) -> pd.DataFrame:

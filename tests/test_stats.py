@@ -579,6 +579,8 @@ def test_examine_compares_each_configuration_at_its_best_rate_and_shows_each_rat
     md = (out / "summary.md").read_text()
     assert "## Learning rate: each configuration at its own best rate" in md and "the tuned view" in md
     assert "Sign depends on the rate: `use_forget_gate`" in md
+    at_low = md.split("- at lr 0.0003: ")[1].split("\n")[0]  # the best at the smallest rate lack the forget gate
+    assert at_low.count("L1 d256 lr0.0003") == 3 and all(name[1] == "." for name in at_low.split(", "))
     # without a swept lr, no per-rate table is left behind
     for f in res.glob("*.json"):
         rec = json.loads(f.read_text())
