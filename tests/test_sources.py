@@ -15,15 +15,25 @@ from gatedrnn.sources import ByteSource, StreamSampler, TaskSource, source_of, s
 SETTINGS = TrainSettings.tiny(steps=10, batch_size=3, history=16, val_streams=4, device="cpu")
 
 
+KEY_VALUES = {"delay": 3, "permute": 1}  # the others 8
+
+
 def config_of(task: str) -> RNNConfig:
     return RNNConfig(True, True, False, False, True, False, True, n_layers=1, state_size=8, task=task,
-                     **({k: 3 if k == "delay" else 8 for k in TASK_KEYS[task]} if task != "bytes" else {}))
+                     **({k: KEY_VALUES.get(k, 8) for k in TASK_KEYS[task]} if task != "bytes" else {}))
 
 
 @pytest.fixture(params=TASKS)
-def case(request):
+def case(request, tmp_path_factory):
     config = config_of(request.param)
-    return request.param, config, source_of(config, SETTINGS)
+    settings = SETTINGS
+    if request.param == "smnist":  # the user's MNIST: a small copy made here
+        from test_mnist import write_idx
+
+        folder = tmp_path_factory.mktemp("mnist")
+        write_idx(folder, train=20, test=8)
+        settings = SETTINGS.replace(data=str(folder))
+    return request.param, config, source_of(config, settings)
 
 
 def test_each_case_is_the_variant_it_names(case):
