@@ -55,8 +55,8 @@ __all__ = ["examine", "Report", "hyperparameters", "plot_curves", "plot_hyperpar
            "linear_model", "reference_entropies", "filtered_name", "METRICS"]
 
 METRICS = ("min loss", "val loss")
-SUMMARY_METRICS = ("val loss", "val bpb", "test loss", "test bpb", "min loss", "convergence step", "inference ms per step (batch 1)",
-                   "inference ms per step (training batch)")
+SUMMARY_METRICS = ("val loss", "val bpb", "test loss", "test bpb", "min loss", "convergence step",
+                   "inference ms per step (batch 1)", "inference ms per step (training batch)")
 CURVES_PNG = "results_01_all.png"
 HYPER_PNG = "results_01_all_hyperparameters.png"
 NGRAM_NAMES = {1: "unigram", 2: "bigram", 3: "trigram"}
@@ -239,7 +239,7 @@ def _examine_task(df: pd.DataFrame, task: str, report: Report, summary: pd.DataF
     report.configurations = len(ranked)
     if len(ranked):
         _rank_report(report, df, view, ranked, metric)
-        _mark_could_be_best(summary, ranked, report)
+        _mark_could_be_best(summary, report)
         ranked = _ranked(summary, df, metric, tuned)
     _epochs_note(report, df, task, metric)
     _plot_task(df, view, below, eff, inter, task, report, threshold, ref_lines, results_dir, out_dir)
@@ -260,7 +260,7 @@ def _effects_of(scored: pd.DataFrame, metric: str, report: Report) -> tuple[pd.D
     return eff, interactions(scored, metric), variance_shares(scored, metric)
 
 
-def _mark_could_be_best(summary: pd.DataFrame, ranked: pd.DataFrame, report: Report) -> None:
+def _mark_could_be_best(summary: pd.DataFrame, report: Report) -> None:
     """summary.csv's ``could be best`` for the task's judged configurations (empty for the others)."""
     if report.could_be_best is None:
         return

@@ -22,6 +22,7 @@ The matched-pair effects, interactions and variance shares are :mod:`gatedrnn.ef
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 from typing import Any, Iterable, Sequence
@@ -76,34 +77,36 @@ def _blocked(df: pd.DataFrame) -> bool:
     return bool(len(df)) and "seed blocks" in df and bool(df["seed blocks"].fillna(False).astype(bool).all())
 
 
-def _units(group: pd.DataFrame, metric: str, blocked: bool) -> list[float]:
-    """A configuration's independent values of ``metric``: one per seed (its runs of one seed
-    averaged) where seeds block, one per run otherwise."""
-    values = group[group[metric].notna()]
-    if blocked and "seed" in values and values["seed"].notna().all():
-        return values.groupby("seed")[metric].mean().tolist()
-    return values[metric].tolist()
-
-
 def summarise(df: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
-    """One row per configuration (``config id``) over its finished runs: the configuration's
-    keys, ``runs`` (independent runs: duplicates of one seed count once), ``seeds`` and
-    ``<metric> mean|std|ci low|ci high`` for each metric."""
+    """One row per configuration (``config id``) over its finished runs, in order of first
+    appearance: the configuration's keys, ``runs`` (independent runs: duplicates of one seed
+    count once), ``seeds`` and ``<metric> mean|std|ci low|ci high`` for each metric (the 95 % t
+    interval of :func:`mean_interval`, computed for all configurations at once)."""
     done = df[df["status"] == "done"]
-    keys = config_columns(df)
+    if not len(done):
+        return pd.DataFrame()
     blocked = _blocked(done)
-    rows = []
-    for cid, group in done.groupby("config id", sort=False):
-        row: dict[str, Any] = {k: group[k].iloc[0] for k in keys}
-        row["config id"] = cid
-        row["runs"] = group["seed"].nunique() if blocked else len(group)
-        row["seeds"] = " ".join(str(int(s)) for s in sorted(group["seed"].dropna().unique())) if "seed" in group else ""
-        for m in metrics:
-            if m in group:
-                row[f"{m} mean"], row[f"{m} std"], row[f"{m} ci low"], row[f"{m} ci high"] = mean_interval(
-                    _units(group, m, blocked))
-        rows.append(row)
-    return pd.DataFrame(rows)
+    by = done.groupby("config id", sort=False)
+    out = by[config_columns(df)].first() if config_columns(df) else pd.DataFrame(index=by.size().index)
+    out.insert(len(out.columns), "config id", out.index)
+    out["runs"] = by["seed"].nunique() if blocked else by.size()
+    out["seeds"] = (by["seed"].agg(lambda v: " ".join(str(int(x)) for x in sorted(v.dropna().unique())))
+                    if "seed" in done else "")
+    for m in metrics:
+        if m not in done:
+            continue
+        values = done[["config id", "seed", m] if blocked else ["config id", m]]
+        values = values[np.isfinite(values[m].astype(float))]
+        if blocked:  # one unit per seed: its runs averaged
+            values = values.groupby(["config id", "seed"], sort=False)[m].mean().reset_index()
+        g = values.groupby("config id", sort=False)[m]
+        n, mean, std = g.count(), g.mean(), g.std(ddof=1)
+        half = pd.Series(sps.t.ppf(0.975, np.maximum(n - 1, 1)), index=n.index) * std / np.sqrt(n)
+        half[n < 2] = np.nan
+        std[n < 2] = np.nan
+        out[f"{m} mean"], out[f"{m} std"] = mean, std
+        out[f"{m} ci low"], out[f"{m} ci high"] = mean - half, mean + half
+    return out.reset_index(drop=True)
 
 
 def rank_configurations(df: pd.DataFrame, metric: str | None = None) -> tuple[pd.DataFrame, str]:
@@ -185,12 +188,11 @@ def could_be_best(df: pd.DataFrame, metric: str, level: float = 0.05) -> dict[st
         return None
     if _blocked(done):
         table = seed_table(done, metric)
-        seed_sets = table.notna().apply(lambda r: tuple(table.columns[r.to_numpy()]), axis=1)
-        multi = seed_sets[seed_sets.map(len) >= 2]
-        if not len(multi):
+        present = table.notna().to_numpy()
+        sets = collections.Counter(tuple(table.columns[row]) for row in present if row.sum() >= 2)
+        if not sets:
             return None
-        counts = multi.value_counts()
-        seeds = max(counts.index, key=lambda s: (counts[s], len(s)))
+        seeds = max(sets, key=lambda s: (sets[s], len(s)))
         values = table[list(seeds)].dropna()
         k, n = values.shape
         if k < 2:
