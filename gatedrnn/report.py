@@ -126,10 +126,11 @@ def _protocol(df: pd.DataFrame, ranked: pd.DataFrame, report: Report, h: str) ->
            ("none of them used by the selection (fresh)." if not reused else
             f"reusing {_seeds(reused)} of the selection (--allow-seed-reuse): those runs carry its bias."),
            "- Reported: **test loss** (the test split, measured once at each run's end, never used to select), the "
-           "mean over these seeds with its 95 % t interval." if has_test else
+           "mean over these seeds with its 95 % t interval; rows in the order of their val loss, so that the "
+           "table does not select on test either." if has_test else
            "- These runs have no test split (made before it existed): the report is on val loss.", ""]
     if has_test:
-        t = ranked.sort_values("test loss mean", kind="stable").copy()
+        t = ranked.copy()  # already in the order of the ranking metric
         t.insert(0, "configuration", [label(df[df["config id"] == i].iloc[0]) for i in t["id"]])
         cols = ["configuration", "runs", "test loss mean", "test loss ci low", "test loss ci high", "val loss mean",
                 "test bpb mean"]
