@@ -15,7 +15,7 @@ import pytest
 
 from gatedrnn import RNNConfig, TrainSettings, train
 from gatedrnn.grid import default_grid
-from helpers import ROOT, claims, env, results, script, wait_for, write_configs
+from helpers import ROOT, claims, env, progress_step, results, script, wait_for, write_configs
 
 pytestmark = pytest.mark.slow
 
@@ -118,13 +118,24 @@ def start_uninterrupted(tmp_path):
 def test_a_task_past_its_time_limit_is_requeued_and_resumes_identically(tmp_path):
     write_configs(tmp_path, [LONG])
     baseline = start_uninterrupted(tmp_path)
-    # a 1-minute limit, signalled 55 s before it. slurmctld checks its timers about every 30 s,
-    # so the signal comes within the task's first 35 s; the run takes about 55 s on one core
+    # Slurm may send the time-limit signal up to a minute before it is due, so a 1-minute limit
+    # can signal a task before its worker has claimed anything (nothing to checkpoint: the
+    # requeued task starts afresh). The task starts with a 10-minute limit; once its run is
+    # training, the limit is cut to 1 minute, so that the task is past the point of its signal
+    # (55 s before the limit) and slurmctld sends it at its next timer check, about 30 s later:
+    # mid-run, since the run takes about 55 s on one core
+    out = open(tmp_path / "launcher.log", "w+")
     with ReleaseHeldRequeues():
-        proc = script("training_01_all.py", "--slurm", "--workers", "1", "--wait", "--time-minutes", "1",
-                      "--signal-delay-seconds", "55", *LONG_ARGS, cwd=tmp_path, timeout=600)
+        launcher = subprocess.Popen([sys.executable, str(ROOT / "training_01_all.py"), "--slurm", "--workers", "1",
+                                     "--wait", "--time-minutes", "10", "--signal-delay-seconds", "55", *LONG_ARGS],
+                                    cwd=tmp_path, env=env(), stdout=out, stderr=subprocess.STDOUT, text=True)
+        array = wait_for(lambda: _submitted_array(tmp_path / "launcher.log"), timeout=120, what="the submission")
+        wait_for(lambda: progress_step(tmp_path) > 0, timeout=300, what="the run to be training")
+        subprocess.run(["scontrol", "update", f"JobId={array}", "TimeLimit=1"], check=True, capture_output=True)
+        code = launcher.wait(timeout=600)
     logs = slurm_logs(tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr + logs
+    out.seek(0)
+    assert code == 0, out.read() + logs
     assert baseline.wait(timeout=600) == 0
     uninterrupted = json.loads((tmp_path / "uninterrupted.json").read_text())
     res = results(tmp_path)[LONG.id]
@@ -132,6 +143,11 @@ def test_a_task_past_its_time_limit_is_requeued_and_resumes_identically(tmp_path
     assert res["resumes"] >= 1
     assert res["loss"] == uninterrupted["loss"] and res["val loss"] == uninterrupted["val loss"]
     assert res["final weights sha256"] == uninterrupted["final weights sha256"]
+
+
+def _submitted_array(log):
+    text = log.read_text()
+    return text.split("submitted Slurm job array ")[1].split()[0] if "submitted Slurm job array " in text else None
 
 
 def test_scancel_mid_sweep_then_a_local_rerun_finishes(tmp_path):
