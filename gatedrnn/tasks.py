@@ -274,6 +274,7 @@ class Task:
 
     def metrics(self, out: Tensor, y: Tensor) -> dict[str, float]:
         """The metrics of outputs (S, N, outputs) at the S target steps against y (S, N)."""
+        out = out.detach()
         if self.classify:
             logp = torch.log_softmax(out.double(), dim=-1)
             ce = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (S, N)
