@@ -36,17 +36,26 @@ def spectral_radius(w: Tensor) -> float:
     return float(torch.linalg.eigvals(w.detach().double().cpu()).abs().max())
 
 
+RESERVOIR_DRAWS = 100
+
+
 def scaled_reservoir(size: int, density: float, radius: float) -> tuple[Tensor, Tensor]:
     """(W * M scaled to ``radius``, M): a random matrix, masked to ``density``, then scaled so that
-    the masked matrix's spectral radius is ``radius``. Uses torch's global generator."""
-    w = torch.rand(size, size) * 2 - 1
-    mask = (torch.rand(size, size) < density).float()
-    masked = w * mask
-    current = spectral_radius(masked)
-    if current == 0.0:
-        raise ValueError(f"a {size}x{size} reservoir at density {density} has no non-zero eigenvalue; "
-                         "raise density or state_size")
-    return masked * (radius / current), mask
+    the masked matrix's spectral radius is ``radius``. Uses torch's global generator.
+
+    A sparse small matrix can be nilpotent (every eigenvalue 0: no cycle among its non-zero
+    entries), which no scaling turns into the radius asked; such a draw is discarded and the
+    next one taken, up to RESERVOIR_DRAWS draws. A draw that has a radius is always the first
+    one, so that what the first draw gave is unchanged."""
+    for _ in range(RESERVOIR_DRAWS):
+        w = torch.rand(size, size) * 2 - 1
+        mask = (torch.rand(size, size) < density).float()
+        masked = w * mask
+        current = spectral_radius(masked)
+        if current > 0.0:
+            return masked * (radius / current), mask
+    raise ValueError(f"a {size}x{size} reservoir at density {density} had no non-zero eigenvalue in "
+                     f"{RESERVOIR_DRAWS} draws; raise density or state_size")
 
 
 class _Torch(nn.Module):

@@ -30,3 +30,10 @@ def sweep(tmp_path_factory):
     from helpers import make_sweep
 
     return make_sweep(tmp_path_factory.mktemp("sweep"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The Slurm tests first: they spend minutes waiting on slurmctld's timers, so that with
+    ``-n 2 --dist loadgroup`` one xdist worker waits on them while the other runs the rest,
+    instead of the suite ending on them."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)

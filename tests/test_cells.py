@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from gatedrnn import RNN, RNNConfig, TrainSettings, train
-from gatedrnn.cells import ESGPLayer, ESNLayer, GRULayer, LSTMLayer, TanhRNNLayer, make_cell, spectral_radius
+from gatedrnn.cells import (ESGPLayer, ESNLayer, GRULayer, LSTMLayer, TanhRNNLayer, make_cell, scaled_reservoir,
+                            spectral_radius)
 from gatedrnn.data import load_corpus
 from gatedrnn.model import ByteModel
 from gatedrnn.rules import TruncatedBPTTRule
@@ -54,6 +55,32 @@ def test_reservoir_spectral_radius_is_the_one_asked_after_masking(density, radiu
         assert spectral_radius(layer.W) == pytest.approx(radius, rel=1e-6)
         assert torch.equal(layer.W != 0, layer.mask.bool())  # W is masked
         assert abs(layer.mask.mean().item() - density) < 0.06
+
+
+def _first_draw(size, density):
+    w = torch.rand(size, size) * 2 - 1
+    mask = (torch.rand(size, size) < density).float()
+    return w * mask, mask
+
+
+def test_a_nilpotent_reservoir_is_drawn_again_and_a_first_draw_with_a_radius_is_kept():
+    nilpotent = good = None
+    for seed in range(500):
+        torch.manual_seed(seed)
+        masked, mask = _first_draw(8, 0.1)
+        if spectral_radius(masked) == 0.0:
+            nilpotent = nilpotent if nilpotent is not None else (seed, mask)
+        elif good is None:
+            good = (seed, masked)
+    assert nilpotent is not None and good is not None  # 8x8 at density 0.1: both are common
+    torch.manual_seed(nilpotent[0])
+    w, mask = scaled_reservoir(8, 0.1, 0.9)
+    assert spectral_radius(w) == pytest.approx(0.9, rel=1e-6) and not torch.equal(mask, nilpotent[1])
+    torch.manual_seed(good[0])
+    w, _ = scaled_reservoir(8, 0.1, 0.9)
+    torch.testing.assert_close(w, good[1] * (0.9 / spectral_radius(good[1])), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="8x8 reservoir at density 0.0 had no non-zero eigenvalue in 100 draws"):
+        scaled_reservoir(8, 0.0, 0.9)
 
 
 def test_esn_matches_its_equation():
@@ -114,6 +141,7 @@ def test_every_cell_trains_and_has_the_sequence_api(cell, corpus):
     r = train(config, TrainSettings.tiny(steps=100), corpus=corpus)
     assert r["status"] == "done" and math.isfinite(r["val loss"])
     assert r.get("cell", "gated") == cell
+    torch.manual_seed(0)
     rnn = RNN(3, 8, num_layers=2, batch_first=True, cell=cell, **options)
     out, h_n = rnn(torch.randn(4, 5, 3))
     width = 16 if cell == "lstm" else 8

@@ -17,7 +17,8 @@ from gatedrnn import RNNConfig, TrainSettings, train
 from gatedrnn.grid import default_grid
 from helpers import ROOT, claims, env, progress_step, results, script, wait_for, write_configs
 
-pytestmark = pytest.mark.slow
+# one Slurm test at a time (the single-node cluster has 2 CPUs): one xdist worker runs them all
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 
 def _slurm_up() -> bool:
