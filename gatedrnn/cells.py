@@ -45,8 +45,8 @@ def scaled_reservoir(size: int, density: float, radius: float) -> tuple[Tensor, 
 
     A sparse small matrix can be nilpotent (every eigenvalue 0: no cycle among its non-zero
     entries), which no scaling turns into the radius asked; such a draw is discarded and the
-    next one taken, up to RESERVOIR_DRAWS draws. A draw that has a radius is always the first
-    one, so that what the first draw gave is unchanged."""
+    next one taken, up to RESERVOIR_DRAWS draws. A first draw that has a radius is the one
+    returned, so that every reservoir built before the redraw existed is built unchanged."""
     for _ in range(RESERVOIR_DRAWS):
         w = torch.rand(size, size) * 2 - 1
         mask = (torch.rand(size, size) < density).float()

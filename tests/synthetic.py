@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from gatedrnn.config import CONFIG_KEYS
 from gatedrnn.grid import default_grid
 
 

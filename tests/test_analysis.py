@@ -1,6 +1,3 @@
-import json
-import math
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -53,7 +50,7 @@ def test_examine_writes_every_output_for_a_full_sweep(tmp_path):
 
 
 def test_filtered_plot_holds_exactly_the_runs_below_the_threshold(tmp_path):
-    recs = make_results(tmp_path, n=60)
+    make_results(tmp_path, n=60)
     df = results.load(tmp_path)
     below = df[df["min loss"] < df["min loss"].median()]
     assert 0 < len(below) < 60

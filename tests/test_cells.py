@@ -7,13 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from gatedrnn import RNN, RNNConfig, TrainSettings, train
-from gatedrnn.cells import (ESGPLayer, ESNLayer, GRULayer, LSTMLayer, TanhRNNLayer, make_cell, scaled_reservoir,
-                            spectral_radius)
+from gatedrnn.cells import ESGPLayer, ESNLayer, GRULayer, LSTMLayer, TanhRNNLayer, scaled_reservoir, spectral_radius
 from gatedrnn.data import load_corpus
 from gatedrnn.model import ByteModel
 from gatedrnn.rules import TruncatedBPTTRule
 from gatedrnn.trainer import Interrupted, Run
-from helpers import TINY_ARGS, results, script, write_configs
+from helpers import TINY_ARGS, results, script
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +231,7 @@ def test_gated_ids_are_unchanged_and_cell_configs_are_validated():
 
 @pytest.mark.slow
 def test_a_mixed_sweep_runs_through_the_queue_and_into_the_analysis(tmp_path):
-    proc = script("init_experiments.py", "--cells", "gated", "gru", "esn", "esgp", "--layers", "1",
+    script("init_experiments.py", "--cells", "gated", "gru", "esn", "esgp", "--layers", "1",
                   "--state-sizes", "32", "--bptt", "1", "4", cwd=tmp_path, check=True)
     entries = json.loads((tmp_path / "rnn_configs.json").read_text())
     gated = [e for e in entries if "cell" not in e]

@@ -2,10 +2,7 @@
 machine where torch sees no CUDA device (this project's CI has none; the results of the runs on
 a lent GPU are in benchmarks/gpu_runs.md)."""
 
-import json
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +12,7 @@ from gatedrnn import GatedLayer, RNNConfig, TrainSettings, train
 from gatedrnn.model import ByteModel
 from gatedrnn.rules import HandWrittenRule
 from gatedrnn.trainer import Run
-from helpers import ROOT, env, results, script, start_worker, wait_for, write_configs
+from helpers import results, script, start_worker, wait_for, write_configs
 from test_layers import COMBOS
 
 pytestmark = [pytest.mark.cuda,

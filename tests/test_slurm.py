@@ -6,14 +6,12 @@ These tests need a running Slurm with accounting; .ci/run starts a single-node o
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from gatedrnn import RNNConfig, TrainSettings, train
+from gatedrnn import RNNConfig, TrainSettings
 from gatedrnn.grid import default_grid
 from helpers import ROOT, claims, env, progress_step, results, script, wait_for, write_configs
 
@@ -125,18 +123,19 @@ def test_a_task_past_its_time_limit_is_requeued_and_resumes_identically(tmp_path
     # training, the limit is cut to 1 minute, so that the task is past the point of its signal
     # (55 s before the limit) and slurmctld sends it at its next timer check, about 30 s later:
     # mid-run, since the run takes about 55 s on one core
-    out = open(tmp_path / "launcher.log", "w+")
+    out = open(tmp_path / "launcher.log", "w")
     with ReleaseHeldRequeues():
         launcher = subprocess.Popen([sys.executable, str(ROOT / "training_01_all.py"), "--slurm", "--workers", "1",
                                      "--wait", "--time-minutes", "10", "--signal-delay-seconds", "55", *LONG_ARGS],
                                     cwd=tmp_path, env=env(), stdout=out, stderr=subprocess.STDOUT, text=True)
-        array = wait_for(lambda: _submitted_array(tmp_path / "launcher.log"), timeout=120, what="the submission")
+        array = wait_for(lambda: _submitted_array((tmp_path / "launcher.log").read_text()), timeout=120,
+                         what="the submission")
         wait_for(lambda: progress_step(tmp_path) > 0, timeout=300, what="the run to be training")
         subprocess.run(["scontrol", "update", f"JobId={array}", "TimeLimit=1"], check=True, capture_output=True)
         code = launcher.wait(timeout=600)
+    out.close()
     logs = slurm_logs(tmp_path)
-    out.seek(0)
-    assert code == 0, out.read() + logs
+    assert code == 0, (tmp_path / "launcher.log").read_text() + logs
     assert baseline.wait(timeout=600) == 0
     uninterrupted = json.loads((tmp_path / "uninterrupted.json").read_text())
     res = results(tmp_path)[LONG.id]
@@ -146,8 +145,8 @@ def test_a_task_past_its_time_limit_is_requeued_and_resumes_identically(tmp_path
     assert res["final weights sha256"] == uninterrupted["final weights sha256"]
 
 
-def _submitted_array(log):
-    text = log.read_text()
+def _submitted_array(text):
+    """The job array's id in the launcher's output, or None before it is submitted."""
     return text.split("submitted Slurm job array ")[1].split()[0] if "submitted Slurm job array " in text else None
 
 
@@ -160,7 +159,7 @@ def test_scancel_mid_sweep_then_a_local_rerun_finishes(tmp_path):
     proc = script("training_01_all.py", "--slurm", "--workers", "2", "--time-minutes", "10", *args,
                   cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    array = proc.stdout.split("submitted Slurm job array ")[1].split()[0]
+    array = _submitted_array(proc.stdout)
     wait_for(lambda: len(claims(tmp_path)) == 2 and all((c.get("progress") or {}).get("step", 0) > 0
                                                         for c in claims(tmp_path)), timeout=180,
              what="two running Slurm workers")
