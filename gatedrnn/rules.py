@@ -13,7 +13,6 @@ neither stops nor checkpoints then.
 from __future__ import annotations
 
 import math
-
 from typing import TYPE_CHECKING, Callable
 
 import torch
