@@ -50,9 +50,9 @@ def default_grid(
     lrs: Sequence[float] | None = None,
 ) -> list[RNNConfig]:
     """The grid, in a fixed order: seeds outermost, then learning rates (``lrs``: each
-    configuration's ``lr`` key; None: no key, the training setting applies), then tasks (each crossed with the values of
-    its keys in ``task_keys``, its defaults for the others), truncation, cells, switches, layers,
-    state sizes. The gated cell's rule (a state smaller than the vocabulary needs the residual
+    configuration's ``lr`` key; None: no key, the training setting applies), then tasks (each
+    crossed with the values of its keys in ``task_keys``, its defaults for the others),
+    truncation, cells, switches, layers, state sizes. The gated cell's rule (a state smaller than the vocabulary needs the residual
     path) applies to it alone, and to every task, so that each task sweeps the same
     architectures; ``esn`` enters once per readout (sgd, ridge; the ridge readout only with
     ``bptt`` 1, as nothing in it is trained by gradient). A configuration that a task refuses
