@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ._atomic import atomic_write_bytes, atomic_write_json
-from .config import ALL_CELL_KEYS, ALL_TASK_KEYS, CONFIG_KEYS, EXTRA_KEYS, config_id
+from .config import ALL_CELL_KEYS, ALL_TASK_KEYS, CONFIG_KEYS, EXTRA_KEYS, LEGACY_SPLIT, config_id
 from .data import BUILTIN, DataError, load_corpus, ngram_cross_entropies
 from .folder import ResultsFolder
 from .grid import ConfigFileError, read_configs
@@ -270,13 +270,23 @@ def _mark_could_be_best(summary: pd.DataFrame, report: Report) -> None:
     summary.loc[judged, "could be best"] = summary.loc[judged, "id"].isin(set(report.could_be_best))
 
 
+def _split_of(rows: pd.DataFrame) -> tuple[str, int | None]:
+    """The split rule and history the runs were measured with (their recorded settings; ``tail``
+    for files without them, such as the original study's)."""
+    for settings in rows["settings"].dropna() if "settings" in rows else []:
+        if isinstance(settings, dict) and "history" in settings:
+            return settings.get("split", LEGACY_SPLIT), int(settings["history"])
+    return LEGACY_SPLIT, None
+
+
 def _references(df: pd.DataFrame, task: str, metric: str, threshold: float, results_dir: Path,
                 data_path: str | None) -> tuple[dict[str, Any] | None, dict[str, float], float]:
     """The corpus's n-gram entropies (bytes) or the task's chance level, as lines for the plots,
     and the level that runs are counted below (the threshold, or the chance level)."""
     if task == "bytes":
         refs = reference_entropies(df, results_dir, data_path) if len(df) else None
-        return refs, {f"{name} (held out)": v for name, v in (refs or {}).get("nats per byte", {}).items()}, threshold
+        where = "held out" if not refs or refs.get("split", LEGACY_SPLIT) == LEGACY_SPLIT else "validation"
+        return refs, {f"{name} ({where})": v for name, v in (refs or {}).get("nats per byte", {}).items()}, threshold
     values = df["chance loss"].dropna() if "chance loss" in df else pd.Series(dtype=float)
     chance = float(values.iloc[0]) if len(values) and metric == "val loss" else None
     name = "persistence" if task.startswith("mackey-glass") else "chance"
@@ -428,21 +438,25 @@ def _summary_table(df: pd.DataFrame, configs: list[dict] | None, running: set[st
 
 
 def reference_entropies(df: pd.DataFrame, results_dir: Path, data_path: str | None = None) -> dict[str, Any] | None:
-    """Held-out unigram/bigram/trigram cross-entropies of the results' corpus, when it is at hand
-    (the built-in corpus, the file the results name, or ``data_path``) and its SHA-256 matches.
-    Cached beside the results as ``.ngram-<sha256>.json``."""
+    """Unigram/bigram/trigram cross-entropies of the results' corpus on the splits its runs are
+    measured on, when the corpus is at hand (the built-in corpus, the file the results name, or
+    ``data_path``) and its SHA-256 matches: ``nats per byte`` on the validation split (what a
+    ``val loss`` is drawn against; the whole held-out part under the ``tail`` rule and for files
+    without settings) and ``test`` on the test split (None without one). Cached beside the results
+    as ``.ngram-<sha256>.json``."""
     if "dataset sha256" not in df or df["dataset sha256"].dropna().empty:
         return None
     shas = df["dataset sha256"].dropna()
     sha = shas.mode().iloc[0]
+    rows = df[df["dataset sha256"] == sha]
+    rule, history = _split_of(rows)
     cache = ResultsFolder(results_dir).ngram_cache(sha)
     try:
         cached = json.loads(cache.read_text())
-        if cached.get("sha256") == sha:
+        if (cached.get("sha256"), cached.get("split"), cached.get("history")) == (sha, rule, history):
             return cached
     except (OSError, ValueError):
         pass
-    rows = df[df["dataset sha256"] == sha]
     candidates = [data_path] if data_path else []
     name = rows["dataset"].dropna().iloc[0] if "dataset" in rows and rows["dataset"].notna().any() else None
     if name == BUILTIN:
@@ -459,9 +473,12 @@ def reference_entropies(df: pd.DataFrame, results_dir: Path, data_path: str | No
             continue
         if corpus.sha256 != sha:
             continue
-        h = ngram_cross_entropies(corpus)
-        out = {"sha256": sha, "dataset": corpus.name, "bytes": len(corpus),
-               "nats per byte": {NGRAM_NAMES[k]: v for k, v in h.items()}}
+        val, test = ((corpus.val, None) if rule == "tail" else
+                     (corpus.heldout("val", rule, history), corpus.heldout("test", rule, history)))
+        named = lambda h: {NGRAM_NAMES[k]: v for k, v in h.items()}  # noqa: E731
+        out = {"sha256": sha, "dataset": corpus.name, "bytes": len(corpus), "split": rule, "history": history,
+               "nats per byte": named(ngram_cross_entropies(corpus, heldout=val)),
+               "test": None if test is None else named(ngram_cross_entropies(corpus, heldout=test))}
         try:
             atomic_write_json(cache, out)
         except OSError:

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import torch
 
 from ._atomic import atomic_write_bytes
-from .config import LEGACY_SPLIT, RNNConfig, TrainSettings
+from .config import LEGACY_SETTINGS, RNNConfig, TrainSettings
 from .folder import set_aside
 
 __all__ = ["RunState", "CheckpointMismatch", "CHECKPOINT_FORMAT", "PACK_FORMAT", "WEIGHTS_FORMAT", "RESUME_KEYS",
@@ -44,7 +44,8 @@ PACK_FORMAT = "gatedrnn pack 1"
 WEIGHTS_FORMAT = "gatedrnn weights 1"  # the .pt weights written before safetensors
 SAFETENSORS_FORMAT = "gatedrnn weights 2"
 # Settings that change what a run computes; a checkpoint made under other values is refused.
-RESUME_KEYS = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams", "split")
+RESUME_KEYS = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams", "split",
+               "input_init")
 
 
 class CheckpointMismatch(ValueError):
@@ -130,7 +131,7 @@ class RunState:
         if self.config.get("id") != config.id:
             raise CheckpointMismatch(f"{where}: checkpoint is for configuration {self.config.get('id')}, not {config.id}")
         mine = settings.to_dict()
-        theirs = {"split": LEGACY_SPLIT, **self.settings}  # made before the split rule: the whole held-out
+        theirs = {**LEGACY_SETTINGS, **self.settings}  # made before the split rule: the whole held-out
         for key in RESUME_KEYS:
             if theirs.get(key) != mine[key]:
                 raise CheckpointMismatch(

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .config import TrainSettings
+from .config import INPUT_INITS, TrainSettings
 
 __all__ = ["main", "build_parser", "train_options"]
 
@@ -77,6 +77,10 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lrs", type=_finite_float, nargs="+", default=None, metavar="LR",
                    help="give each configuration an lr key, one entry per rate (a swept learning rate: it overrides "
                         "training's --lr, and examine compares each configuration at its best rate)")
+    p.add_argument("--input-inits", nargs="+", choices=INPUT_INITS, default=None, metavar="INIT",
+                   help="give each configuration an input_init key, one entry per value: linear (the original "
+                        "study's nn.Linear(256, d) input map) and/or normal (an N(0, 1) embedding without a bias); "
+                        "it overrides training's --input-init")
     p.add_argument("--cells", nargs="+", default=["gated"], metavar="CELL",
                    help="cell kinds: gated gru lstm rnn esn esgp (%(default)s); esn enters with both readouts")
     p.add_argument("--bptt", type=int, nargs="+", default=[1], metavar="K",
@@ -128,7 +132,8 @@ def _run_init(args: argparse.Namespace) -> int:
             if any(k < 1 for k in args.bptt):
                 raise ValueError(f"--bptt must be >= 1, got {args.bptt}")
             configs = default_grid(args.state_sizes, args.layers, args.seeds, args.cells, args.bptt,
-                                   args.tasks, dict(args.task_keys), lrs=args.lrs)
+                                   args.tasks, dict(args.task_keys), lrs=args.lrs,
+                                   input_inits=args.input_inits)
         results = Path(args.results_dir)
         if results.exists() and not results.is_dir():
             raise ValueError(f"{results}: exists and is not a folder")
@@ -152,7 +157,7 @@ def _run_init(args: argparse.Namespace) -> int:
 # launcher given none of them takes the folder's (a rerun remembers); an explicit other value is
 # refused as before
 _REMEMBERED = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams", "data",
-               "split")  # split: no option; a folder's rule (gatedrnn.data.SPLIT_RULES) is kept
+               "split", "input_init")  # split: no option; a folder's rule (gatedrnn.data.SPLIT_RULES) is kept
 
 
 def _training_arguments(p: argparse.ArgumentParser) -> None:
@@ -162,6 +167,9 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=None, help=f"parallel streams ({d.batch_size})")
     g.add_argument("--history", type=int, default=None, help=f"bytes per window before the state resets ({d.history})")
     g.add_argument("--lr", type=_finite_float, default=None, help=f"Adam learning rate ({d.lr})")
+    g.add_argument("--input-init", choices=INPUT_INITS, default=None,
+                   help=f"the input map of configurations without their own input_init key: linear, the original "
+                        f"study's nn.Linear(256, d); normal, an N(0, 1) embedding without a bias ({d.input_init})")
     g.add_argument("--log-every", type=int, default=None, help=f"steps between loss-curve points ({d.log_every})")
     g.add_argument("--eval-every", type=int, default=None,
                    help=f"steps between validations, 0: only at the end ({d.eval_every})")

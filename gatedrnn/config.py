@@ -26,6 +26,8 @@ __all__ = [
     "RNNConfig",
     "TrainSettings",
     "config_id",
+    "INPUT_INITS",
+    "input_init_of",
 ]
 
 SWITCHES = (
@@ -42,7 +44,13 @@ CONFIG_KEYS = SWITCHES + ("n_layers", "state_size")
 # Previous (old) state, Residual
 SWITCH_LETTERS = "IFOSNPR"
 # Keys a sweep may add when the user sweeps them; absent means "not swept" (or the default).
-EXTRA_KEYS = ("seed", "cell", "bptt", "task", "lr")
+EXTRA_KEYS = ("seed", "cell", "bptt", "task", "lr", "input_init")
+# How the byte (or symbol) input is mapped (DESIGN.md, "The layer"): ``linear`` is the original
+# study's nn.Linear(256, d) on the one-hot byte (a trained weight and bias, that layer's default
+# uniform initialisation); ``normal`` an N(0, 1) embedding without a bias (what gatedrnn did
+# before issue 30, and what folders and checkpoints recorded before it read as).
+INPUT_INITS = ("linear", "normal")
+LEGACY_INPUT_INIT = "normal"
 CELLS = ("gated", "gru", "lstm", "rnn", "esn", "esgp")
 # Each cell's own keys with their defaults (the gated cell's are the seven switches).
 CELL_KEYS: dict[str, dict[str, Any]] = {
@@ -112,7 +120,8 @@ class RNNConfig:
     nine-key form of DESIGN.md, whose id never changes. Other cells (``gru``, ``lstm``, ``rnn``,
     ``esn``, ``esgp``) take no switches and their own keys (``CELL_KEYS``). Optional swept
     keys: ``seed`` (overrides the training seed), ``lr`` (overrides the training learning rate:
-    a swept learning rate) and ``bptt`` (1, the default: the state is detached after every step;
+    a swept learning rate), ``input_init`` (overrides the training setting: how the input is
+    mapped, :data:`INPUT_INITS`) and ``bptt`` (1, the default: the state is detached after every step;
     k > 1: truncated BPTT over k steps, one optimizer step per k bytes). A key at its default is
     absent from the JSON form, so it does not change the id.
     """
@@ -128,6 +137,7 @@ class RNNConfig:
     state_size: int = 256
     seed: int | None = None
     lr: float | None = None
+    input_init: str | None = None
     cell: str = "gated"
     bptt: int = 1
     density: float | None = None
@@ -165,6 +175,11 @@ class RNNConfig:
             if not 0 < self.lr < float("inf"):
                 raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
             object.__setattr__(self, "lr", float(self.lr))
+        if self.input_init is not None:
+            if self.input_init not in INPUT_INITS:
+                raise ValueError(f"input_init must be one of {', '.join(INPUT_INITS)}, got {self.input_init!r}")
+            if not self.has_input_map_choice:
+                raise ValueError(f"input_init does not apply to {self._fixed_input_owner()}")
         self._own_keys(CELL_KEYS[self.cell], ("density", "spectral_radius", "input_scaling", "leak", "readout"),
                        f"cell {self.cell!r}")
         if self.cell in ("esn", "esgp"):
@@ -215,6 +230,17 @@ class RNNConfig:
             raise ValueError(f"length must be >= 2 for the adding task (one marker in each half), got {self.length}")
 
     @property
+    def has_input_map_choice(self) -> bool:
+        """Whether ``input_init`` applies: a trained cell reading bytes or symbols. The ESN's input
+        map is its fixed random reservoir input, and real-valued tasks always read through a
+        Linear map."""
+        return self.cell != "esn" and self.task in ("bytes", "copy", "delayed")
+
+    def _fixed_input_owner(self) -> str:
+        return "the esn cell (its input map is fixed)" if self.cell == "esn" else \
+            f"task {self.task!r} (real-valued inputs always go through a Linear map)"
+
+    @property
     def task_options(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in TASK_KEYS[self.task]}
 
@@ -243,6 +269,8 @@ class RNNConfig:
             d["bptt"] = self.bptt
         if self.lr is not None:
             d["lr"] = self.lr
+        if self.input_init is not None:
+            d["input_init"] = self.input_init
         if self.seed is not None:
             d["seed"] = self.seed
         if with_id:
@@ -266,7 +294,7 @@ class RNNConfig:
         task = d.get("task", "bytes")
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-        allowed = set(required) | {"seed", "lr", "cell", "bptt", "task", "id"} | set(CELL_KEYS[cell]) | set(TASK_KEYS[task])
+        allowed = set(required) | {"seed", "lr", "input_init", "cell", "bptt", "task", "id"} | set(CELL_KEYS[cell]) | set(TASK_KEYS[task])
         unknown = sorted(set(d) - allowed)
         if unknown:
             where = ("" if cell == "gated" or unknown[0] not in SWITCHES else f" for cell {cell!r}") or (
@@ -292,8 +320,9 @@ class RNNConfig:
         bptt = f" bptt{self.bptt}" if self.bptt != 1 else ""
         seed = f" s{self.seed}" if self.seed is not None else ""
         lr = f" lr{self.lr:g}" if self.lr is not None else ""
+        init = f" in:{self.input_init}" if self.input_init is not None else ""
         task = f" {self.task}" if self.task != "bytes" else ""
-        return f"{head} L{self.n_layers} d{self.state_size}{bptt}{lr}{seed}{task}"
+        return f"{head} L{self.n_layers} d{self.state_size}{bptt}{lr}{init}{seed}{task}"
 
     def task_label(self) -> str:
         """The task with its keys, e.g. ``copy (length 50)``; ``bytes`` for the byte task."""
@@ -310,6 +339,13 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
 LEGACY_SPLIT = "tail"  # what settings, checkpoints and folders recorded before the split rule used
+# what a record of settings that lacks a key was made with
+LEGACY_SETTINGS = {"split": LEGACY_SPLIT, "input_init": LEGACY_INPUT_INIT}
+
+
+def input_init_of(config: RNNConfig, settings: "TrainSettings") -> str:
+    """How ``config``'s input is mapped under ``settings``: its own key, else the setting."""
+    return config.input_init if config.input_init is not None else settings.input_init
 
 
 @dataclass(frozen=True)
@@ -326,9 +362,14 @@ class TrainSettings:
     val_streams: at most this many fixed validation streams (each ``history`` bytes long), and as
     many test streams.
     split: how the held-out data divides into validation and test (:data:`gatedrnn.data.SPLIT_RULES`):
-    ``blocks`` (interleaved blocks; memory tasks: validation and test sets from different
-    generator seeds) or ``tail`` (settings recorded before the rule existed: all held-out data
-    validates, no test split). A results folder's runs all use its recorded rule.
+    ``windows`` (the default: windows of ``history`` + 1 bytes in matched pairs, one of each pair
+    to each split, so the two are samples of the same text), ``blocks`` (interleaved blocks of
+    4096 bytes, folders made between issues 23 and 30) or ``tail`` (settings recorded before
+    either: all held-out data validates, no test split). Memory tasks take their validation and
+    test sets from different generator seeds under ``windows`` and ``blocks`` alike. A results
+    folder's runs all use its recorded rule.
+    input_init: how the input is mapped (:data:`INPUT_INITS`), for configurations without their
+    own ``input_init`` key; settings recorded before issue 30 read as ``normal``.
     """
 
     steps: int = 10_000
@@ -342,7 +383,8 @@ class TrainSettings:
     device: str = "auto"
     seed: int = 0
     val_streams: int = 256
-    split: str = "blocks"
+    split: str = "windows"
+    input_init: str = "linear"
 
     def __post_init__(self) -> None:
         _check_int("steps", self.steps, 1)
@@ -363,8 +405,10 @@ class TrainSettings:
             raise TypeError(f"data must be a file path or None, got {self.data!r}")
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:K, got {self.device!r}")
-        if self.split not in ("blocks", "tail"):  # gatedrnn.data.SPLIT_RULES
-            raise ValueError(f"split must be blocks or tail, got {self.split!r}")
+        if self.split not in ("windows", "blocks", "tail"):  # gatedrnn.data.SPLIT_RULES
+            raise ValueError(f"split must be windows, blocks or tail, got {self.split!r}")
+        if self.input_init not in INPUT_INITS:
+            raise ValueError(f"input_init must be one of {', '.join(INPUT_INITS)}, got {self.input_init!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -375,7 +419,8 @@ class TrainSettings:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown training setting {unknown[0]!r}")
-        return cls(**{"split": LEGACY_SPLIT, **d})  # settings recorded before the split rule: ``tail``
+        # settings recorded before the split rule read as ``tail``, before issue 30 as ``normal``
+        return cls(**{**LEGACY_SETTINGS, **d})
 
     def replace(self, **changes: Any) -> "TrainSettings":
         return dataclasses.replace(self, **changes)

@@ -71,12 +71,13 @@ def _plain(v: Any) -> Any:
 
 
 def _steps(values: list) -> list[tuple[Any, Any]]:
-    """The comparisons of a key's values: False -> True; a categorical's first (``gated``)
-    against each other; numbers in order, each with the next."""
+    """The comparisons of a key's values: False -> True; a categorical's first (``gated``; for
+    ``input_init``, ``normal``, so that its effect is the original study's map against ours
+    before it) against each other; numbers in order, each with the next."""
     if all(isinstance(v, (bool, np.bool_)) for v in values):
         return [(False, True)] if set(values) == {False, True} else []
     if all(isinstance(v, str) for v in values):
-        first = sorted(values, key=lambda v: (v != "gated", v))[0]
+        first = sorted(values, key=lambda v: (v not in ("gated", "normal"), v))[0]
         return [(first, v) for v in sorted(values) if v != first]
     ordered = sorted(values)
     return list(zip(ordered, ordered[1:]))

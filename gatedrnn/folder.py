@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from ._atomic import atomic_write_json
-from .config import LEGACY_SPLIT
+from .config import LEGACY_SETTINGS
 from typing import Any, Iterator, Mapping
 
 __all__ = ["ResultsFolder", "FolderError", "read_json", "is_config_id", "result_record", "failed_record",
@@ -41,7 +41,7 @@ __all__ = ["ResultsFolder", "FolderError", "read_json", "is_config_id", "result_
 STATUSES = ("done", "diverged", "failed")
 # the settings that shape what a run computes: one value each per results folder
 RECORDED_SETTINGS = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams",
-                     "split", "dataset sha256")
+                     "split", "input_init", "dataset sha256")
 _ID = re.compile(r"^[0-9a-f]{64}$")
 _HISTORY = re.compile(r"^[0-9a-f]{64}\.failed-\d+\.json$")
 
@@ -235,8 +235,8 @@ class ResultsFolder:
         made before the split rule existed has ``split`` ``tail`` (its runs have no test split;
         its later runs keep that rule, so that one folder's runs are never mixed)."""
         record = read_json(self.settings_file)
-        if isinstance(record, dict) and "split" not in record and "steps" in record:
-            record["split"] = LEGACY_SPLIT
+        if isinstance(record, dict) and "steps" in record:
+            record = {**LEGACY_SETTINGS, **record}
         return record
 
     def write_settings(self, settings: Mapping[str, Any]) -> None:

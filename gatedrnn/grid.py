@@ -48,9 +48,13 @@ def default_grid(
     tasks: Sequence[str] = ("bytes",),
     task_keys: dict[str, Sequence[int]] | None = None,
     lrs: Sequence[float] | None = None,
+    input_inits: Sequence[str] | None = None,
 ) -> list[RNNConfig]:
     """The grid, in a fixed order: seeds outermost, then learning rates (``lrs``: each
-    configuration's ``lr`` key; None: no key, the training setting applies), then tasks (each
+    configuration's ``lr`` key; None: no key, the training setting applies), then input maps
+    (``input_inits``: each configuration's ``input_init`` key where it applies, see
+    :attr:`RNNConfig.has_input_map_choice`; a configuration it does not apply to enters once,
+    without the key), then tasks (each
     crossed with the values of its keys in ``task_keys``, its defaults for the others),
     truncation, cells, switches, layers, state sizes. The gated cell's rule (a state smaller than the vocabulary needs the residual
     path) applies to it alone, and to every task, so that each task sweeps the same
@@ -61,8 +65,9 @@ def default_grid(
     if unknown:
         raise ValueError(f"unknown cell {unknown[0]!r}; cells are {', '.join(CELLS)}")
     task_variants = _task_variants(tasks, task_keys or {})
-    out = []
-    for seed, lr, task, k in itertools.product(seeds if seeds else [None], lrs if lrs else [None], task_variants, bptt):
+    out: list[RNNConfig] = []
+    for seed, lr, init, task, k in itertools.product(seeds if seeds else [None], lrs if lrs else [None],
+                                                     input_inits if input_inits else [None], task_variants, bptt):
         for cell in cells:
             if cell == "gated":
                 for flags in itertools.product((False, True), repeat=len(SWITCHES)):
@@ -73,16 +78,22 @@ def default_grid(
                         for size in state_sizes:
                             if size < VOCAB and not sw["use_residual"]:
                                 continue  # a state smaller than the vocabulary needs the residual path
-                            out.append(RNNConfig(**sw, n_layers=n_layers, state_size=size, seed=seed, lr=lr, bptt=k,
-                                                 **task))
+                            _add(out, dict(**sw, n_layers=n_layers, state_size=size, seed=seed, lr=lr, bptt=k,
+                                           **task), init)
                 continue
             variants = [{"readout": r} for r in READOUTS if not (r == "ridge" and k != 1)] if cell == "esn" else [{}]
             for variant in variants:
                 for n_layers in layers:
                     for size in state_sizes:
-                        out.append(RNNConfig(cell=cell, n_layers=n_layers, state_size=size, seed=seed, lr=lr,
-                                             bptt=k, **variant, **task))
-    return out
+                        _add(out, dict(cell=cell, n_layers=n_layers, state_size=size, seed=seed, lr=lr,
+                                       bptt=k, **variant, **task), init)
+    seen: set[str] = set()
+    return [c for c in out if not (c.id in seen or seen.add(c.id))]  # an input map that does not apply: once
+
+
+def _add(out: list[RNNConfig], keys: dict[str, Any], input_init: str | None) -> None:
+    config = RNNConfig(**keys)
+    out.append(RNNConfig(**keys, input_init=input_init) if input_init and config.has_input_map_choice else config)
 
 
 def _task_variants(tasks: Sequence[str], task_keys: dict[str, Sequence[int]]) -> list[dict[str, Any]]:

@@ -35,12 +35,13 @@ class Interrupted(Exception):
     """Raised by :func:`drive` when ``should_stop`` asked it to stop; the checkpoint is saved."""
 
 
-def seeded_model(config: RNNConfig, seed: int) -> ByteModel:
+def seeded_model(config: RNNConfig, seed: int, input_init: str = "linear") -> ByteModel:
     """A configuration's initial model: its weights from seed ``2 * seed`` (the data order uses
-    ``2 * seed + 1``), without touching the global random generator."""
+    ``2 * seed + 1``), without touching the global random generator. ``input_init``: the input
+    map of a configuration without its own key (:func:`gatedrnn.config.input_init_of`)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(2 * seed)
-        return ByteModel(config)
+        return ByteModel(config, input_init=input_init)
 
 
 class Loop:

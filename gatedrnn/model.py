@@ -6,25 +6,56 @@ is a linear map, and the head has its classes or one regression output."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._fast import backward_kernels
 from .cells import make_cell
-from .config import RNNConfig
+from .config import INPUT_INITS, RNNConfig
 from .layers import GatedLayer
 from .tasks import task_io
 
-__all__ = ["ByteModel"]
+__all__ = ["ByteModel", "LinearInput"]
 
 VOCAB = 256
+
+
+class LinearInput(nn.Embedding):
+    """``nn.Linear(num_embeddings, d)`` applied to a one-hot input, as a table lookup plus a bias.
+
+    ``forward(x) = weight[x] + bias`` is ``Linear(num_embeddings, d)(one_hot(x))`` with
+    ``weight`` its weight transposed, (num_embeddings, d): the original study's input map. Both
+    start as ``nn.Linear`` starts them, uniform in ``±1/sqrt(num_embeddings)`` (its
+    Kaiming-uniform weight with ``a = sqrt(5)`` and its bias have that one bound), and both train.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None) -> None:
+        super().__init__(num_embeddings, embedding_dim, device=device, dtype=dtype)
+        self.bias = nn.Parameter(torch.empty(embedding_dim, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if not hasattr(self, "bias"):  # nn.Embedding.__init__ calls this before the bias exists
+            return
+        bound = 1 / math.sqrt(self.num_embeddings)
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound)
+            self.bias.uniform_(-bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.embedding(x, self.weight) + self.bias  # (N, d)
 
 
 class ByteModel(nn.Module):
     """The byte-level language model of the sweep.
 
-    ``Embedding(256, d)`` -> ``n_layers`` layers of the configuration's cell -> ``Linear(·, 256)``.
+    The input map -> ``n_layers`` layers of the configuration's cell -> ``Linear(·, 256)``. The input
+    map is ``input_init``'s (the configuration's own key, else the argument): ``linear``, the
+    original study's ``Linear(256, d)`` on the one-hot byte (:class:`LinearInput`, the default);
+    ``normal``, ``Embedding(256, d)`` with its N(0, 1) initialisation and no bias.
     ``step(bytes_t, states) -> (logits, states)``: ``bytes_t`` (N,) integer bytes, ``states`` a
     list of ``n_layers`` tensors (N, state width); returns logits (N, 256) for the next byte and
     the new states. The step is pure; the trainer decides when states are detached.
@@ -39,11 +70,14 @@ class ByteModel(nn.Module):
     ``readout`` has the task's classes, or one output for regression.
     """
 
-    def __init__(self, config: RNNConfig, device=None, dtype=None) -> None:
+    def __init__(self, config: RNNConfig, device=None, dtype=None, input_init: str = "linear") -> None:
         super().__init__()
         if not isinstance(config, RNNConfig):
             raise TypeError(f"ByteModel needs an RNNConfig, got {type(config).__name__}")
+        if input_init not in INPUT_INITS:
+            raise ValueError(f"input_init must be one of {', '.join(INPUT_INITS)}, got {input_init!r}")
         self.config = config
+        self.input_init = config.input_init or input_init
         d = config.state_size
         kw = dict(device=device, dtype=dtype)
         self.reservoir = config.cell == "esn"
@@ -53,6 +87,8 @@ class ByteModel(nn.Module):
         if real:
             self.embedding = None
             self.input_map = nn.Linear(n_in, d, **kw)
+        elif self.input_init == "linear" and config.has_input_map_choice:
+            self.embedding = LinearInput(n_in, d, **kw)
         else:
             self.embedding = nn.Embedding(n_in, d, **kw)
         if self.reservoir:
@@ -113,6 +149,9 @@ class ByteModel(nn.Module):
         Only for models of gated layers (:attr:`manual_backward`).
         """
         x = F.embedding(bytes_t, self.embedding.weight)  # (N, d)
+        bias = getattr(self.embedding, "bias", None)
+        if bias is not None:
+            x = x + bias
         keeps, new_states = [], []
         for layer, s in zip(self.layers, states):
             x, s, keep = layer.forward_keep(x, s)
@@ -132,6 +171,11 @@ class ByteModel(nn.Module):
         for layer, keep in zip(reversed(self.layers), reversed(keeps)):
             dx = layer.backward_step(keep, dx)
         grad = self.embedding.weight.grad
+        if bias is not None:
+            if dx is None:
+                bias.grad.zero_()
+            else:
+                torch.sum(dx, 0, out=bias.grad)
         if dx is None:
             grad.zero_()
         elif grad.is_cuda:  # the deterministic kernel autograd uses, not atomics

@@ -53,13 +53,13 @@ class PackRun(Loop):
         self.pack_id = pack_id or pack_id_of(ids)
         # packs are next-byte prediction only (gatedrnn.packed.pack_group)
         self._set_up(settings, ByteSource(corpus if corpus is not None else load_corpus(settings.data),
-                                          settings.history))
+                                          settings.history, settings.split))
         self.seeds = [c.seed if c.seed is not None else settings.seed for c in self.configs]
         self.chunk = chunk if chunk is not None else pack_chunk(self.device.type, self.configs[0].state_size,
                                                                  settings.batch_size)
-        self.model = PackedModel(self.configs, device=self.device, chunk=self.chunk)
+        self.model = PackedModel(self.configs, device=self.device, chunk=self.chunk, input_init=settings.input_init)
         for k, (config, seed) in enumerate(zip(self.configs, self.seeds)):
-            self.model.load_member(k, seeded_model(config, seed).state_dict())
+            self.model.load_member(k, seeded_model(config, seed, settings.input_init).state_dict())
         self.flat = self.model.flat
         # each member's learning rate (a swept lr overrides the setting); where they differ, one
         # Adam step with a rate per element of the stacked parameters

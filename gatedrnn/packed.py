@@ -21,12 +21,9 @@ the hand-written one of :class:`gatedrnn.layers.GatedLayer`, batched: the state 
 so no gradient with respect to it is computed.
 
 Why stacked weights with masks: the default grid's groups hold up to 96 distinct switch
-combinations, so grouping members by identical shapes leaves groups of one; that is this
-model with chunks of one member, which measured 2.2 times slower on the CPU than chunks of
-six at state 32 (1 layer, batch 256). ``torch.func.vmap`` needs one structure for all
-members, which is this superset again, and would take its backward from autograd, which the
-hand-written backward beats already for one configuration (benchmarks/bench_train.py's
-autograd column); it was not built.
+combinations, so grouping by identical shapes leaves groups of one (chunks of one member:
+2.2 times slower on the CPU than six at state 32). ``torch.func.vmap`` needs this superset too,
+and would take its backward from autograd, which the hand-written one beats; not built.
 
 On the CPU a pack runs in chunks of a few members (:func:`gatedrnn.packing.pack_chunk`), each
 chunk stacked over the union of its own members' switches (members are kept sorted by their
@@ -138,16 +135,20 @@ class PackedModel:
     fused Adam step updates every member. ``train_step`` writes every gradient (overwriting).
     """
 
-    def __init__(self, configs: list[RNNConfig], device=None, dtype=torch.float32, chunk: int | None = None) -> None:
+    def __init__(self, configs: list[RNNConfig], device=None, dtype=torch.float32, chunk: int | None = None,
+                 input_init: str = "linear") -> None:
+        """``input_init``: the input map of members without their own key (pack_group keeps theirs equal)."""
         if not configs:
             raise PackError("a pack needs at least one configuration")
         groups = {pack_group(c) for c in configs}
         if None in groups or len(groups) != 1:
-            raise PackError("a pack holds gated configurations without truncated BPTT, all with the same "
-                            f"n_layers and state_size; got groups {sorted(map(str, groups))}")
+            raise PackError("a pack holds gated configurations without truncated BPTT, all with the same n_layers, "
+                            f"state_size and input_init; got groups {sorted(map(str, groups))}")
         self.configs = list(configs)
         self.k = len(configs)
         self.n_layers, self.d = configs[0].n_layers, configs[0].state_size
+        self.input_init = configs[0].input_init or input_init
+        self.input_bias = self.input_init == "linear"  # LinearInput's bias (gatedrnn.model)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.union = _union(self.configs)  # of the whole pack
         self.chunk = k = self.k if chunk is None else max(1, min(int(chunk), self.k))
@@ -158,6 +159,8 @@ class PackedModel:
             b = min(a + k, self.k)
             plan = _LayerPlan(_union(self.configs[a:b]), d)
             shapes: dict[str, tuple[int, ...]] = {"emb": (VOCAB, d)}
+            if self.input_bias:
+                shapes["emb_b"] = (d,)
             for layer in range(self.n_layers):
                 shapes.update({f"{layer}.{name}": sh for name, sh in plan.shapes.items()})
             shapes["out_w"], shapes["out_b"] = (VOCAB, d), (VOCAB,)
@@ -201,6 +204,8 @@ class PackedModel:
         """(solo parameter name, superset name, rows, columns) for member ``k``, in the order of
         its solo ByteModel's parameters."""
         out = [("embedding.weight", "emb", None, None)]
+        if self.input_bias:
+            out.append(("embedding.bias", "emb_b", None, None))
         for layer in range(self.n_layers):
             for name, (sup, rows, cols) in self._maps[k].items():
                 out.append((f"layers.{layer}.{name}", f"{layer}.{sup}", rows, cols))
@@ -209,7 +214,7 @@ class PackedModel:
 
     def solo_order(self, k: int) -> list[str]:
         """Member ``k``'s parameter names in its solo model's order (its flat buffer's order)."""
-        model = ByteModel(self.configs[k], device="meta")
+        model = ByteModel(self.configs[k], device="meta", input_init=self.input_init)
         return [name for name, p in model.named_parameters() if p.requires_grad]
 
     def _get(self, table: list[dict[str, Tensor]], k: int, sup: str, rows, cols) -> Tensor:
@@ -257,7 +262,7 @@ class PackedModel:
         """The inverse of :meth:`member_flat`: write a solo-layout flat tensor into member ``k``."""
         table = self._views(stacked_flat)
         by_name = {solo: (sup, rows, cols) for solo, sup, rows, cols in self._solo_names(k)}
-        shapes = dict(ByteModel(self.configs[k], device="meta").named_parameters())
+        shapes = dict(ByteModel(self.configs[k], device="meta", input_init=self.input_init).named_parameters())
         offset = 0
         for name in self.solo_order(k):
             shape = shapes[name].shape
@@ -283,7 +288,8 @@ class PackedModel:
         c = ch.b - ch.a
         idx = (x + ch.offsets).reshape(-1)
         emb = ch.params["emb"].reshape(c * VOCAB, self.d)
-        return F.embedding(idx, emb).view(c, -1, self.d), idx
+        rows = F.embedding(idx, emb).view(c, -1, self.d)
+        return (rows + ch.params["emb_b"].unsqueeze(1) if self.input_bias else rows), idx
 
     def _layer(self, ch: "_Chunk", layer: int, x: Tensor, s: Tensor, keep: dict | None) -> tuple[Tensor, Tensor]:
         """One step of layer ``layer`` for a chunk's members: x, s (C, N, d) -> (out, n) (C, N, d)."""
@@ -391,6 +397,8 @@ class PackedModel:
         dx = torch.bmm(dlogits, w)
         for layer in reversed(range(self.n_layers)):
             dx = self._backward_layer(ch, layer, keeps[layer], dx)
+        if self.input_bias:
+            torch.sum(dx, 1, out=g["emb_b"])
         grad = g["emb"].view(k * VOCAB, d)
         if grad.is_cuda:  # the deterministic kernel, not atomics
             grad.copy_(aten.embedding_dense_backward(dx.reshape(-1, d), idx, k * VOCAB, -1, False))

@@ -26,9 +26,12 @@ CPU_PACK_MAX_STATE = 64
 
 def pack_group(config: RNNConfig) -> tuple | None:
     """The key shared by configurations that may be packed together, or None for one that is
-    always trained alone (other cells, truncated BPTT, memory tasks)."""
+    always trained alone (other cells, truncated BPTT, memory tasks). The input map's key is
+    part of it, as it changes the parameters' shapes (a bias or none)."""
     if config.cell != "gated" or config.bptt != 1 or config.task != "bytes":
         return None
+    if config.input_init is not None:
+        return ("gated", config.n_layers, config.state_size, config.input_init)
     return ("gated", config.n_layers, config.state_size)
 
 

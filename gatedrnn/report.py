@@ -192,11 +192,20 @@ def _tuning(report: Report, df: pd.DataFrame, eff: pd.DataFrame | None, h: str) 
 def _ngram_reference(refs: dict[str, Any] | None, h: str) -> list[str]:
     if not refs:
         return []
-    out = [f"{h} Reference: byte n-gram cross-entropies of the corpus ({refs['dataset']}, held-out 10 %)", "",
+    test = refs.get("test")
+    where = "the validation split" if test else "the held-out 10 %"
+    out = [f"{h} Reference: byte n-gram cross-entropies of the corpus ({refs['dataset']}, {where})", "",
            "A loss means little without these: a run above the trigram line has learned less than "
            "counting byte triples does.", ""]
-    out += [f"- {name}: {v:.4f} nats/byte ({v / math.log(2):.3f} bits/byte)" for name, v in refs["nats per byte"].items()]
-    return out + [""]
+    if not test:
+        out += [f"- {name}: {v:.4f} nats/byte ({v / math.log(2):.3f} bits/byte)"
+                for name, v in refs["nats per byte"].items()]
+        return out + [""]
+    rows = [{"model": name, "validation (nats/byte)": f"{v:.4f}", "test (nats/byte)": f"{test[name]:.4f}",
+             "test - validation": f"{test[name] - v:+.4f}"} for name, v in refs["nats per byte"].items()]
+    return out + [md_table(pd.DataFrame(rows)), "",
+                  f"The split rule is `{refs.get('split')}`: validation and test should measure the same thing, so "
+                  "their n-gram entropies should agree up to noise.", ""]
 
 
 def _chance_reference(df: pd.DataFrame, task: str, h: str) -> list[str]:

@@ -56,6 +56,9 @@ def config_of(rec: Any) -> dict[str, Any]:
     lr = get("lr")  # a swept learning rate (the training setting's is under "settings")
     if isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr):
         d["lr"] = float(lr)
+    init = get("input_init")  # a swept input map (the training setting's is under "settings")
+    if isinstance(init, str):
+        d["input_init"] = init
     return d
 
 
@@ -76,7 +79,7 @@ def hyperparameters(df: pd.DataFrame) -> list[str]:
     several values."""
     # a switch only where some run has the gated cell (a sweep of other cells has none)
     keys = [k for k in CONFIG_KEYS if k not in SWITCHES or (k in df and df[k].notna().any())]
-    for key in ("cell", "bptt", "lr"):
+    for key in ("cell", "bptt", "lr", "input_init"):
         if key in df and df[key].nunique(dropna=True) > 1:
             keys.append(key)
     swept = df[df["seed swept"] == True] if "seed swept" in df else df.iloc[:0]  # noqa: E712

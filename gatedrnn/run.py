@@ -49,7 +49,7 @@ class Run(Loop):
         self.autograd = autograd
         self._set_up(settings, source if source is not None else source_of(config, settings, corpus))
         self.seed = config.seed if config.seed is not None else settings.seed
-        self.model = seeded_model(config, self.seed).to(self.device)
+        self.model = seeded_model(config, self.seed, settings.input_init).to(self.device)
         self.ridge: RidgeReadout | None = None
         self.flat: torch.nn.Parameter | None = None
         self.optimizer: torch.optim.Adam | None = None

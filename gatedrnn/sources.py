@@ -119,7 +119,7 @@ class ByteSource:
 
     ma_from_first_loss = False
 
-    def __init__(self, corpus: Corpus, history: int, split: str = "blocks") -> None:
+    def __init__(self, corpus: Corpus, history: int, split: str = "windows") -> None:
         check_length(corpus, history)
         self.corpus, self.history, self.split = corpus, history, split
         self.name, self.sha256, self.n_train = corpus.name, corpus.sha256, corpus.n_train
@@ -136,7 +136,7 @@ class ByteSource:
         return inputs, inputs[1:]
 
     def heldout(self, streams: int, device: torch.device, part: str = "val") -> _ByteHeldOut | None:
-        data = self.corpus.heldout(part, self.split)
+        data = self.corpus.heldout(part, self.split, self.history)
         return None if data is None else _ByteHeldOut(data, self.history, streams, device)
 
     def examples_read(self, steps: int, batch: int) -> float:
@@ -171,7 +171,7 @@ class TaskSource:
 
     ma_from_first_loss = True
 
-    def __init__(self, task: Task, streams: int, split: str = "blocks") -> None:
+    def __init__(self, task: Task, streams: int, split: str = "windows") -> None:
         self.task, self.split = task, split
         self.name, self.sha256, self.n_train = task.label, task.sha256, task.n_train
         self.window_length = task.steps

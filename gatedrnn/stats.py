@@ -39,7 +39,7 @@ __all__ = ["value_means", "linear_model", "t_quantile", "mean_interval", "summar
            "config_columns", "CONFIG_COLUMNS"]
 
 # what makes a configuration, beside its seed (present columns only are used)
-CONFIG_COLUMNS = [*SWITCHES, "n_layers", "state_size", "cell", "bptt", "task", "lr", *ALL_CELL_KEYS]
+CONFIG_COLUMNS = [*SWITCHES, "n_layers", "state_size", "cell", "bptt", "task", "lr", "input_init", *ALL_CELL_KEYS]
 
 
 def t_quantile(df: float, level: float = 0.95) -> float:
@@ -274,9 +274,9 @@ def linear_model(df: pd.DataFrame, metric: str, seed: int = 0) -> dict[str, Any]
         return None
     columns = {}
     for k in keys:
-        if k == "cell":  # categorical: one indicator per cell kind but the first
-            for c in sorted(data[k].unique())[1:]:
-                columns[f"cell={c}"] = (data[k] == c).astype(float)
+        if k in ("cell", "input_init"):  # categorical: one indicator per value but the first
+            for c in sorted(data[k].dropna().unique())[1:]:
+                columns[f"{k}={c}"] = (data[k] == c).astype(float)
         else:  # a switch a cell does not have counts as off
             columns[k] = data[k].astype(float).fillna(0.0)
     frame = pd.DataFrame(columns)

@@ -3,7 +3,7 @@
 Next-byte prediction says how well a layer predicts text; these tasks say what it can remember.
 They are the standard set of the recurrent-network literature (and of the ESGP package's
 comparison of LSTM, GRU, ESN and ESGP), each a seeded generator of independent sequences with
-fixed held-out sets (:meth:`Task.heldout_set`): under the ``blocks`` split rule a validation
+fixed held-out sets (:meth:`Task.heldout_set`): under the ``windows`` and ``blocks`` split rules a validation
 set and a test set from different generator seeds (mackey-glass and digits: the even- and the
 odd-numbered windows or images of the held-out part); under ``tail`` (results made before the
 rule) one held-out set that validates:
@@ -185,9 +185,9 @@ class Task:
         or the whole held-out split (digits)."""
         return self._make(torch.Generator().manual_seed(TEST_SEED), n, train=False)
 
-    def heldout_set(self, part: str, n: int, rule: str = "blocks") -> tuple[Tensor, Tensor] | None:
+    def heldout_set(self, part: str, n: int, rule: str = "windows") -> tuple[Tensor, Tensor] | None:
         """The ``val`` or ``test`` set under the split ``rule``: ``tail`` validates on
-        :meth:`test_set` and has no test set (None); ``blocks`` validates on sequences from
+        :meth:`test_set` and has no test set (None); ``windows`` and ``blocks`` validate on sequences from
         ``VAL_SEED`` and tests on those from ``TEST_SEED`` (mackey-glass, digits: the even- and
         the odd-numbered held-out windows or images)."""
         if rule == "tail":

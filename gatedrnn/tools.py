@@ -92,10 +92,16 @@ def _load(path: Path) -> Any:
         raise ToolError(f"{path}: not a readable gatedrnn checkpoint or weights file ({detail})") from None
 
 
+def _input_init_of(model_state: dict[str, Any]) -> str:
+    """The input map a model's weights were made with: the original's Linear has a bias
+    (gatedrnn.model.LinearInput), the N(0, 1) embedding of earlier folders none."""
+    return "linear" if "embedding.bias" in model_state else "normal"
+
+
 def _parameter_table(config: RNNConfig, state: dict[str, "torch.Tensor"]) -> dict[str, Any]:
     from .model import ByteModel
 
-    model = ByteModel(config)
+    model = ByteModel(config, input_init=_input_init_of(state))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     rows, by_layer = [], {}
     for name, t in state.items():
@@ -275,7 +281,7 @@ def sample(run_id: str, results_dir: str | Path = "results_01_all", prompt: str 
         dev = resolve_device(device)
     except ValueError as e:
         raise ToolError(str(e)) from None
-    model = ByteModel(config)
+    model = ByteModel(config, input_init=_input_init_of(state["model"]))
     model.load_state_dict(state["model"])
     model.to(dev).eval()
     with torch.no_grad():

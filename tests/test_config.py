@@ -77,6 +77,25 @@ def test_missing_key_is_named():
         RNNConfig.from_dict(d)
 
 
+def test_input_init_is_checked_and_applies_only_where_the_input_map_is_trained():
+    sw = dict(zip(SWITCHES, (False, False, False, False, True, False, True)))
+    assert RNNConfig(**sw, input_init="normal").short().endswith("in:normal")
+    assert "input_init" not in RNNConfig(**sw).to_dict()  # not swept: the id of before
+    with pytest.raises(ValueError, match="input_init must be one of linear, normal"):
+        RNNConfig(**sw, input_init="zeros")
+    with pytest.raises(ValueError, match="does not apply to the esn cell"):
+        RNNConfig(cell="esn", input_init="linear")
+    with pytest.raises(ValueError, match="does not apply to task 'adding'"):
+        RNNConfig(**sw, task="adding", input_init="linear")
+    assert RNNConfig(**sw, task="copy", input_init="normal").input_init == "normal"  # symbols: an embedding
+    assert TrainSettings().input_init == "linear" and TrainSettings().split == "windows"
+    # settings recorded before issue 30 (and before the split rule) read as what they were made with
+    old = TrainSettings.from_dict({k: v for k, v in TrainSettings().to_dict().items() if k not in ("split", "input_init")})
+    assert old.input_init == "normal" and old.split == "tail"
+    with pytest.raises(ValueError, match="input_init"):
+        TrainSettings(input_init="uniform")
+
+
 def test_train_settings_defaults_and_validation():
     s = TrainSettings()
     assert (s.steps, s.batch_size, s.history, s.lr, s.log_every) == (10_000, 256, 1000, 1e-3, 50)

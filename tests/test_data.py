@@ -2,6 +2,7 @@ import bz2
 import gzip
 import lzma
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from gatedrnn.data import BUILTIN, DataError, check_length, load_corpus, ngram_cross_entropies, validation_streams
 from gatedrnn.sources import StreamSampler
 
+FIXTURES_CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus.txt"
 PAYLOAD = bytes(range(256)) * 40 + "naïve text ✓\n".encode() * 100
 
 
@@ -128,7 +130,7 @@ def test_the_held_out_part_divides_into_interleaved_validation_and_test_blocks()
 
     corpus = load_corpus()
     held = corpus.val
-    val, test = corpus.heldout("val"), corpus.heldout("test")
+    val, test = corpus.heldout("val", "blocks"), corpus.heldout("test", "blocks")
     assert len(val) + len(test) == len(held) and len(val) > 0 and len(test) > 0
     b = HELDOUT_BLOCK
     assert np.array_equal(val[:b], held[:b]) and np.array_equal(test[:b], held[b:2 * b])
@@ -138,3 +140,56 @@ def test_the_held_out_part_divides_into_interleaved_validation_and_test_blocks()
     assert np.array_equal(corpus.heldout("val", "tail"), held) and corpus.heldout("test", "tail") is None
     with pytest.raises(ValueError, match="split rule must be one of"):
         corpus.heldout("val", "random")
+
+
+def test_the_windows_rule_gives_one_window_of_each_pair_to_each_split():
+    corpus = load_corpus()
+    held = np.asarray(corpus.val)
+    for history in (100, 1000):
+        length = history + 1
+        val, test = corpus.heldout("val", "windows", history), corpus.heldout("test", "windows", history)
+        pairs = len(held) // length // 2
+        assert val.shape == test.shape == (pairs, length)
+        windows, to_val = corpus.matched_windows(history)
+        assert np.array_equal(windows, held[: 2 * pairs * length].reshape(2 * pairs, length))  # consecutive
+        assert (to_val.reshape(pairs, 2).sum(axis=1) == 1).all()  # one of each pair to each split
+        assert np.array_equal(val, windows[to_val]) and np.array_equal(test, windows[~to_val])
+        assert 0.2 < to_val[1::2].mean() < 0.8  # neither split is simply the even windows
+        # deterministic: a fresh computation of the rule gives the same splits
+        from gatedrnn import data
+        data._MATCHED.clear()
+        assert np.array_equal(corpus.heldout("val", "windows", history), val)
+    with pytest.raises(ValueError, match="needs the history"):
+        corpus.heldout("val", "windows")
+
+
+def test_validation_and_test_under_the_windows_rule_are_the_same_text_and_under_blocks_they_are_not():
+    """Measured by a model the rule never looks at (the trigram; the rule matches the unigram and
+    bigram): on the built-in corpus the two splits agree under ``windows`` and differ under
+    ``blocks``, the finding of issue 30."""
+    corpus = load_corpus()
+    for history in (100, 1000):
+        h_val = ngram_cross_entropies(corpus, heldout=corpus.heldout("val", "windows", history))
+        h_test = ngram_cross_entropies(corpus, heldout=corpus.heldout("test", "windows", history))
+        for k in (1, 2):
+            assert abs(h_test[k] - h_val[k]) < 0.005, (history, k)
+        assert abs(h_test[3] - h_val[3]) < 0.03, history
+    b_val = ngram_cross_entropies(corpus, heldout=corpus.heldout("val", "blocks"))
+    b_test = ngram_cross_entropies(corpus, heldout=corpus.heldout("test", "blocks"))
+    assert b_val[2] - b_test[2] > 0.2
+
+
+def test_validation_streams_of_a_windows_split_are_its_whole_windows():
+    corpus = load_corpus()
+    val = corpus.heldout("val", "windows", 100)
+    w = validation_streams(val, 100, 16)
+    assert w.shape == (101, 16)
+    rows = {r.tobytes() for r in val}
+    assert all(w[:, j].tobytes() in rows for j in range(16))
+    assert validation_streams(val, 100, 10_000).shape == (101, len(val))  # every window, once
+
+
+def test_a_short_held_out_part_still_gives_both_splits_a_window():
+    corpus = load_corpus(FIXTURES_CORPUS)
+    val, test = corpus.heldout("val", "windows", 10_000), corpus.heldout("test", "windows", 10_000)
+    assert val.shape == test.shape and val.shape[0] >= 1 and val.shape[1] >= 2

@@ -26,6 +26,23 @@ def test_init_is_idempotent_and_only_appends(tmp_path):
     assert new[: len(old)] == old and len(new) == 2 * len(old)
 
 
+def test_input_inits_cross_every_configuration_it_applies_to(tmp_path):
+    """``--input-inits`` gives each configuration an ``input_init`` key (part of its id), like
+    ``--lrs``; the ESN (a fixed input map) and real-valued tasks enter once, without it; the
+    default grid's ids are untouched."""
+    script("init_experiments.py", "--layers", "1", "--state-sizes", "32", "--cells", "gated", "esn", "--tasks",
+           "bytes", "adding", "--input-inits", "linear", "normal", cwd=tmp_path, check=True)
+    entries = json.loads((tmp_path / "rnn_configs.json").read_text())
+    gated_bytes = [e for e in entries if "cell" not in e and "task" not in e]
+    assert len(gated_bytes) == 96 and {e["input_init"] for e in gated_bytes} == {"linear", "normal"}
+    assert all("input_init" not in e for e in entries if e.get("cell") == "esn" or e.get("task") == "adding")
+    assert len({e["id"] for e in entries}) == len(entries)
+    plain = {c.id for c in default_grid(state_sizes=[32], layers=[1])}
+    assert plain.isdisjoint(e["id"] for e in gated_bytes)  # a swept input map is part of the id
+    assert {json.dumps({k: v for k, v in e.items() if k not in ("id", "input_init")}, sort_keys=True)
+            for e in gated_bytes} == {json.dumps(c.to_dict(), sort_keys=True) for c in default_grid([32], [1])}
+
+
 def test_seeds_give_one_entry_per_seed(tmp_path):
     script("init_experiments.py", "--layers", "1", "--state-sizes", "32", "--seeds", "0", "1",
            "--config-file", "s.json", cwd=tmp_path, check=True)

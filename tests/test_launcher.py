@@ -111,26 +111,34 @@ def test_a_rerun_given_only_the_folders_continues_with_the_recorded_settings(tmp
 
 
 def test_a_folder_recorded_before_the_split_rule_keeps_validating_on_its_whole_held_out_part(tmp_path):
-    """Issue 23: a results folder's runs all use one split rule. A new folder records ``blocks``
-    and its runs carry test metrics; a folder whose record predates the rule continues with
-    ``tail`` (no test split), said in one line, and refuses nothing else."""
+    """Issues 23 and 30: a results folder's runs all use one split rule and one input map. A new
+    folder records ``windows`` and ``linear`` and its runs carry test metrics; a folder recorded
+    between issues 23 and 30 continues with ``blocks`` and ``normal``, one recorded before the
+    split rule with ``tail`` (no test split) and ``normal``, each said in one line, and each
+    refuses nothing else."""
     args = ["--steps", "120", "--batch-size", "4", "--history", "20", "--device", "cpu", "--val-streams", "4",
             "--log-every", "20", "--eval-every", "0"]
-    new, old = tmp_path / "new", tmp_path / "old"
-    for d in (new, old):
+    new, between, old = tmp_path / "new", tmp_path / "between", tmp_path / "old"
+    for d in (new, between, old):
         d.mkdir()
         write_configs(d, [LONG])
     assert script("training_01_all.py", *args, cwd=new).returncode == 0
     recorded = json.loads((new / "results_01_all/.queue/settings.json").read_text())
-    assert recorded["split"] == "blocks"
+    assert recorded["split"] == "windows" and recorded["input_init"] == "linear"
     fresh = results(new)[LONG.id]
-    assert fresh["settings"]["split"] == "blocks" and fresh["test loss"] != fresh["val loss"] > 0
-    (old / "results_01_all/.queue").mkdir(parents=True)
-    legacy = {k: v for k, v in recorded.items() if k != "split"}  # as a folder of the earlier version
-    (old / "results_01_all/.queue/settings.json").write_text(json.dumps(legacy))
-    rerun = script("training_01_all.py", "--config-file", "rnn_configs.json", cwd=old)
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert "split=tail" in rerun.stdout
-    kept = results(old)[LONG.id]
-    assert kept["settings"]["split"] == "tail" and "test loss" not in kept
-    assert kept["loss"] == fresh["loss"]  # the training bytes are the same under both rules
+    assert fresh["settings"]["split"] == "windows" and fresh["test loss"] != fresh["val loss"] > 0
+    kept = {}
+    for d, legacy in ((between, {**recorded, "split": "blocks"}), (old, recorded)):
+        (d / "results_01_all/.queue").mkdir(parents=True)
+        legacy = {k: v for k, v in legacy.items() if k not in ("input_init",) + (("split",) if d is old else ())}
+        (d / "results_01_all/.queue/settings.json").write_text(json.dumps(legacy))
+        rerun = script("training_01_all.py", "--config-file", "rnn_configs.json", cwd=d)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert "input_init=normal" in rerun.stdout
+        kept[d.name] = results(d)[LONG.id]
+        assert kept[d.name]["settings"]["input_init"] == "normal"
+    assert "split=tail" in rerun.stdout and kept["between"]["settings"]["split"] == "blocks"
+    assert kept["between"]["test loss"] > 0
+    assert kept["old"]["settings"]["split"] == "tail" and "test loss" not in kept["old"]
+    assert kept["old"]["loss"] == kept["between"]["loss"]  # the training bytes are the same under every rule
+    assert kept["old"]["loss"] != fresh["loss"]  # the input map is not

@@ -34,19 +34,26 @@ def test_there_are_96_combinations_and_they_form_one_group():
     assert pack_group(RNNConfig(**COMBOS[0], n_layers=2, state_size=6, bptt=4)) is None
     with pytest.raises(PackError, match="same n_layers"):
         PackedModel([group(1)[0], group(2)[0]])
+    # a swept input map changes the parameters' shapes: its values are separate groups
+    linear, normal = (RNNConfig(**COMBOS[0], n_layers=2, state_size=6, input_init=v) for v in ("linear", "normal"))
+    assert len({pack_group(linear), pack_group(normal), pack_group(configs[0])}) == 3
+    with pytest.raises(PackError, match="input_init"):
+        PackedModel([linear, normal])
 
 
-@pytest.mark.parametrize("chunk", [None, 7])
+@pytest.mark.parametrize("chunk, init", [(None, "linear"), (7, "linear"), (7, "normal")])
 @pytest.mark.parametrize("n_layers", [1, 2])
-def test_one_packed_step_gives_each_member_its_solo_loss_states_and_gradients(n_layers, chunk):
+def test_one_packed_step_gives_each_member_its_solo_loss_states_and_gradients(n_layers, chunk, init):
+    """Both input maps: the original's Linear (a bias per member) and the N(0, 1) table."""
     torch.manual_seed(0)
     configs = group(n_layers)
     solos = []
     for config in configs:
-        model = ByteModel(config)
+        model = ByteModel(config, input_init=init)
+        assert ("embedding.bias" in model.state_dict()) == (init == "linear")
         flatten_parameters(model)
         solos.append(model)
-    pack = PackedModel(configs, chunk=chunk)
+    pack = PackedModel(configs, chunk=chunk, input_init=init)
     for k, model in enumerate(solos):
         pack.load_member(k, model.state_dict())
     x, y = torch.randint(0, 256, (5,)), torch.randint(0, 256, (5,))
