@@ -26,7 +26,6 @@ The figures are :mod:`gatedrnn.plots`', the words :mod:`gatedrnn.report`'s, the 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -36,9 +35,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._atomic import atomic_write_bytes, atomic_write_json
+from ._atomic import atomic_write_bytes
 from .config import ALL_CELL_KEYS, ALL_TASK_KEYS, CONFIG_KEYS, EXTRA_KEYS, LEGACY_SPLIT, config_id
-from .data import BUILTIN, DataError, load_corpus, ngram_cross_entropies
+from .references import reference_entropies
 from .folder import ResultsFolder
 from .grid import ConfigFileError, read_configs
 from .plots import plot_curves, plot_hyperparameters, save
@@ -59,7 +58,6 @@ SUMMARY_METRICS = ("val loss", "val bpb", "test loss", "test bpb", "min loss", "
                    "inference ms per step (batch 1)", "inference ms per step (training batch)")
 CURVES_PNG = "results_01_all.png"
 HYPER_PNG = "results_01_all_hyperparameters.png"
-NGRAM_NAMES = {1: "unigram", 2: "bigram", 3: "trigram"}
 
 
 def filtered_name(threshold: float) -> str:
@@ -223,24 +221,24 @@ def _examine_task(df: pd.DataFrame, task: str, report: Report, summary: pd.DataF
     if len(diverged):
         report.messages.append(f"{len(diverged)} diverged run(s) are listed as diverged and left out of every "
                                "ranking and threshold")
-    tuned = tune(scored, metric)  # a swept lr: each configuration at its own best rate
-    view = tuned.runs if tuned is not None else scored
+    tuned = tune(df, metric)  # a swept lr: each configuration at its own best rate, cross-fitted over seeds
+    view = tuned.runs.sort_values(metric, kind="stable") if tuned is not None else scored
     eff, inter, var = _effects_of(view, metric, report)
     by_rate = None
     if tuned is not None:
         by_rate = effects_by_rate(scored, metric, hyperparameters(scored), eff)
         report.tuned, report.by_rate = tuned, by_rate
-        summary.loc[summary["id"].isin(set(df["config id"])), "tuned"] = summary["id"].isin(set(tuned.chosen))
+        _tuned_columns(summary, df, tuned, view, metric)
     refs, ref_lines, line = _references(df, task, metric, threshold, results_dir, data_path)
     report.chance = line if memory and math.isfinite(line) else None
     below = scored[scored[metric] < line] if math.isfinite(line) else scored.iloc[:0]
     report.below = len(below)
-    ranked = _ranked(summary, df, metric, tuned)
+    ranked = _ranked(summary, df, metric, tuned, view)
     report.configurations = len(ranked)
     if len(ranked):
-        _rank_report(report, df, view, ranked, metric)
-        _mark_could_be_best(summary, report)
-        ranked = _ranked(summary, df, metric, tuned)
+        _rank_report(report, view, ranked, metric)
+        _mark_could_be_best(summary, report, tuned)
+        ranked = _ranked(summary, df, metric, tuned, view, report)
     _epochs_note(report, df, task, metric)
     _plot_task(df, view, below, eff, inter, task, report, threshold, ref_lines, results_dir, out_dir)
     md = task_section(df, view, ranked, below, report, threshold, refs, diverged, eff, task, level, inter, var)
@@ -260,23 +258,33 @@ def _effects_of(scored: pd.DataFrame, metric: str, report: Report) -> tuple[pd.D
     return eff, interactions(scored, metric), variance_shares(scored, metric)
 
 
-def _mark_could_be_best(summary: pd.DataFrame, report: Report) -> None:
-    """summary.csv's ``could be best`` for the task's judged configurations (empty for the others)."""
+def _mark_could_be_best(summary: pd.DataFrame, report: Report, tuned: Tuned | None) -> None:
+    """summary.csv's ``could be best`` for the task's judged configurations (empty for the others;
+    with a swept lr, on the row of each configuration's chosen rate)."""
     if report.could_be_best is None:
         return
     if "could be best" not in summary:
         summary["could be best"] = pd.Series([None] * len(summary), dtype=object)
-    judged = summary["id"].isin(set(report.judged_ids))
-    summary.loc[judged, "could be best"] = summary.loc[judged, "id"].isin(set(report.could_be_best))
+    row = (lambda i: tuned.row_of.get(i, i)) if tuned is not None else (lambda i: i)  # noqa: E731
+    judged = summary["id"].isin({row(i) for i in report.judged_ids})
+    summary.loc[judged, "could be best"] = summary.loc[judged, "id"].isin({row(i) for i in report.could_be_best})
 
 
-def _split_of(rows: pd.DataFrame) -> tuple[str, int | None]:
-    """The split rule and history the runs were measured with (their recorded settings; ``tail``
-    for files without them, such as the original study's)."""
-    for settings in rows["settings"].dropna() if "settings" in rows else []:
-        if isinstance(settings, dict) and "history" in settings:
-            return settings.get("split", LEGACY_SPLIT), int(settings["history"])
-    return LEGACY_SPLIT, None
+def _tuned_columns(summary: pd.DataFrame, df: pd.DataFrame, tuned: Tuned, view: pd.DataFrame, metric: str) -> None:
+    """summary.csv with a swept lr: ``tuned`` marks each configuration's rate chosen on all its
+    seeds, and that row carries the tuned estimate (``tuned <metric> mean|ci low|ci high``: each
+    seed's value from the rate chosen on the other seeds)."""
+    summary.loc[summary["id"].isin(set(df["config id"])), "tuned"] = summary["id"].isin(set(tuned.chosen))
+    estimates = summarise(view, [metric])
+    if not len(estimates):
+        return
+    by_arch = estimates.set_index("config id")
+    for part in ("mean", "ci low", "ci high"):
+        column = f"tuned {metric} {part}"
+        summary[column] = np.nan
+        for arch, cid in tuned.row_of.items():
+            if arch in by_arch.index:
+                summary.loc[summary["id"] == cid, column] = by_arch.loc[arch, f"{metric} {part}"]
 
 
 def _references(df: pd.DataFrame, task: str, metric: str, threshold: float, results_dir: Path,
@@ -293,10 +301,21 @@ def _references(df: pd.DataFrame, task: str, metric: str, threshold: float, resu
     return None, ({name: chance} if chance is not None else {}), (chance if chance is not None else math.nan)
 
 
-def _ranked(summary: pd.DataFrame, df: pd.DataFrame, metric: str, tuned: Tuned | None = None) -> pd.DataFrame:
-    """The task's configurations with finished runs, by their mean metric (with a swept lr: each
-    at its best rate)."""
-    ids = set(tuned.chosen) if tuned is not None else set(df["config id"])
+def _ranked(summary: pd.DataFrame, df: pd.DataFrame, metric: str, tuned: Tuned | None = None,
+            view: pd.DataFrame | None = None, report: Report | None = None) -> pd.DataFrame:
+    """The task's configurations with finished runs, by their mean metric. With a swept lr: the
+    tuned view's configurations (``id`` the configuration without lr), by their cross-fitted
+    means, with the rate chosen on all seeds (``lr``) and ``could be best`` from ``report``."""
+    if tuned is not None and view is not None and len(view):
+        metrics = [m for m in (*SUMMARY_METRICS, *TASK_METRICS, "test loss", "test bpb")
+                   if m in view and view[m].notna().any()]
+        table = summarise(view, list(dict.fromkeys(metrics))).rename(columns={"config id": "id"})
+        table["tuned lr"] = [tuned.chosen.get(tuned.row_of.get(i, ""), math.nan) for i in table["id"]]
+        if report is not None and report.could_be_best is not None:
+            judged = set(report.judged_ids)
+            table["could be best"] = [(i in set(report.could_be_best)) if i in judged else None for i in table["id"]]
+        return table.dropna(subset=[f"{metric} mean"]).sort_values(f"{metric} mean", kind="stable")
+    ids = set(df["config id"])
     ranked_from = summary[summary["id"].isin(ids)] if "id" in summary else summary
     if f"{metric} mean" not in ranked_from:
         return ranked_from.iloc[:0]
@@ -304,23 +323,30 @@ def _ranked(summary: pd.DataFrame, df: pd.DataFrame, metric: str, tuned: Tuned |
         f"{metric} mean", kind="stable")
 
 
-def _rank_report(report: Report, df: pd.DataFrame, scored: pd.DataFrame, ranked: pd.DataFrame, metric: str) -> None:
+def _rank_report(report: Report, scored: pd.DataFrame, ranked: pd.DataFrame, metric: str) -> None:
     """The best configuration, the configurations that could be best and the seed noise, into
     ``report``."""
     top = ranked.iloc[0]
-    row = df[df["config id"] == top["id"]].iloc[0]
+    row = scored[scored["config id"] == top["id"]].iloc[0]
     report.best = {**{k: top[k] for k in CONFIG_KEYS}, "id": top["id"], metric: float(top[f"{metric} mean"]),
                    "ci low": float(top[f"{metric} ci low"]), "ci high": float(top[f"{metric} ci high"]),
-                   "runs": int(top["runs"]), "label": label(row)}
+                   "runs": int(top["runs"]), "label": label(row) + _at_rate(top)}
     table = seed_table(scored, metric)
     cbb = could_be_best(scored, metric)
     if cbb is not None:
         kept = cbb["table"][cbb["table"]["could be best"]]
         report.could_be_best = list(kept["config id"])
-        report.could_be_best_labels = [label(df[df["config id"] == c].iloc[0]) for c in report.could_be_best]
+        report.could_be_best_labels = [label(scored[scored["config id"] == c].iloc[0]) for c in report.could_be_best]
         report.judged, report.seeds_judged = cbb["judged"], cbb["seeds"]
         report.judged_ids = list(cbb["table"]["config id"])
+        report.not_judged = [label(scored[scored["config id"] == c].iloc[0]) for c in cbb["not judged"]]
+        report.one_noise_level = not math.isfinite(cbb["prior dof"])
     report.noise = seed_noise(table)
+
+
+def _at_rate(row: Any) -> str:
+    rate = row.get("tuned lr") if hasattr(row, "get") else None
+    return f" at lr {rate:g}" if isinstance(rate, float) and math.isfinite(rate) else ""
 
 
 def _epochs_note(report: Report, df: pd.DataFrame, task: str, metric: str) -> None:
@@ -435,53 +461,3 @@ def _summary_table(df: pd.DataFrame, configs: list[dict] | None, running: set[st
                         row[f"{m} {part}"] = r[f"{m} {part}"]
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def reference_entropies(df: pd.DataFrame, results_dir: Path, data_path: str | None = None) -> dict[str, Any] | None:
-    """Unigram/bigram/trigram cross-entropies of the results' corpus on the splits its runs are
-    measured on, when the corpus is at hand (the built-in corpus, the file the results name, or
-    ``data_path``) and its SHA-256 matches: ``nats per byte`` on the validation split (what a
-    ``val loss`` is drawn against; the whole held-out part under the ``tail`` rule and for files
-    without settings) and ``test`` on the test split (None without one). Cached beside the results
-    as ``.ngram-<sha256>.json``."""
-    if "dataset sha256" not in df or df["dataset sha256"].dropna().empty:
-        return None
-    shas = df["dataset sha256"].dropna()
-    sha = shas.mode().iloc[0]
-    rows = df[df["dataset sha256"] == sha]
-    rule, history = _split_of(rows)
-    cache = ResultsFolder(results_dir).ngram_cache(sha)
-    try:
-        cached = json.loads(cache.read_text())
-        if (cached.get("sha256"), cached.get("split"), cached.get("history")) == (sha, rule, history):
-            return cached
-    except (OSError, ValueError):
-        pass
-    candidates = [data_path] if data_path else []
-    name = rows["dataset"].dropna().iloc[0] if "dataset" in rows and rows["dataset"].notna().any() else None
-    if name == BUILTIN:
-        candidates.append(None)
-    if "settings" in rows:
-        for s in rows["settings"].dropna():
-            if isinstance(s, dict) and s.get("data"):
-                candidates.append(s["data"])
-                break
-    for candidate in candidates:
-        try:
-            corpus = load_corpus(candidate)
-        except DataError:
-            continue
-        if corpus.sha256 != sha:
-            continue
-        val, test = ((corpus.val, None) if rule == "tail" else
-                     (corpus.heldout("val", rule, history), corpus.heldout("test", rule, history)))
-        named = lambda h: {NGRAM_NAMES[k]: v for k, v in h.items()}  # noqa: E731
-        out = {"sha256": sha, "dataset": corpus.name, "bytes": len(corpus), "split": rule, "history": history,
-               "nats per byte": named(ngram_cross_entropies(corpus, heldout=val)),
-               "test": None if test is None else named(ngram_cross_entropies(corpus, heldout=test))}
-        try:
-            atomic_write_json(cache, out)
-        except OSError:
-            pass  # a read-only results folder: recompute next time
-        return out
-    return None

@@ -40,7 +40,8 @@ from scipy import stats as sps
 
 from .stats import blocks, config_columns, mean_interval
 
-__all__ = ["effects", "interactions", "variance_shares", "explain", "median_interval", "Cells", "EFFECT_COLUMNS",
+__all__ = ["effects", "interactions", "variance_shares", "explain", "median_interval", "context_seed_interval", "Cells",
+           "EFFECT_COLUMNS",
            "INTERACTION_COLUMNS", "VARIANCE_COLUMNS"]
 
 EFFECT_COLUMNS = ["hyperparameter", "from", "to", "pairs", "median difference", "ci low", "ci high", "share improved",
@@ -64,6 +65,52 @@ def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float
     if k < 0:
         return math.nan, math.nan
     return float(x[k]), float(x[n - 1 - k])
+
+
+def context_seed_interval(per_seed: Sequence[np.ndarray], means: np.ndarray, level: float = 0.95
+                          ) -> tuple[float, float, float]:
+    """The mean of a contrast over contexts and seeds, with an interval that allows it to vary
+    from context to context *and* from seed to seed: (mean, low, high).
+
+    ``per_seed``: each context's contrast at every seed (NaN where missing; empty where unblocked),
+    ``means``: each context's contrast over its seeds. On the contexts that have every seed of
+    the most common complete set (two or more seeds), a two-way (context × seed) decomposition:
+    the mean's variance ``(MS_context + MS_seed - MS_residual) / (C S)`` (each component's share
+    of the mean's variance; at least the larger of the two main mean squares over C S), on
+    Satterthwaite's degrees of freedom. A switch whose effect moves with the seed (a data order
+    that suits it) then widens the interval, where a t interval over the contexts alone would
+    count the contexts as independent. Without two shared seeds, the t interval over the
+    contexts' means (:func:`gatedrnn.stats.mean_interval`)."""
+    rows = [p for p in per_seed if len(p)]
+    if len(rows) == len(means) and len(rows) >= 2:
+        d = np.vstack(rows)
+        have = ~np.isnan(d)
+        full = have.all(axis=0)
+        if full.sum() < 2:  # the seeds most contexts have: drop the contexts that lack one of them
+            counts = have.sum(axis=0)
+            full = counts >= np.sort(counts)[-2] if len(counts) >= 2 else full
+        d = d[:, full]
+        d = d[~np.isnan(d).any(axis=1)]
+        c, n = d.shape
+        if c >= 2 and n >= 2:
+            grand = float(d.mean())
+            rows_m, cols_m = d.mean(axis=1), d.mean(axis=0)
+            ms_a = n * float(((rows_m - grand) ** 2).sum()) / (c - 1)
+            ms_b = c * float(((cols_m - grand) ** 2).sum()) / (n - 1)
+            resid = d - rows_m[:, None] - cols_m[None, :] + grand
+            ms_e = float((resid ** 2).sum()) / ((c - 1) * (n - 1))
+            combined = ms_a + ms_b - ms_e
+            if combined >= max(ms_a, ms_b):
+                top, dof = combined, combined ** 2 / (ms_a ** 2 / (c - 1) + ms_b ** 2 / (n - 1)
+                                                      + ms_e ** 2 / ((c - 1) * (n - 1)))
+            else:
+                top, dof = (ms_a, c - 1) if ms_a >= ms_b else (ms_b, n - 1)
+            if top <= 0:
+                return grand, grand, grand
+            half = float(sps.t.ppf(0.5 + level / 2, dof)) * math.sqrt(top / (c * n))
+            return grand, grand - half, grand + half
+    mean, _, lo, hi = mean_interval(means)
+    return mean, lo, hi
 
 
 def _plain(v: Any) -> Any:
@@ -125,14 +172,14 @@ class Cells:
 
     def contrast(self, plus: Sequence[str], minus: Sequence[str]) -> tuple[float, np.ndarray]:
         """sum(plus) - sum(minus) of the configurations' values: the mean of the within-seed
-        contrasts over the seeds all of them have (and those per-seed contrasts), or the contrast
-        of their means where they share none or are unblocked (no per-seed values)."""
+        contrasts over the seeds all of them have, and the contrast at every seed of the table
+        (NaN where one of them lacks it); or the contrast of their means where they share no seed
+        or are unblocked (no per-seed values: an empty array)."""
         if self.blocked:
             rows = self._values[[self._row[c] for c in (*plus, *minus)]]
-            shared = ~np.isnan(rows).any(axis=0)
-            if shared.any():
-                per_seed = rows[:len(plus), shared].sum(axis=0) - rows[len(plus):, shared].sum(axis=0)
-                return float(per_seed.mean()), per_seed
+            per_seed = rows[:len(plus)].sum(axis=0) - rows[len(plus):].sum(axis=0)  # NaN where one lacks it
+            if (~np.isnan(per_seed)).any():
+                return float(np.nanmean(per_seed)), per_seed
         return sum(self._means[c] for c in plus) - sum(self._means[c] for c in minus), np.empty(0)
 
 
@@ -154,7 +201,7 @@ def effects(df: pd.DataFrame, metric: str, keys: Sequence[str] | None = None
             if not len(frame):
                 continue
             d = frame["difference"].to_numpy(float)
-            mean, _, mlo, mhi = mean_interval(d)
+            mean, mlo, mhi = context_seed_interval(per_seed, d)
             clo, chi = median_interval(d)
             p = _p_against_seeds(per_seed) if cells.blocked else _p_against_runs(cells, ids, d)
             if p is None and len(d) >= 2:
@@ -190,7 +237,8 @@ def _p_against_seeds(per_seed: list[np.ndarray]) -> float | None:
     """One-way ANOVA of the per-seed pair differences with the pairs as groups: do the pairs'
     mean differences differ by more than their seed-to-seed variation allows? None without
     replicates (no seed-to-seed variation to judge by)."""
-    groups = [g for g in per_seed if len(g)]
+    groups = [g[~np.isnan(g)] for g in per_seed if len(g)]
+    groups = [g for g in groups if len(g)]
     error_df = sum(len(g) - 1 for g in groups)
     if len(groups) < 2 or error_df < 1:
         return None
@@ -244,7 +292,8 @@ def interactions(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Every two-way interaction of the swept keys, one row per pair of steps (a from -> to,
     b from -> to): the difference of differences (a's effect where b is at ``b to`` minus its
     effect where b is at ``b from``; within seeds), averaged over the settings of the other keys
-    where all four configurations exist, with a 95 % t interval over those settings."""
+    where all four configurations exist, with a 95 % interval over those settings and the seeds
+    (:func:`context_seed_interval`)."""
     cells = Cells.of(df, metric)
     swept, rows = cells.swept(), []
     for a, b in itertools.combinations(swept, 2):
@@ -252,11 +301,12 @@ def interactions(df: pd.DataFrame, metric: str) -> pd.DataFrame:
             for b0, b1 in _steps([_plain(v) for v in cells.keys[b].dropna().unique()]):
                 corners = [cells.where({a: x, b: y}, [a, b]) for x, y in ((a1, b1), (a0, b0), (a0, b1), (a1, b0))]
                 shared = set(corners[0]).intersection(*corners[1:])
-                dd = [cells.contrast([corners[0][c], corners[1][c]], [corners[2][c], corners[3][c]])[0]
-                      for c in sorted(shared, key=repr)]
-                if not dd:
+                both = [cells.contrast([corners[0][c], corners[1][c]], [corners[2][c], corners[3][c]])
+                        for c in sorted(shared, key=repr)]
+                if not both:
                     continue
-                mean, _, lo, hi = mean_interval(dd)
+                dd = [v for v, _ in both]
+                mean, lo, hi = context_seed_interval([per for _, per in both], np.asarray(dd, float))
                 rows.append({"a": a, "b": b, "a from": a0, "a to": a1, "b from": b0, "b to": b1,
                              "contexts": len(dd), "interaction": mean, "ci low": lo, "ci high": hi})
     return pd.DataFrame(rows, columns=INTERACTION_COLUMNS)

@@ -37,6 +37,8 @@ class Report:
     judged: int = 0  # configurations judged for it (the others lack the shared seeds)
     judged_ids: list[str] = field(default_factory=list)
     seeds_judged: list[int] = field(default_factory=list)
+    not_judged: list[str] = field(default_factory=list)  # labels of configurations without a judged seed
+    one_noise_level: bool = True  # could-be-best used one pooled noise level (the variances agreed)
     heterogeneity: list[str] = field(default_factory=list)  # flagged keys in words
     stage: dict[str, Any] | None = None  # how the folder's configurations were chosen (folder.read_stage)
     tuned: Any = None  # gatedrnn.tuning.Tuned where lr is swept
@@ -70,9 +72,13 @@ class Report:
         n = len(self.could_be_best)
         names = ", ".join(self.could_be_best_labels[:12]) + (", ..." if n > 12 else "")
         seeds = f" on seeds {' '.join(map(str, self.seeds_judged))}" if self.seeds_judged else ""
-        return (f"could be best: {n} of {self.judged} configurations judged{seeds} cannot be told apart from the best "
-                f"(family-wise 5 %): {names}; the best's own interval is not adjusted for its selection "
-                "(the replicate stage estimates it afresh)")
+        noise = ("one noise level for all (their variances agree)" if self.one_noise_level else
+                 "each with its own noise level (their variances differ)")
+        unjudged = (f"; not judged (no run on those seeds): {', '.join(self.not_judged[:8])}"
+                    + (", ..." if len(self.not_judged) > 8 else "")) if self.not_judged else ""
+        return (f"could be best: {n} of {self.judged} configurations judged{seeds}, {noise}, cannot be told apart "
+                f"from the best (family-wise 5 %): {names}{unjudged}; the best's own interval is not adjusted for "
+                "its selection (the replicate stage estimates it afresh)")
 
 
 def _fmt(v: Any) -> str:
@@ -151,12 +157,28 @@ def _tuning(report: Report, df: pd.DataFrame, eff: pd.DataFrame | None, h: str) 
         rows.append({"lr": f"{rate:g}", "configurations best at it": int(counts.get(rate, 0)),
                      f"best mean {metric} at this rate": float(col.min()) if len(col) else math.nan,
                      "median over configurations": float(col.median()) if len(col) else math.nan})
+    if tuned.cross_fitted:
+        how = (f"each configuration at its own best rate, **estimated on seeds that did not choose it**: its value "
+               f"at each seed comes from the rate with the lowest mean {metric} on its other seeds (chosen within "
+               "seeds, a diverged run counting as the worst loss), so the winner's curse of choosing a rate does "
+               "not flatter it. `tuned lr` in the ranking is the rate chosen on all seeds (summary.csv: `tuned` "
+               f"marks that row, with the cross-fitted `tuned {metric} mean` and interval).")
+    else:
+        o = tuned.optimism
+        bound = (f" by up to **{o['bound']:.4f}** per configuration ({o['curse']:.3f} × a noise sd of at most "
+                 f"{o['noise']:.4f}: the expected winner's curse of {o['rates']} equally good rates, the noise "
+                 "overestimated by the configuration × rate residual)") if o else ""
+        how = (f"each configuration at the rate with its lowest mean {metric}, chosen on the same runs that are "
+               f"reported (one seed: nothing to cross-fit). **This view is optimistic**{bound}, and more so for "
+               "configurations whose rates are about equally good; train two or more seeds (`--seeds`) for "
+               "estimates on runs that did not choose the rate.")
     out = [f"{h} Learning rate: each configuration at its own best rate", "",
            f"`lr` is swept ({rates}); every configuration was trained at each rate. **The ranking, the could-be-best "
-           f"set, the effects, interactions and variance shares in this summary are the tuned view**: each "
-           f"configuration at the rate with its lowest mean {metric}, so that an effect is not merely a change of "
-           "the best rate (summary.csv: `tuned` marks those rows). effects_by_lr.csv has the effects at each rate "
-           "alone.", "", md_table(pd.DataFrame(rows)), ""]
+           f"set, the effects, interactions and variance shares in this summary are the tuned view**: {how} "
+           "effects_by_lr.csv has the effects at each rate alone.", "", md_table(pd.DataFrame(rows)), ""]
+    if tuned.diverged_at_choice:
+        out += [f"- {tuned.diverged_at_choice} (configuration, seed) value(s) are missing from the tuned view: the run "
+                "at the rate chosen on the other seeds diverged.", ""]
     top = []
     for rate in tuned.rates:  # the ranking at each rate alone
         col = tuned.by_rate[rate].dropna().sort_values() if rate in tuned.by_rate else pd.Series(dtype=float)
@@ -172,20 +194,22 @@ def _tuning(report: Report, df: pd.DataFrame, eff: pd.DataFrame | None, h: str) 
         if n:
             out += [f"- {n} of {len(tuned.chosen)} configurations are best at the {which} rate swept ({rate:g}): their "
                     "own optimum may lie beyond it; widen `--lrs` to know.", ""]
-    if by_rate is not None and len(by_rate) and eff is not None and "same sign at every lr" in eff:
+    if by_rate is not None and len(by_rate) and eff is not None and "holds at every lr" in eff:
         pivot = by_rate.pivot_table(index=["hyperparameter", "from", "to"], columns="lr", values="mean difference",
                                     aggfunc="first")
         pivot.columns = [f"mean difference at lr {c:g}" for c in pivot.columns]
         table = pivot.reset_index().merge(eff[["hyperparameter", "from", "to", "mean difference",
-                                                "same sign at every lr"]].rename(
+                                                "holds at every lr"]].rename(
             columns={"mean difference": "tuned mean difference"}), on=["hyperparameter", "from", "to"], how="left")
-        sign = table["same sign at every lr"]
-        holds = [f"`{k}`" for k, v in zip(table["hyperparameter"], sign) if pd.notna(v) and bool(v)]
-        depends = [f"`{k}`" for k, v in zip(table["hyperparameter"], sign) if pd.notna(v) and not bool(v)]
+        verdict = table["holds at every lr"].fillna("no")
+        held = [f"`{k}` ({v})" for k, v in zip(table["hyperparameter"], verdict) if v != "no"]
         out += ["Effects per rate (mean matched-pair difference at each rate alone) against the tuned view:", "",
                 md_table(table), "",
-                f"- Same sign at every rate: {', '.join(holds) or 'none'}.",
-                f"- Sign depends on the rate: {', '.join(depends) or 'none'}.", ""]
+                f"- Holds at every rate (its 95 % interval excludes zero on the same side at each rate: a zero effect "
+                f"passes this in at most 5 % of sweeps): {', '.join(held) or 'none'}.",
+                "- For the others the runs do not show an effect that holds at every rate; a sign that merely "
+                "agrees at every rate is no finding (a zero effect does so at three rates a quarter of the time).",
+                ""]
     return out
 
 
@@ -232,10 +256,13 @@ def _ranking(report: Report, ranked: pd.DataFrame, metric: str, task: str, h: st
     out = [f"{h} How sure is the ranking", "",
            f"Configurations are ranked by the mean **{metric}** of their finished runs ({what})"
            + (", each at its best learning rate" if report.tuned is not None else "") + ".", "",
-           f"- Best: **{report.best_line()}**", f"- {cbb[0].upper()}{cbb[1:]}. A configuration is kept when its "
-           "mean is within q·σ/√n of the lowest, q the 95 % quantile of Tukey's studentized range of the judged "
-           "means (summary.csv, column `could be best`): with 95 % probability no configuration whose true mean "
-           "is the lowest is left out, however many are compared."]
+           f"- Best: **{report.best_line()}**", f"- {cbb[0].upper()}{cbb[1:]}. A configuration is kept unless some "
+           "other lies below it by more than q/√2 times the standard error of their difference, q the 95 % "
+           "quantile of Tukey's studentized range of the judged means (Games–Howell; summary.csv, column "
+           "`could be best`). Each configuration's noise is its own where its runs show more than the typical "
+           "(moderated, empirical-Bayes) level, never less than its runs show: with 95 % probability no "
+           "configuration whose true mean is the lowest is left out, however many are compared and however "
+           "unequal their noise."]
     if task != "bytes" and report.chance is not None and len(ranked):
         lower = ranked[f"{metric} ci high"] < report.chance
         better = ranked[f"{metric} mean"] < report.chance
@@ -260,10 +287,11 @@ def _top_ten(df: pd.DataFrame, ranked: pd.DataFrame, metric: str, memory: bool, 
     top = ranked.head(10).copy()
     top.insert(0, "rank", range(1, len(top) + 1))
     top.insert(1, "configuration", [label(df[df["config id"] == i].iloc[0]) for i in top["id"]])
+
     top["id"] = top["id"].str[:12]
     shown = [m for m in ("val loss", "val bpb", "min loss") if not (memory and m == "val bpb")]
     task_metrics = _task_metrics(df) if memory else []
-    cols = ["rank", "configuration", "runs", f"{metric} mean", f"{metric} ci low", f"{metric} ci high", "could be best",
+    cols = ["rank", "configuration", "tuned lr", "runs", f"{metric} mean", f"{metric} ci low", f"{metric} ci high", "could be best",
             *[f"{m} mean" for m in shown if m != metric and f"{m} mean" in top],
             *[c for c in ("test loss mean", "test loss ci low", "test loss ci high") if c in top and top[c].notna().any()],
             *[f"{m} mean" for m in task_metrics if f"{m} mean" in top and m not in ("cross-entropy", "mse")], "id"]
@@ -344,10 +372,10 @@ def task_section(df: pd.DataFrame, scored: pd.DataFrame, ranked: pd.DataFrame, b
     out = _ngram_reference(refs, h) + (_chance_reference(df, task, h) if memory else [])
     if not len(scored):
         return "\n".join(out + [f"No finished run with a {metric!r} yet.", ""])
-    out += _protocol(df, ranked, report, h)
+    out += _protocol(scored, ranked, report, h)
     out += _tuning(report, df, eff, h)
     out += _ranking(report, ranked, metric, task, h)
-    out += _top_ten(df, ranked, metric, memory, h)
+    out += _top_ten(scored, ranked, metric, memory, h)
     out += _effects(eff, metric, h, report.heterogeneity)
     out += _interactions(inter, var, metric, h)
     out += _linear(scored, metric, h)

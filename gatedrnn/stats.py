@@ -29,6 +29,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import special as sps_special
 from scipy import stats as sps
 
 from .config import ALL_CELL_KEYS, SWITCHES
@@ -160,69 +161,152 @@ def compare(a: pd.Series, b: pd.Series) -> dict[str, Any]:
     return {"difference": diff, "ci low": diff - half, "ci high": diff + half, "paired seeds": len(shared)}
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=4096)
 def _range_quantile(p: float, k: int, dof: float) -> float:
     """The ``p`` quantile of Tukey's studentized range of ``k`` means with ``dof`` degrees of
     freedom (scipy; a numerical integral of a fraction of a second, so kept)."""
     return float(sps.studentized_range.ppf(p, k, dof))
 
 
+def _dof_step(dof: float) -> float:
+    """Degrees of freedom rounded down to a coarse grid (a smaller dof gives a larger quantile, so
+    rounding down is conservative), so that a few quantiles serve every pair."""
+    if dof >= 1000:
+        return 1000.0
+    step = 0.25 if dof < 10 else (1.0 if dof < 100 else 10.0)
+    return max(1.0, math.floor(dof / step) * step)
+
+
+def moderated_variances(variances: np.ndarray, dofs: np.ndarray, pooled_dof: float | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Each configuration's own noise variance, moderated towards the typical one (empirical
+    Bayes, Smyth 2004): the variances ``variances`` on ``dofs`` degrees of freedom are treated as
+    draws from a scaled inverse chi-square prior whose scale ``s0²`` and degrees of freedom ``d0``
+    are estimated from all of them by moments of their logarithms. Each posterior variance
+    ``(d0 s0² + d s²) / (d0 + d)`` has ``d0 + d`` degrees of freedom. Where the variances do not
+    spread more than their sampling allows (``d0`` infinite), every configuration gets the pooled
+    variance on the pooled degrees of freedom: one noise level for all, as before. A
+    configuration without its own variance (``d = 0``) gets the prior. ``pooled_dof``: the pooled
+    variance's degrees of freedom where it is less than the sum of ``dofs`` (variances of residuals
+    that share estimated effects); no posterior claims more."""
+    ok = (dofs > 0) & np.isfinite(variances) & (variances > 0)
+    pooled = float((dofs[ok] * variances[ok]).sum() / dofs[ok].sum()) if ok.any() else math.nan
+    pooled_dof = float(dofs[ok].sum()) if pooled_dof is None else pooled_dof
+    d0 = math.inf
+    if ok.sum() >= 3:
+        half = dofs[ok] / 2
+        e = np.log(variances[ok]) - sps_special.digamma(half) + np.log(half)
+        spread = float(e.var(ddof=1) - sps_special.polygamma(1, half).mean())
+        if spread > 0:
+            d0 = 2 * _inverse_trigamma(spread)
+            s0 = math.exp(float(e.mean()) + float(sps_special.digamma(d0 / 2)) - math.log(d0 / 2))
+    own = np.where(ok, variances, 0.0)
+    if not math.isfinite(d0):
+        larger = own > pooled
+        return (np.where(larger, own, pooled), np.where(larger, dofs, pooled_dof),
+                {"d0": math.inf, "s0": pooled})
+    d = np.where(ok, dofs, 0.0)
+    posterior = (d0 * s0 + d * own) / (d0 + d)
+    larger = own > posterior
+    return (np.where(larger, own, posterior), np.where(larger, d, np.minimum(d0 + d, pooled_dof)),
+            {"d0": d0, "s0": s0})
+
+
+def _inverse_trigamma(y: float) -> float:
+    """x with trigamma(x) = y (Newton's method on 1/x, as Smyth's limma does)."""
+    if y > 1e7:
+        return 1 / math.sqrt(y)
+    if y < 1e-6:
+        return 1 / y
+    x = 0.5 + 1 / y
+    for _ in range(50):
+        tri = float(sps_special.polygamma(1, x))
+        step = tri * (1 - tri / y) / float(sps_special.polygamma(2, x))
+        x += step
+        if -step / x < 1e-8:
+            break
+    return x
+
+
 def could_be_best(df: pd.DataFrame, metric: str, level: float = 0.05) -> dict[str, Any] | None:
     """The configurations that cannot be told apart from the best, with the probability of
-    excluding any configuration whose true mean is the lowest held to ``level`` (family-wise).
+    excluding any configuration whose true mean is the lowest held to ``level`` (family-wise),
+    each configuration with its own noise.
 
-    Seed-blocked runs: the configurations judged are those with a run of every seed in the
-    most common seed set of two or more seeds (others are not judged); their means over those
-    seeds, the error from the configuration × seed residual ((k - 1)(n - 1) degrees of freedom).
-    Configuration i could be best when mean_i - min(mean) <= q sigma / sqrt(n), q the 1 - level
-    quantile of Tukey's studentized range of k means: the difference between any truly best
-    configuration and the sample's best exceeds that only when the range of the errors does.
-    Unblocked replicates: every configuration with two or more runs, the pooled within-
-    configuration error and the Tukey-Kramer form (each pair's own standard error).
+    Seed-blocked runs: the seeds are those of the most common seed set of two or more seeds; each
+    configuration is judged on the seeds of that set it has (its values less each seed's shared
+    effect, estimated from the configurations that have them all); a configuration with none of
+    them is not judged and named (``not judged``). Unblocked replicates (the original study's)
+    are compared by their plain values. Each configuration's noise variance comes from its own
+    values, moderated towards the typical one (:func:`moderated_variances`): one noise level for
+    all where the variances agree, each its own where they do not. Configuration i could be best
+    unless some j lies below it by more than ``q(k, ν) / √2 · se``, ``se`` the standard error of
+    their difference from the two variances and ``q`` the 1 - level quantile of Tukey's
+    studentized range of the k judged means on the pair's Welch degrees of freedom ν (the
+    Games-Howell comparison): any truly best configuration is left out only when a pair's error
+    exceeds what the range of k errors allows.
 
-    Returns None (cannot tell) with fewer than two configurations or no replicates; else
-    ``table`` (config id, ``mean``, ``gap`` to the best, ``margin``, ``could be best``), ``judged``,
-    ``seeds``, ``sigma``, ``dof`` and ``q``."""
+    Returns None (cannot tell) with fewer than two configurations or no noise to judge by; else
+    ``table`` (config id, ``mean``, ``runs``, ``gap`` to the best, ``margin``, ``could be best``),
+    ``judged``, ``not judged``, ``seeds``, ``sigma`` (the typical noise sd), ``dof``, ``q`` (at the
+    typical dof) and ``prior dof`` (infinite: one noise level for all)."""
     done = df[(df["status"] == "done") & df[metric].notna()]
     if not len(done):
         return None
-    if _blocked(done):
-        table = seed_table(done, metric)
-        present = table.notna().to_numpy()
-        sets = collections.Counter(tuple(table.columns[row]) for row in present if row.sum() >= 2)
-        if not sets:
-            return None
-        seeds = max(sets, key=lambda s: (sets[s], len(s)))
-        values = table[list(seeds)].dropna()
-        k, n = values.shape
-        if k < 2:
-            return None
-        v = values.to_numpy(float)
-        resid = v - v.mean(axis=1, keepdims=True) - v.mean(axis=0, keepdims=True) + v.mean()
-        dof = (k - 1) * (n - 1)
-        sigma = math.sqrt(float((resid ** 2).sum()) / dof)
-        q = _range_quantile(1 - level, k, dof)
-        means = pd.Series(v.mean(axis=1), index=values.index)
-        margin = pd.Series(q * sigma / math.sqrt(n), index=values.index)
-        keep = means - means.min() <= margin
-    else:
-        groups = {cid: g[metric].to_numpy(float) for cid, g in done.groupby("config id") if len(g) >= 2}
-        k, seeds = len(groups), ()
-        dof = sum(len(g) - 1 for g in groups.values())
-        if k < 2 or dof < 1:
-            return None
-        sigma = math.sqrt(sum(float(((g - g.mean()) ** 2).sum()) for g in groups.values()) / dof)
-        q = _range_quantile(1 - level, k, dof)
-        means = pd.Series({cid: g.mean() for cid, g in groups.items()})
-        size = pd.Series({cid: len(g) for cid, g in groups.items()})
-        # i could be best unless some j is lower by more than their pair's margin
-        margin_to = lambda i: q / math.sqrt(2) * sigma * np.sqrt(1 / size[i] + 1 / size)  # noqa: E731
-        keep = pd.Series({i: bool(((means[i] - means) <= margin_to(i)).all()) for i in means.index})
-        margin = pd.Series({i: float(margin_to(i)[means.idxmin()]) for i in means.index})
-    out = pd.DataFrame({"config id": means.index, "mean": means.to_numpy(), "gap": (means - means.min()).to_numpy(),
-                        "margin": margin.to_numpy(), "could be best": keep.to_numpy(bool)})
+    groups, seeds, unjudged = _judged_values(done, metric)
+    k = len(groups)
+    if k < 2:
+        return None
+    ids = list(groups)
+    n = np.array([len(groups[c]) for c in ids], float)
+    means = pd.Series([float(groups[c].mean()) for c in ids], index=ids)
+    # blocked: less the seed effects estimated from all k, a row's squares sum to (1 - 1/k) σ² χ²(n - 1)
+    scale = (1 - 1 / k) if seeds else 1.0
+    raw = np.array([groups[c].var(ddof=1) / scale if len(groups[c]) > 1 else math.nan for c in ids])
+    dofs = np.maximum(n - 1, 0)
+    var, nu, prior = moderated_variances(raw, dofs, pooled_dof=float(dofs.sum()) * scale)
+    if not np.isfinite(var).all() or not (nu > 0).all():
+        return None
+    a = var / n  # each mean's squared standard error
+    m = means.to_numpy()
+    best = int(m.argmin())
+
+    def allowed(i: int, j: int) -> float:
+        se = math.sqrt(a[i] + a[j])
+        # Welch's dof, never more than either variance's own (moderated variances share their prior)
+        welch = (a[i] + a[j]) ** 2 / (a[i] ** 2 / nu[i] + a[j] ** 2 / nu[j]) if se > 0 else float(nu[i])
+        return _range_quantile(1 - level, k, _dof_step(min(welch, nu[i], nu[j]))) / math.sqrt(2) * se
+
+    keep = np.ones(k, bool)
+    margin = np.array([allowed(i, best) if i != best else 0.0 for i in range(k)])
+    for i in range(k):
+        keep[i] = all(m[i] - m[j] <= allowed(i, j) for j in np.flatnonzero(m < m[i]))
+    typical = float(np.median(nu))
+    out = pd.DataFrame({"config id": ids, "mean": m, "runs": n.astype(int), "gap": m - m.min(), "margin": margin,
+                        "could be best": keep})
     return {"table": out.sort_values("mean", kind="stable").reset_index(drop=True), "judged": k,
-            "seeds": [int(s) for s in seeds], "sigma": sigma, "dof": dof, "q": q}
+            "not judged": unjudged, "seeds": [int(s) for s in seeds], "sigma": math.sqrt(float(np.median(var))),
+            "dof": typical, "q": _range_quantile(1 - level, k, _dof_step(typical)), "prior dof": prior["d0"]}
+
+
+def _judged_values(done: pd.DataFrame, metric: str) -> tuple[dict[str, np.ndarray], tuple, list[str]]:
+    """Each judged configuration's values: seed-blocked, on the seeds of the most common set of
+    two or more that it has, less each seed's shared effect; unblocked, its runs. Also that seed
+    set and the configurations not judged (none of its seeds)."""
+    if not _blocked(done):
+        return {cid: g[metric].to_numpy(float) for cid, g in done.groupby("config id")}, (), []
+    table = seed_table(done, metric)
+    present = table.notna().to_numpy()
+    sets = collections.Counter(tuple(table.columns[row]) for row in present if row.sum() >= 2)
+    if not sets:
+        return {}, (), []
+    seeds = max(sets, key=lambda s: (sets[s], len(s)))
+    values = table[list(seeds)]
+    complete = values.dropna()
+    effect = complete.mean(axis=0) - complete.to_numpy().mean()  # each seed's shared effect
+    adjusted = values - effect
+    groups = {cid: row.dropna().to_numpy(float) for cid, row in adjusted.iterrows() if row.notna().any()}
+    return groups, seeds, [cid for cid in table.index if cid not in groups]
 
 
 def duplicates(df: pd.DataFrame) -> pd.DataFrame:

@@ -130,7 +130,7 @@ def test_the_analysis_side_and_the_launcher_import_no_torch():
     import sys
 
     modules = ["analysis", "results", "stats", "plots", "report", "status", "packing", "folder", "queue", "grid",
-               "data", "options", "launcher", "cli", "tools", "export", "effects", "tuning", "mnist"]
+               "data", "options", "launcher", "cli", "tools", "export", "effects", "tuning", "mnist", "references"]
     code = ("import sys\n" + "".join(f"import gatedrnn.{m}\n" for m in modules)
             + "assert 'torch' not in sys.modules, 'torch was imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
