@@ -37,6 +37,7 @@ import pandas as pd
 
 from ._atomic import atomic_write_bytes
 from .config import ALL_CELL_KEYS, ALL_TASK_KEYS, CONFIG_KEYS, EXTRA_KEYS, LEGACY_SPLIT, config_id
+from .halving_report import halving_lines, rungs_of, saving_line
 from .references import reference_entropies
 from .folder import ResultsFolder
 from .grid import ConfigFileError, read_configs
@@ -82,9 +83,11 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
     task is in ``Report.tasks``."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     _check_arguments(metric, threshold, out_dir)
-    df, messages = _load(results_dir)
+    final, messages = _load(results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     configs, counts, running = _sweep_state(results_dir, config_file, messages)
+    rungs = rungs_of(results_dir)  # successive halving: analysed at rung 1, where every configuration is
+    df = rungs.first_rung(final) if rungs is not None else final
     keys = _keys(df, configs)
     summary = _summary_table(df, configs, running, keys)
     groups = _task_groups(df)
@@ -113,7 +116,10 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
     if not tables_of["effects_by_lr.csv"]:  # written only where lr is swept
         del tables_of["effects_by_lr.csv"]
         (out_dir / "effects_by_lr.csv").unlink(missing_ok=True)
-    tables = {"summary.csv": summary, "runs.csv": _runs_table(df, keys),
+    if rungs is not None:
+        report.halving = saving_line(rungs, final)
+        sections[0] = (sections[0][0], sections[0][1] + "\n" + "\n".join(halving_lines(rungs, final, report.metric, "##")))
+    tables = {"summary.csv": summary, "runs.csv": _runs_table(final, keys),
               **{name: _task_table(found, columns[name], several) for name, found in tables_of.items()}}
     report.written = []
     for name, table in tables.items():

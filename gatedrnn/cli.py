@@ -157,7 +157,7 @@ def _run_init(args: argparse.Namespace) -> int:
 # launcher given none of them takes the folder's (a rerun remembers); an explicit other value is
 # refused as before
 _REMEMBERED = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams", "data",
-               "split", "input_init")  # split: no option; a folder's rule (gatedrnn.data.SPLIT_RULES) is kept
+               "split", "input_init", "halving", "rungs")  # split: no option; a folder's rule is kept
 
 
 def _training_arguments(p: argparse.ArgumentParser) -> None:
@@ -167,9 +167,8 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=None, help=f"parallel streams ({d.batch_size})")
     g.add_argument("--history", type=int, default=None, help=f"bytes per window before the state resets ({d.history})")
     g.add_argument("--lr", type=_finite_float, default=None, help=f"Adam learning rate ({d.lr})")
-    g.add_argument("--input-init", choices=INPUT_INITS, default=None,
-                   help=f"the input map of configurations without their own input_init key: linear, the original "
-                        f"study's nn.Linear(256, d); normal, an N(0, 1) embedding without a bias ({d.input_init})")
+    g.add_argument("--input-init", choices=INPUT_INITS, default=None, help="the input map where a configuration has no "
+                   f"input_init: linear (the original's nn.Linear(256, d)) or normal (N(0, 1), no bias) ({d.input_init})")
     g.add_argument("--log-every", type=int, default=None, help=f"steps between loss-curve points ({d.log_every})")
     g.add_argument("--eval-every", type=int, default=None,
                    help=f"steps between validations, 0: only at the end ({d.eval_every})")
@@ -178,6 +177,9 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (%(default)s)")
     g.add_argument("--seed", type=int, default=None, help=f"training seed; a configuration's own seed key wins ({d.seed})")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints (%(default)s)")
+    g.add_argument("--halving", type=int, default=None, metavar="ETA", help="successive halving: all train to the "
+                   "first rung, the best 1/ETA (and any that could be best) continue to the next (off)")
+    g.add_argument("--rungs", type=int, default=None, metavar="R", help=f"rungs at steps/ETA^(R-1), ..., steps ({d.rungs})")
     g.add_argument("--val-streams", type=int, default=None, help=f"at most this many validation streams ({d.val_streams})")
     q = p.add_argument_group("queue")
     q.add_argument("--config-file", default="rnn_configs.json", help="the configuration list (%(default)s)")
@@ -340,6 +342,8 @@ def _run_examine(args: argparse.Namespace) -> int:
                   f"{report.noise['between std']:.4f} between configurations")
     if report.best or not report.tasks:
         print(f"runs below {args.threshold:g}: {report.below}")
+    if report.halving:
+        print(report.halving)
     for task, sub in report.tasks.items():
         level = "" if sub.chance is None else f" ({'persistence' if task.startswith('mackey-glass') else 'chance'} {sub.chance:.4f})"
         print(f"task {task}: {sub.configurations} configurations ranked by mean {sub.metric}{level}; "

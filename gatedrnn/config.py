@@ -340,7 +340,7 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 LEGACY_SPLIT = "tail"  # what settings, checkpoints and folders recorded before the split rule used
 # what a record of settings that lacks a key was made with
-LEGACY_SETTINGS = {"split": LEGACY_SPLIT, "input_init": LEGACY_INPUT_INIT}
+LEGACY_SETTINGS = {"split": LEGACY_SPLIT, "input_init": LEGACY_INPUT_INIT, "halving": 0, "rungs": 3}
 
 
 def input_init_of(config: RNNConfig, settings: "TrainSettings") -> str:
@@ -370,6 +370,10 @@ class TrainSettings:
     folder's runs all use its recorded rule.
     input_init: how the input is mapped (:data:`INPUT_INITS`), for configurations without their
     own ``input_init`` key; settings recorded before issue 30 read as ``normal``.
+    halving: successive halving's ETA (0: off): every configuration trains to the first of
+    ``rungs`` rungs at ``steps / halving ** (rungs - 1)``, ... ``steps`` (:meth:`rung_steps`), and the
+    best 1/ETA continue from their checkpoints to the next (gatedrnn/halving.py). A sweep's policy,
+    not a run's computation: a run is the same to a given step with or without it.
     """
 
     steps: int = 10_000
@@ -385,6 +389,8 @@ class TrainSettings:
     val_streams: int = 256
     split: str = "windows"
     input_init: str = "linear"
+    halving: int = 0
+    rungs: int = 3
 
     def __post_init__(self) -> None:
         _check_int("steps", self.steps, 1)
@@ -409,6 +415,19 @@ class TrainSettings:
             raise ValueError(f"split must be windows, blocks or tail, got {self.split!r}")
         if self.input_init not in INPUT_INITS:
             raise ValueError(f"input_init must be one of {', '.join(INPUT_INITS)}, got {self.input_init!r}")
+        _check_int("halving", self.halving, 0)
+        _check_int("rungs", self.rungs, 2)
+        if self.halving == 1:
+            raise ValueError("halving must be 0 (off) or an ETA of at least 2, got 1")
+        if self.halving and self.steps // self.halving ** (self.rungs - 1) < 1:
+            raise ValueError(f"halving {self.halving} over {self.rungs} rungs needs steps of at least "
+                             f"{self.halving ** (self.rungs - 1)}, got {self.steps}")
+
+    def rung_steps(self) -> list[int]:
+        """The step of each rung of successive halving, last = ``steps`` ([] when it is off)."""
+        if not self.halving:
+            return []
+        return [self.steps // self.halving ** (self.rungs - 1 - k) for k in range(self.rungs)]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -189,7 +189,7 @@ def _new_params(client: Any, run_id: str, params: Mapping[str, Any]) -> list:
 def _live_run(client: Any, exp_id: str, run: Any, config: Mapping[str, Any], claim: Mapping[str, Any]) -> None:
     """A configuration in training as a RUNNING run: its params, and its curve so far (the
     claim's progress is its latest log point)."""
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, RunTag
 
     cid = config["id"]
     if run is None:
@@ -211,7 +211,9 @@ def _live_run(client: Any, exp_id: str, run: Any, config: Mapping[str, Any], cla
         sps = progress.get("steps per second")
         if isinstance(sps, (int, float)) and math.isfinite(sps):
             metrics.append(Metric("steps per second", float(sps), now, step))
-        client.log_batch(run_id, metrics=metrics, tags=[])
+        rung = claim.get("rung")
+        tags = [RunTag("gatedrnn.rung", f"training to rung {rung}")] if isinstance(rung, int) else []
+        client.log_batch(run_id, metrics=metrics, tags=tags)
 
 
 def _export_run(client: Any, exp_id: str, run: Any, path: Path, rec: dict[str, Any], weights: Path | None) -> None:
@@ -229,6 +231,8 @@ def _export_run(client: Any, exp_id: str, run: Any, path: Path, rec: dict[str, A
     reason = (rec.get("error") if status == "failed" else
               f"diverged at step {rec.get('diverged at step')}" if status == "diverged" else None)
     tags = [RunTag("gatedrnn.status", str(status)), RunTag("gatedrnn.label", _label(rec)),
+            *([RunTag("gatedrnn.rung", f"{rec['rung']} of {rec.get('rungs')}"
+                      + (" (stopped there)" if rec.get("stopped at rung") else ""))] if rec.get("rung") else []),
             RunTag("gatedrnn.device", str(rec.get("device"))), RunTag("gatedrnn.synced", _stamp(rec))]
     if reason:
         tags.append(RunTag("gatedrnn.reason", str(reason)[:5000]))

@@ -6,6 +6,7 @@
 <results>/checkpoints/<id>.pt         the latest checkpoint of an unfinished run
 <results>/checkpoints/pack-<pack>.pt  the latest checkpoint of a pack: one solo checkpoint per member
 <results>/weights/<id>.safetensors    the final weights of a finished run (.pt before)
+<results>/rungs/<k>/<id>.json        successive halving: the record of <id> at rung k (a result's form)
 <results>/.ngram-<sha256>.json        cached n-gram entropies of a corpus (analysis)
 <results>/.queue/lock                 the queue lock (filelock); lock.holder: who took it last
 <results>/.queue/claims/<id>.json     who trains <id>: worker, host, pid, token, heartbeat, progress
@@ -13,6 +14,7 @@
 <results>/.queue/packs/<pack>.json    a pack: its members, when it was formed, the pack it resumed
 <results>/.queue/logs/                the launcher's worker logs
 <results>/.queue/slurm/               submitit's job folders
+<results>/.queue/promotions/<k>.json  successive halving: who continues past rung k, and who stops there
 <results>/.queue/settings.json        the sweep's settings, as first recorded
 <results>/.queue/configs.json         the path of the sweep's configuration file, as first recorded
 ```
@@ -41,7 +43,7 @@ __all__ = ["ResultsFolder", "FolderError", "read_json", "is_config_id", "result_
 STATUSES = ("done", "diverged", "failed")
 # the settings that shape what a run computes: one value each per results folder
 RECORDED_SETTINGS = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams",
-                     "split", "input_init", "dataset sha256")
+                     "split", "input_init", "halving", "rungs", "dataset sha256")
 _ID = re.compile(r"^[0-9a-f]{64}$")
 _HISTORY = re.compile(r"^[0-9a-f]{64}\.failed-\d+\.json$")
 
@@ -85,6 +87,8 @@ class ResultsFolder:
         self.settings_file = self.queue / "settings.json"
         self.configs_file = self.queue / "configs.json"
         self.stage_file = self.queue / "stage.json"
+        self.rungs_dir = self.root / "rungs"
+        self.promotions = self.queue / "promotions"
 
     def __repr__(self) -> str:
         return f"ResultsFolder({str(self.root)!r})"
@@ -128,6 +132,15 @@ class ResultsFolder:
     def log(self, stamp: str, worker: str) -> Path:
         return self.logs / f"{stamp}-{worker}.log"
 
+    def rung_dir(self, rung: int) -> Path:
+        return self.rungs_dir / str(rung)
+
+    def rung_result(self, rung: int, config_id: str) -> Path:
+        return self.rung_dir(rung) / f"{config_id}.json"
+
+    def promotion(self, rung: int) -> Path:
+        return self.promotions / f"{rung}.json"
+
     def ngram_cache(self, sha256: str) -> Path:
         return self.root / f".ngram-{sha256}.json"
 
@@ -146,6 +159,14 @@ class ResultsFolder:
         for path in sorted(self.root.glob("*.json")):
             if not path.name.startswith(".") and not _HISTORY.match(path.name):
                 yield path
+
+    def rung_ids(self, rung: int) -> set[str]:
+        """Ids with a record at ``rung`` (successive halving)."""
+        try:
+            names = os.listdir(self.rung_dir(rung))
+        except OSError:
+            return set()
+        return {n[:-5] for n in names if n.endswith(".json") and _ID.match(n[:-5])}
 
     def claim_records(self) -> dict[str, Any]:
         """The claim files' contents by id (None for a file that is not readable JSON)."""
@@ -191,6 +212,23 @@ class ResultsFolder:
     # lock), the snapshot reads without it. Writes are atomic.
     def write_result(self, record: Mapping[str, Any]) -> None:
         atomic_write_json(self.result(record["id"]), record)
+
+    def write_rung_result(self, rung: int, record: Mapping[str, Any]) -> None:
+        self.rung_dir(rung).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.rung_result(rung, record["id"]), record)
+
+    def read_rung_result(self, rung: int, config_id: str) -> Any | None:
+        return read_json(self.rung_result(rung, config_id))
+
+    def read_promotion(self, rung: int) -> Any | None:
+        """Who continues past ``rung`` (``promoted``) and who stops there (``stopped``), or None
+        while it is undecided."""
+        rec = read_json(self.promotion(rung))
+        return rec if isinstance(rec, dict) and isinstance(rec.get("promoted"), list) else None
+
+    def write_promotion(self, rung: int, record: Mapping[str, Any]) -> None:
+        self.promotions.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.promotion(rung), dict(record))
 
     def read_claim(self, config_id: str) -> Any | None:
         return read_json(self.claim(config_id))

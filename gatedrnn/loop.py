@@ -141,35 +141,39 @@ class Loop:
 
 
 def drive(run: Loop, save: Callable[[], None] | None = None, should_stop: Callable[[], bool] | None = None,
-          on_progress: Callable[[Any], None] | None = None) -> None:
-    """Train ``run`` to its end: evaluations every ``eval_every`` steps and at the end, ``save()``
-    every ``checkpoint_every`` steps; when ``should_stop()`` says so, ``save()`` and raise
-    :class:`Interrupted`."""
+          on_progress: Callable[[Any], None] | None = None, stop_at: int | None = None) -> None:
+    """Train ``run`` to its end, or to ``stop_at`` (a rung of successive halving: there it is
+    evaluated and ``save()``d, so that it can continue as if never stopped): evaluations every
+    ``eval_every`` steps and at the end, ``save()`` every ``checkpoint_every`` steps; when
+    ``should_stop()`` says so, ``save()`` and raise :class:`Interrupted`."""
     s = run.settings
     save = save or (lambda: None)
+    end = s.steps if stop_at is None else min(stop_at, s.steps)
 
     def after(step: int, every: int) -> int:
         return (step // every + 1) * every
 
     next_eval = after(run.step, s.eval_every) if s.eval_every else None
     next_ckpt = after(run.step, s.checkpoint_every) if s.checkpoint_every else None
-    while run.step < s.steps and run.diverged_at is None:
+    while run.step < end and run.diverged_at is None:
         # run to the next event: evaluation, checkpoint or the end (with truncated BPTT the
         # run passes an event's step to the end of its chunk)
-        until = min(x for x in (s.steps, next_eval, next_ckpt) if x is not None)
+        until = min(x for x in (end, next_eval, next_ckpt) if x is not None)
         run.train_steps(until, should_stop, on_progress)
         if run.diverged_at is not None:
             break
         if next_eval is not None and run.step >= next_eval:
-            if run.step < s.steps:
+            if run.step < end:
                 run.record_evaluation()
             next_eval = after(run.step, s.eval_every)
         if next_ckpt is not None and run.step >= next_ckpt:
-            if run.step < s.steps:
+            if run.step < end:
                 save()
             next_ckpt = after(run.step, s.checkpoint_every)
-        if run.step < s.steps and should_stop is not None and should_stop():
+        if run.step < end and should_stop is not None and should_stop():
             save()
             raise Interrupted(f"stopped at step {run.step} of {s.steps}")
     if run.diverged_at is None and not run.evaluated_now():
         run.record_evaluation()
+    if run.diverged_at is None and run.step < s.steps:
+        save()  # a rung: where the run continues if it is promoted

@@ -217,20 +217,29 @@ class Queue:
         self.folder.write_claim(rec)
         return Claim(cid, dict(config), rec["token"], attempt, worker, took_over=old, record=rec)
 
-    def claim(self, configs: Iterable[Mapping[str, Any]], worker: str) -> Claim | None:
-        """Take the first configuration with no result and no live claim, or return None."""
+    def claim(self, configs: Iterable[Mapping[str, Any]], worker: str,
+              rungs: Callable[[list[str]], Mapping[str, int]] | None = None) -> Claim | None:
+        """Take the first configuration with no result and no live claim, or return None.
+        ``rungs(ids)`` (successive halving, called under the lock): the configurations that may be
+        trained now, with the rung each trains to (recorded in the claim as ``rung``)."""
+        configs = list(configs)
         with self.locked():
             finished = self.finished_ids()
             claims = self.folder.claim_records()
             now = time.time()
+            target = rungs([c["id"] for c in configs]) if rungs is not None else None
             for config in configs:
+                if target is not None and config["id"] not in target:
+                    continue
                 free = self._free(config["id"], finished, claims, now)
                 if free is not None:
-                    return self._write_claim(config, worker, now, *free)
+                    extra = {} if target is None else {"rung": target[config["id"]]}
+                    return self._write_claim(config, worker, now, *free, **extra)
         return None
 
     def claim_pack(self, configs: Iterable[Mapping[str, Any]], worker: str, limit: int,
-                   group: Callable[[Mapping[str, Any]], Any]) -> "PackClaim | None":
+                   group: Callable[[Mapping[str, Any]], Any],
+                   rungs: Callable[[list[str]], Mapping[str, int]] | None = None) -> "PackClaim | None":
         """Take up to ``limit`` configurations to train as one pack, all or none, under one
         hold of the lock; None when no pack of two or more can be formed now.
 
@@ -239,7 +248,8 @@ class Queue:
         of their own) and for which no newer pack holds a state; they resume from that
         checkpoint. Else a new pack: free configurations with ``group(config)`` equal to the
         first one's (``group`` returns None for one that is never packed), in file order, that
-        no pack holds a state of. Each member's claim record names the pack.
+        no pack holds a state of. Each member's claim record names the pack. ``rungs``: as for
+        :meth:`claim`; a pack's members all train to the same rung.
         """
         configs = list(configs)
         by_id = {c["id"]: c for c in configs}
@@ -247,6 +257,12 @@ class Queue:
             finished = self.finished_ids()
             claims = self.folder.claim_records()
             now = time.time()
+            if rungs is not None:
+                target = rungs(list(by_id))
+                by_id = {cid: c for cid, c in by_id.items() if cid in target}
+                configs = [c for c in configs if c["id"] in target]
+                plain = group
+                group = lambda c: None if plain(c) is None else (plain(c), target[c["id"]])  # noqa: E731
             records = self._live_pack_records(claims, now)
             latest: dict[str, tuple[float, str]] = {}  # member -> (created, pack) of its newest saved state
             for pid, rec in records.items():
@@ -267,14 +283,16 @@ class Queue:
             for pid, rec in sorted(records.items(), key=lambda item: -item[1]["created"]):
                 if not self.folder.pack_checkpoint(pid).exists():
                     continue
-                members = []
+                members, key = [], None
                 for cid in rec["members"]:
                     if latest.get(cid, (0, ""))[1] == pid and len(members) < limit:
                         free = packable(cid)
-                        if free is not None:
+                        if free is not None and key in (None, group(by_id[cid])):
+                            key = group(by_id[cid])
                             members.append((by_id[cid], free))
                 if members:
-                    return self._write_pack(members, worker, now, resume_from=pid)
+                    return self._write_pack(members, worker, now, resume_from=pid,
+                                            rung=None if rungs is None else key[1])
             first, members = None, []
             for config in configs:
                 if config["id"] in latest:
@@ -290,14 +308,17 @@ class Queue:
                 if len(members) == limit:
                     break
             if len(members) >= 2:
-                return self._write_pack(members, worker, now, resume_from=None)
+                return self._write_pack(members, worker, now, resume_from=None,
+                                        rung=None if rungs is None else first[1])
         return None
 
-    def _write_pack(self, members, worker: str, now: float, resume_from: str | None) -> "PackClaim":
+    def _write_pack(self, members, worker: str, now: float, resume_from: str | None,
+                    rung: int | None = None) -> "PackClaim":
         ids = [config["id"] for config, _ in members]
         pid = pack_id_of(ids)
         self.folder.write_pack_record(pid, ids, now, resume_from, worker)
-        claims = [self._write_claim(config, worker, now, old, attempt, pack=pid)
+        extra = {} if rung is None else {"rung": rung}
+        claims = [self._write_claim(config, worker, now, old, attempt, pack=pid, **extra)
                   for config, (old, attempt) in members]
         return PackClaim(pid, claims, resume_from)
 
@@ -409,16 +430,31 @@ class Queue:
             self.folder.drop_claim(claim.id)
             return True
 
-    def complete(self, claim: Claim, result: Mapping[str, Any]) -> bool:
+    def complete(self, claim: Claim, result: Mapping[str, Any], rung: int | None = None) -> bool:
         """Write the result (with the claim's attempt and worker) and drop the claim and
         checkpoint; False (and nothing written) if the claim is no longer ours or a result
-        already exists."""
+        already exists. ``rung``: the last rung of successive halving, whose record it also is."""
         f = self.folder
         with self.locked():
             if not self._owns(claim) or f.result(claim.id).exists():
                 return False
-            f.write_result(finished_record(result, attempts=claim.attempt, worker=claim.worker))
+            record = finished_record(result, attempts=claim.attempt, worker=claim.worker)
+            if rung is not None and result.get("status") == "done":
+                f.write_rung_result(rung, record)
+            f.write_result(record)
             f.drop_run(claim.id)
+            return True
+
+    def complete_rung(self, claim: Claim, record: Mapping[str, Any], rung: int) -> bool:
+        """Successive halving: write the run's record at ``rung`` (with the claim's attempt and
+        worker) and drop the claim, keeping the checkpoint it continues from if promoted; False
+        (nothing written) if the claim is no longer ours or a result exists."""
+        f = self.folder
+        with self.locked():
+            if not self._owns(claim) or f.result(claim.id).exists():
+                return False
+            f.write_rung_result(rung, finished_record(record, attempts=claim.attempt, worker=claim.worker))
+            f.drop_claim(claim.id)
             return True
 
     def fail(self, claim: Claim, error: str, max_attempts: int = MAX_ATTEMPTS) -> str | None:

@@ -48,6 +48,7 @@ class Report:
     messages: list[str] = field(default_factory=list)
     chance: float | None = None  # a memory task's chance (or persistence) level of the metric
     tasks: dict[str, "Report"] = field(default_factory=dict)  # each memory task's, by its label
+    halving: str | None = None  # successive halving's saving, in one line
 
     def status_line(self) -> str:
         if self.status is None:

@@ -129,7 +129,7 @@ def sweep_status(results_dir: str | os.PathLike, configs: Iterable[Mapping[str, 
             running.append(claims[cid])
         else:
             counts["pending"] += 1
-    return {"total": len(ids), "counts": counts, "running": running}
+    return {"total": len(ids), "counts": counts, "running": running, "rungs": rung_counts(folder, ids)}
 
 
 def eta_seconds(counts: Mapping[str, int], progress: Iterable[Mapping[str, Any]], steps: int | None) -> float | None:
@@ -176,8 +176,41 @@ def snapshot(results_dir: str | os.PathLike, configs: list[Mapping[str, Any]], l
             failed.append({"id": cid, "error": rec.get("error"), "attempts": rec.get("attempts")})
     c = snap["counts"]
     return {"results dir": str(folder.root), "total": snap["total"], "counts": c, "running": running,
-            "stale": stale, "failed": failed, "steps per run": steps,
+            "stale": stale, "failed": failed, "steps per run": steps, "rungs": rung_counts(folder, ids),
             "eta seconds": eta_seconds(c, running, steps), "work left": bool(c["pending"] or c["running"])}
+
+
+def rung_counts(folder: ResultsFolder, ids: Iterable[str]) -> list[dict[str, Any]]:
+    """Successive halving (gatedrnn/halving.py): per rung, its step, how many configurations have
+    reached it, and once it is decided how many continue and how many stopped there ([] when the
+    folder's sweep does not halve)."""
+    settings = read_json(folder.settings_file)
+    eta = settings.get("halving") if isinstance(settings, dict) else None
+    if not isinstance(eta, int) or eta < 2 or not isinstance(settings.get("steps"), int):
+        return []
+    rungs = settings.get("rungs", 3)
+    ids = set(ids)
+    out = []
+    for k in range(1, rungs + 1):
+        decision = folder.read_promotion(k) if k < rungs else None
+        out.append({"rung": k, "steps": settings["steps"] // eta ** (rungs - k),
+                    "reached": len(folder.rung_ids(k) & ids), "decided": decision is not None,
+                    "continue": len(decision["promoted"]) if decision else None,
+                    "stopped": len(decision.get("stopped", [])) if decision else None})
+    return out
+
+
+def rung_line(rungs: list[Mapping[str, Any]]) -> str | None:
+    """One line for the rungs of successive halving: ``rung 1 (200 steps): 48 reached, 16 continue``."""
+    if not rungs:
+        return None
+    parts = []
+    for r in rungs:
+        text = f"rung {r['rung']} ({r['steps']} steps): {r['reached']} reached"
+        if r["decided"]:
+            text += f", {r['continue']} continue"
+        parts.append(text)
+    return "successive halving: " + "; ".join(parts)
 
 
 def recorded_config_file(results_dir: str | os.PathLike) -> Path | None:
@@ -247,6 +280,8 @@ def format_live(status: dict[str, Any], steps: int, labels: dict[str, str]) -> l
     running = status["running"]
     progress = [r.get("progress") or {} for r in running]
     lines = [f"{_counts_line(status['counts'], status['total'])} · ETA {duration(eta_seconds(status['counts'], progress, steps))}"]
+    if rung_line(status.get("rungs") or []):
+        lines.append("  " + rung_line(status["rungs"]))
     for members in by_pack(sorted(running, key=lambda r: r.get("worker", ""))):
         p = members[0].get("progress") or {}
         loss = _best_loss([m.get("progress") or {} for m in members])
@@ -275,6 +310,8 @@ def format_snapshot(r: dict[str, Any], config_file: str, labels: dict[str, str] 
                 lines.append(f"  {x['worker']} on {x['host']}: {pack_label(members, labels)} step {x['step']} "
                              f"{'best ' if len(members) > 1 else ''}loss {'?' if loss is None else f'{loss:.4f}'} "
                              f"{sps} steps/s, heartbeat {age} ago")
+    if rung_line(r.get("rungs") or []):
+        lines.append(rung_line(r["rungs"]))
     if r["failed"]:
         lines.append("failed (gatedrnn train --retry-failed runs them again):")
         for x in r["failed"]:

@@ -32,14 +32,15 @@ def _check_types(configs: list[Any], settings: Any) -> None:
 
 
 def _drive_and_save(run: Loop, checkpoint: str | Path | None, before_checkpoint: Callable[[], None] | None,
-                    should_stop: Callable[[], bool] | None, on_progress: Callable[[Any], None] | None) -> None:
+                    should_stop: Callable[[], bool] | None, on_progress: Callable[[Any], None] | None,
+                    stop_at: int | None = None) -> None:
     def save() -> None:
         if checkpoint is not None:
             if before_checkpoint is not None:
                 before_checkpoint()
             run.save(checkpoint)
 
-    drive(run, save, should_stop, on_progress)
+    drive(run, save, should_stop, on_progress, stop_at)
 
 
 def train(
@@ -53,6 +54,7 @@ def train(
     corpus: Corpus | None = None,
     weights: str | Path | None = None,
     pack_checkpoint: str | Path | None = None,
+    stop_at: int | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` under ``settings`` and return the result record.
 
@@ -66,6 +68,8 @@ def train(
     weights: file to write the final weights to (atomically), or None.
     pack_checkpoint: a pack's checkpoint holding this configuration, to resume from when
         ``checkpoint`` does not exist (a pack member finished alone).
+    stop_at: a rung of successive halving: stop there (checkpointed) and return the record of
+        the run at that step.
     """
     _check_types([config], settings)
     run = Run(config, settings, corpus)
@@ -74,7 +78,7 @@ def train(
         members = checkpoints.read_pack(pack_checkpoint, run.checkpoint_problems)
         if members is not None and config.id in members:
             run.load(members[config.id], where=str(pack_checkpoint))
-    _drive_and_save(run, checkpoint, before_checkpoint, should_stop, on_progress)
+    _drive_and_save(run, checkpoint, before_checkpoint, should_stop, on_progress, stop_at)
     result = run.result()
     if weights is not None:
         run.save_weights(weights)
@@ -93,6 +97,7 @@ def train_pack(
     on_progress: Callable[[PackRun], None] | None = None,
     corpus: Corpus | None = None,
     weights: Callable[[str], str | Path] | None = None,
+    stop_at: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``configs`` as one pack (:class:`PackRun`) and return their result records, in order.
 
@@ -109,6 +114,6 @@ def train_pack(
         members = checkpoints.read_pack(resume_from, run.checkpoint_problems)
         if members is not None:
             run.load_members(members, str(resume_from))
-    _drive_and_save(run, checkpoint, before_checkpoint, should_stop, on_progress)
+    _drive_and_save(run, checkpoint, before_checkpoint, should_stop, on_progress, stop_at)
     results = run.results(weights)
     return [results[c.id] for c in configs]

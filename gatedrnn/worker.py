@@ -33,6 +33,7 @@ from .config import RNNConfig
 from .data import sweep_data
 from .devices import check_fits, resolve_device
 from .grid import read_configs
+from .halving import FINISHED, Halving
 from .loop import Interrupted
 from .options import (BAD_INPUT, EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FAULT, EXIT_OK, EXIT_STOPPED, WorkerOptions,
                       recorded_settings)
@@ -170,6 +171,8 @@ class Worker:
         self.queue.record_settings(recorded_settings(self.settings, sha256))
         self.interval = min(5.0, options.lease_seconds / 4)
         self.runs = self.faults = 0
+        self.halving = (Halving(self.queue.folder, self.settings.halving, self.settings.rung_steps())
+                        if self.settings.halving else None)
 
     def say(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')} {self.name}] {message}", flush=True)
@@ -188,7 +191,7 @@ class Worker:
             if job is _FAULT:
                 continue
             if job is None:
-                if self._wait_for_retry(configs):
+                if self._wait_for_retry(configs) or self._wait_for_rung(configs):
                     continue
                 self.say("nothing left to claim")
                 break
@@ -204,12 +207,37 @@ class Worker:
         nothing is free now, _FAULT after a fault."""
         plan = plan_packs(self.options.pack, self.device.type, self.options.workers, configs)
         room = plan.limit if self.options.max_runs is None else min(plan.limit, self.options.max_runs - self.runs)
+        rungs = None
+        if self.halving is not None:
+            if self._queue_step(lambda: self._advance(configs)) is _FAULT:
+                return _FAULT
+            rungs = self.halving.trainable
         if room > 1:
-            pack = self._queue_step(lambda: self.queue.claim_pack(configs, self.name, room, plan.group))
+            pack = self._queue_step(lambda: self.queue.claim_pack(configs, self.name, room, plan.group, rungs))
             if pack is _FAULT or pack is not None:
                 return pack if pack is _FAULT else Job(pack.claims, pack.id, pack.resume_from)
-        claim = self._queue_step(lambda: self.queue.claim(configs, self.name))
+        claim = self._queue_step(lambda: self.queue.claim(configs, self.name, rungs))
         return claim if claim is _FAULT or claim is None else Job([claim])
+
+    def _advance(self, configs: list[dict[str, Any]]) -> None:
+        """Successive halving: decide the rungs that can be decided (under the queue lock)."""
+        with self.queue.locked():
+            for rung in self.halving.advance(configs):
+                decision = self.queue.folder.read_promotion(rung)
+                self.say(f"rung {rung} decided: {len(decision['promoted'])} continue, {len(decision['stopped'])} stop "
+                         f"at step {decision['steps']}")
+
+    def _wait_for_rung(self, configs: list[dict[str, Any]]) -> bool:
+        """Successive halving: with nothing to claim while some configurations are unfinished
+        (others train the rest of a rung), wait for the rung to be decided; False when all are
+        finished."""
+        if self.halving is None or self.signal is not None:
+            return False
+        states = self.halving.states(c["id"] for c in configs)
+        if all(state == FINISHED for state, _ in states.values()):
+            return False
+        self.wake.wait(self.interval)
+        return True
 
     def _wait_for_retry(self, configs: list[dict[str, Any]]) -> bool:
         """Wait for a configuration that raised to become claimable again; False if none waits."""
@@ -266,10 +294,16 @@ class Worker:
             how += f" (took over from stale claim of {first.took_over.get('worker')})"
         self.say(f"{how} {job.name} attempt {first.attempt}")
 
+    def _rung(self, job: Job) -> int | None:
+        """The rung a job trains to (successive halving), or None."""
+        return job.claims[0].record.get("rung") if self.halving is not None else None
+
     def _train(self, job: Job, hb: Heartbeat) -> list[dict[str, Any]]:
         folder = self.queue.folder
+        rung = self._rung(job)
         common = dict(corpus=self.corpus, should_stop=lambda: self.signal is not None or hb.lost,
-                      before_checkpoint=hb.verify, on_progress=hb.update)
+                      before_checkpoint=hb.verify, on_progress=hb.update,
+                      stop_at=None if rung is None else self.halving.steps[rung - 1])
         if job.pack is not None:
             configs = [RNNConfig.from_dict(c.config) for c in job.claims]
             source = folder.pack_checkpoint(job.resume_from) if job.resume_from else None
@@ -282,8 +316,19 @@ class Worker:
                       pack_checkpoint=None if ckpt.exists() else self.queue.pack_source(claim.id), **common)]
 
     def _complete(self, job: Job, results: list[dict[str, Any]]) -> None:
+        rung = self._rung(job)
         for claim, result in zip(job.claims, results):
-            completed = self._queue_step(lambda: self.queue.complete(claim, result), job)
+            if rung is not None:
+                reached = self.halving.rung_of(result["training steps"])
+                result = {**result, **self.halving.result_fields(reached, False)}
+                if result["status"] == "done" and rung < self.halving.rungs:
+                    done = self._queue_step(lambda: self.queue.complete_rung(claim, result, rung), job)
+                    if done is _FAULT:
+                        return
+                    self.runs += bool(done)
+                    continue
+            completed = self._queue_step(lambda: self.queue.complete(claim, result) if rung is None else
+                                         self.queue.complete(claim, result, rung), job)
             if completed is _FAULT:
                 return
             if completed:
@@ -297,6 +342,8 @@ class Worker:
         if job.pack is not None:
             done = sum(r["status"] == "done" for r in results)
             self.say(f"finished {job.name}: {done} done, {len(results) - done} diverged")
+        elif rung is not None and rung < self.halving.rungs and results[0]["status"] == "done":
+            self.say(f"{job.name} reached rung {rung} at step {results[0]['training steps']}")
         elif completed:
             result = results[0]
             scores = ", ".join(f"{k} {result[k]:.4f}" for k in ("min loss", "val loss") if result.get(k) is not None)

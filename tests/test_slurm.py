@@ -104,6 +104,30 @@ def test_a_small_sweep_with_two_slurm_workers_completes_each_configuration_once(
     assert len(finished) == len(configs)
 
 
+def test_successive_halving_under_slurm_stops_and_promotes_as_locally(tmp_path):
+    """Issue 32: ``--halving`` under ``--slurm``: two array tasks share the rungs; the promotions
+    are those a local halving sweep of the same configurations makes."""
+    configs = default_grid(state_sizes=[8], layers=[1])[:9]
+    halving = ["--steps", "90", "--halving", "3", "--eval-every", "0", "--checkpoint-every", "10"]
+    local = tmp_path / "local"
+    for d in (tmp_path, local):
+        d.mkdir(exist_ok=True)
+        write_configs(d, configs)
+    proc = script("training_01_all.py", "--slurm", "--workers", "2", "--wait", "--time-minutes", "10",
+                  *SWEEP, *halving, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    here = script("training_01_all.py", "--workers", "1", *SWEEP, *halving, cwd=local, timeout=600)
+    assert here.returncode == 0, here.stdout + here.stderr
+    done, expected = results(tmp_path), results(local)
+    assert {cid: (r["rung"], r["training steps"]) for cid, r in done.items()} == \
+        {cid: (r["rung"], r["training steps"]) for cid, r in expected.items()}
+    assert sorted(r["rung"] for r in done.values()) == [1] * 6 + [2] * 2 + [3]
+    for k in (1, 2):
+        ours = json.loads((tmp_path / f"results_01_all/.queue/promotions/{k}.json").read_text())
+        theirs = json.loads((local / f"results_01_all/.queue/promotions/{k}.json").read_text())
+        assert ours["promoted"] == theirs["promoted"]
+
+
 def start_uninterrupted(tmp_path):
     """The same run never interrupted, trained in a process of its own beside the Slurm job."""
     code = ("import json, sys, torch; torch.set_num_threads(1)\n"
