@@ -60,6 +60,8 @@ def rank_agreement(a: pd.DataFrame, b: pd.DataFrame, metric: str, level: float =
     and the next (``b``), over the configurations in both (those promoted), with a ``level``
     interval from Fisher's z with the variance 1.06 / (n - 3) of Fieller, Hartley and Pearson
     (none below 5 configurations). None without two in common."""
+    if any(metric not in x or not len(x) for x in (a, b)):
+        return None  # a rung not reached yet
     means = [x[x["status"] == "done"].groupby("config id")[metric].mean() for x in (a, b)]
     both = pd.concat(means, axis=1, keys=["a", "b"]).dropna()
     n = len(both)
@@ -74,13 +76,23 @@ def rank_agreement(a: pd.DataFrame, b: pd.DataFrame, metric: str, level: float =
     return {"configurations": n, "spearman": rho, "ci low": lo, "ci high": hi}
 
 
-def cost(df: pd.DataFrame, steps: int) -> dict[str, float] | None:
-    """Configuration-steps trained (each run's steps at its end) against every run to ``steps``."""
-    trained = pd.to_numeric(df.get("training steps"), errors="coerce").dropna() if len(df) else pd.Series(dtype=float)
-    if not len(trained):
+def cost(df: pd.DataFrame, steps: int, rungs: "Rungs | None" = None) -> dict[str, float] | None:
+    """Configuration-steps trained against every run trained to ``steps``: each run's steps at its
+    end, or (``rungs`` given) at the last rung it reached while it is still training."""
+    frames = [df] + (list(rungs.frames) if rungs is not None else [])
+    reached: dict[str, float] = {}
+    for frame in frames:
+        if not len(frame) or "training steps" not in frame:
+            continue
+        for rid, n in zip(frame["id"], pd.to_numeric(frame["training steps"], errors="coerce")):
+            if pd.notna(n):
+                reached[rid] = max(reached.get(rid, 0.0), float(n))
+    if not reached:
         return None
-    full = float(len(df) * steps)
-    return {"trained": float(trained.sum()), "full": full, "share": float(trained.sum()) / full}
+    full = float(len(reached) * steps)
+    unfinished = len(set(reached) - set(df["id"])) if len(df) else len(reached)
+    return {"trained": sum(reached.values()), "full": full, "share": sum(reached.values()) / full,
+            "unfinished": unfinished}
 
 
 def halving_lines(rungs: Rungs, df: pd.DataFrame, metric: str, h: str) -> list[str]:
@@ -97,10 +109,12 @@ def halving_lines(rungs: Rungs, df: pd.DataFrame, metric: str, h: str) -> list[s
            "best there) continued from its checkpoint. **The effects, interactions, variance shares and the ranking "
            f"above are at rung 1 ({rungs.steps[0]} steps)**, where every configuration is present; each rung is "
            "ranked on its own below.", "", _table(rows), ""]
-    spent = cost(df, rungs.steps[-1])
+    spent = cost(df, rungs.steps[-1], rungs)
     if spent:
+        left = (f" so far ({spent['unfinished']} configurations still training: the share grows until they finish)"
+                if spent["unfinished"] else "")
         out += [f"- Cost: {spent['trained']:.0f} configuration-steps of the {spent['full']:.0f} that training every "
-                f"run to {rungs.steps[-1]} steps takes: **{100 * spent['share']:.1f} %**.", ""]
+                f"run to {rungs.steps[-1]} steps takes: **{100 * spent['share']:.1f} %**{left}.", ""]
     agree = []
     for k in range(1, len(rungs.frames)):
         r = rank_agreement(rungs.frames[k - 1], rungs.frames[k], metric)
@@ -112,7 +126,9 @@ def halving_lines(rungs: Rungs, df: pd.DataFrame, metric: str, h: str) -> list[s
         out += ["How well a rung's ranking predicts the next (on the configurations promoted; a correlation near 1 "
                 "says early ranking can be trusted for this study, near 0 that it cannot):", "", *agree, ""]
     for k, frame in enumerate(rungs.frames, start=1):
-        done = frame[(frame["status"] == "done") & frame[metric].notna()] if len(frame) else frame
+        if not len(frame) or metric not in frame:
+            continue
+        done = frame[(frame["status"] == "done") & frame[metric].notna()]
         if not len(done):
             continue
         table = summarise(done, [metric]).sort_values(f"{metric} mean", kind="stable").head(5)
@@ -131,9 +147,10 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def saving_line(rungs: Rungs, df: pd.DataFrame) -> str | None:
-    spent = cost(df, rungs.steps[-1])
+    spent = cost(df, rungs.steps[-1], rungs)
     if not spent:
         return None
+    left = f"; {spent['unfinished']} configurations still training" if spent["unfinished"] else ""
     return (f"successive halving: {spent['trained']:.0f} of {spent['full']:.0f} configuration-steps "
-            f"({100 * spent['share']:.1f} % of training every run to {rungs.steps[-1]} steps)")
+            f"({100 * spent['share']:.1f} % of training every run to {rungs.steps[-1]} steps{left})")
 
