@@ -223,3 +223,20 @@ def test_the_states_follow_the_records(tmp_path):
         TrainSettings(steps=8, halving=3)
     with pytest.raises(ValueError, match="halving must be 0"):
         TrainSettings(halving=1)
+
+
+@pytest.mark.slow
+def test_examine_reads_a_halving_sweep_stopped_before_its_last_rung(tmp_path, straight):
+    """A sweep stopped mid-way (rung 3 not reached by anyone) is examined without error; the cost
+    counts the survivors' rungs and says that they are still training."""
+    import shutil
+
+    shutil.copytree(straight, tmp_path / "s")
+    folder = ResultsFolder(tmp_path / "s" / "results_01_all")
+    top = folder.read_promotion(2)["promoted"][0]
+    folder.result(top).unlink()
+    folder.rung_result(3, top).unlink()
+    out = script("examine_results_01_all.py", "--out", "p", cwd=tmp_path / "s", check=True)
+    assert "1 configurations still training" in out.stdout
+    md = (tmp_path / "s" / "p" / "summary.md").read_text()
+    assert "still training" in md and "rung 1 → 2: Spearman" in md and "rung 2 → 3" not in md
