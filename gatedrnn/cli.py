@@ -359,6 +359,8 @@ def _status_arguments(p: argparse.ArgumentParser) -> None:
                    help="the sweep's configuration list (default: the one recorded for the results folder)")
     p.add_argument("--lease-seconds", type=_finite_float, default=120.0, help="the sweep's claim lease (%(default)s)")
     p.add_argument("--json", action="store_true", help="print the state as JSON")
+    p.add_argument("--watch", type=_finite_float, default=0.0, metavar="SECONDS",
+                   help="look twice, SECONDS apart: another host's claims are judged by their heartbeat changing (0)")
 
 
 def _labels(config_file: str) -> dict[str, str]:
@@ -374,7 +376,7 @@ def _run_status(args: argparse.Namespace) -> int:
     from .tools import ToolError, format_sweep_report, sweep_report
 
     try:
-        report = sweep_report(args.results_dir, args.config_file, args.lease_seconds)
+        report = sweep_report(args.results_dir, args.config_file, args.lease_seconds, args.watch)
     except ToolError as e:
         return _error(e)
     print(json.dumps(report, indent=1) if args.json else format_sweep_report(report, _labels(report["config file"])))

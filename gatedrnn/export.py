@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 from .config import RNNConfig
 from .folder import ResultsFolder, is_config_id, read_json, result_problem
 from .grid import ConfigFileError, read_configs
-from .status import recorded_config_file, sweep_status
+from .status import Liveness, recorded_config_file, sweep_status
 from .tools import ToolError
 
 __all__ = ["export_mlflow", "default_tracking_uri"]
@@ -79,9 +79,10 @@ def export_mlflow(results_dir: str | Path = "results_01_all", tracking_uri: str 
         detail = " ".join(str(e).split())[:200]
         raise ToolError(f"--tracking-uri {tracking_uri}: cannot use it ({type(e).__name__}: {detail})") from None
     totals = {"runs": 0, "created": 0, "updated": 0, "running": 0, "passes": 0, "stopped": False}
+    liveness = Liveness(120.0)  # what this follower has seen of the claims' heartbeats, across passes
     try:
         while True:
-            counts = _sync(client, exp_id, folder, weights, configs)
+            counts = _sync(client, exp_id, folder, weights, configs, liveness)
             totals.update(runs=counts["runs"], running=counts["running"], passes=totals["passes"] + 1)
             totals["created"] += counts["created"]
             totals["updated"] += counts["updated"]
@@ -145,7 +146,7 @@ def _known_runs(client: Any, exp_id: str) -> dict[str, Any]:
 
 
 def _sync(client: Any, exp_id: str, folder: ResultsFolder, weights: bool,
-          configs: list[dict[str, Any]] | None) -> dict[str, int]:
+          configs: list[dict[str, Any]] | None, liveness: Liveness | None = None) -> dict[str, int]:
     """One pass: every finished result not yet final in the store, then (following) every
     configuration that is training."""
     known = _known_runs(client, exp_id)
@@ -161,7 +162,7 @@ def _sync(client: Any, exp_id: str, folder: ResultsFolder, weights: bool,
         _export_run(client, exp_id, run, path, rec, folder.existing_weights(rec["id"]) if weights else None)
         counts["created" if run is None else "updated"] += 1
     if configs is not None:
-        snap = sweep_status(folder.root, configs)
+        snap = sweep_status(folder.root, configs, liveness=liveness)
         counts["pending"] = snap["counts"]["pending"]
         by_id = {c["id"]: c for c in configs}
         for claim in snap["running"]:

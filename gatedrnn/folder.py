@@ -38,7 +38,7 @@ from typing import Any, Iterator, Mapping
 
 __all__ = ["ResultsFolder", "FolderError", "read_json", "is_config_id", "result_record", "failed_record",
            "finished_record", "claim_record", "pack_id_of", "claim_problem", "result_problem", "attempts_problem",
-           "set_aside", "STATUSES", "RECORDED_SETTINGS"]
+           "set_aside", "STATUSES", "RECORDED_SETTINGS", "pack_order"]
 
 STATUSES = ("done", "diverged", "failed")
 # the settings that shape what a run computes: one value each per results folder
@@ -50,6 +50,13 @@ _HISTORY = re.compile(r"^[0-9a-f]{64}\.failed-\d+\.json$")
 
 class FolderError(RuntimeError):
     """The results folder cannot be used (missing, not a folder, not writable)."""
+
+
+def pack_order(rec: Mapping[str, Any]) -> tuple:
+    """A pack record's place among packs, newest last: its ``seq``, then (records made before it,
+    all on one host then) its creation time."""
+    seq = rec.get("seq")
+    return (seq if isinstance(seq, int) and not isinstance(seq, bool) else 0, rec.get("created") or 0)
 
 
 def pack_id_of(ids: list[str]) -> str:
@@ -203,8 +210,8 @@ class ResultsFolder:
         best = None
         for pid, rec in self.pack_records().items():
             path = self.pack_checkpoint(pid)
-            if config_id in rec["members"] and path.exists() and (best is None or rec["created"] > best[0]):
-                best = (rec["created"], path)
+            if config_id in rec["members"] and path.exists() and (best is None or pack_order(rec) > best[0]):
+                best = (pack_order(rec), path)
         return None if best is None else best[1]
 
     # ------------------------------------------------------------------ records
@@ -252,9 +259,12 @@ class ResultsFolder:
             path.unlink(missing_ok=True)
 
     def write_pack_record(self, pack_id: str, members: list[str], created: float, resumed_from: str | None,
-                          worker: str) -> None:
+                          worker: str, seq: int = 0) -> None:
+        """``seq``: the pack's place in the order packs were formed (one more than every pack
+        record there, under the queue lock): what says which pack is newest. ``created`` (the
+        forming host's clock) is for display; records made before ``seq`` read as 0."""
         atomic_write_json(self.pack_record(pack_id), {"id": pack_id, "members": sorted(members), "created": created,
-                                                      "resumed from": resumed_from, "worker": worker})
+                                                      "seq": seq, "resumed from": resumed_from, "worker": worker})
 
     def drop_pack(self, pack_id: str) -> None:
         """A pack's checkpoint and record."""
@@ -375,9 +385,12 @@ def finished_record(result: Mapping[str, Any], *, attempts: int, worker: str, **
 def claim_record(config_id: str, worker: str, host: str, pid: int, pid_start: str | None, token: str, now: float,
                  lease: float, attempt: int, **extra: Any) -> dict[str, Any]:
     """A claim: who trains ``config_id`` (worker, host, pid and its start time), the token that
-    proves it, when it was claimed, its heartbeat and lease, the attempt, progress so far."""
+    proves it, when it was claimed, its heartbeat (the claimant's clock: for display, and for
+    observers on its own host) and ``beat`` (a counter every heartbeat increments: what observers
+    on other hosts watch change), its lease, the attempt, progress so far."""
     return {"id": config_id, "worker": worker, "host": host, "pid": pid, "pid start": pid_start, "token": token,
-            "claimed": now, "heartbeat": now, "lease": lease, "attempt": attempt, "progress": {}, **extra}
+            "claimed": now, "heartbeat": now, "beat": 0, "lease": lease, "attempt": attempt, "progress": {},
+            **extra}
 
 
 # ---------------------------------------------------------------------- validating records
@@ -385,7 +398,8 @@ def attempts_problem(rec: Any) -> str | None:
     """What is wrong with an attempts record, or None."""
     ok = (isinstance(rec, dict) and isinstance(rec.get("failures"), int) and not isinstance(rec["failures"], bool)
           and rec["failures"] >= 0 and isinstance(rec.get("errors"), list)
-          and (rec.get("retry after") is None or isinstance(rec["retry after"], (int, float))))
+          and (rec.get("retry after") is None or isinstance(rec["retry after"], (int, float)))
+          and (rec.get("retry in") is None or _is_number(rec["retry in"])))
     return None if ok else "not an attempts record"
 
 

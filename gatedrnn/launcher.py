@@ -26,7 +26,7 @@ from .grid import ConfigFileError, read_configs
 from .options import (EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FAILED, EXIT_FAULT, EXIT_OK, EXIT_STOPPED, WorkerOptions,
                       recorded_settings)
 from .queue import Queue
-from .status import format_live, labels_of, sweep_status
+from .status import Liveness, format_live, labels_of, sweep_status
 
 __all__ = ["launch", "watch", "validate", "exit_status"]
 
@@ -66,10 +66,11 @@ def watch(options: WorkerOptions, alive: Callable[[], bool], refresh: float | No
     tty = sys.stdout.isatty()
     refresh = refresh if refresh is not None else (2.0 if tty else 30.0)
     last_print, last_lines = 0.0, None
+    liveness = Liveness(options.lease_seconds)  # what this display has seen of the claims, across refreshes
     while True:
         running = alive()
         configs = read_configs(options.config_file)
-        status = sweep_status(options.results_dir, configs, options.lease_seconds)
+        status = sweep_status(options.results_dir, configs, options.lease_seconds, liveness)
         lines = format_live(status, options.settings.steps, labels_of(configs))
         now = time.time()
         if tty:

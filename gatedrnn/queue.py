@@ -18,7 +18,6 @@ and from any host after ``lock_lifetime`` seconds without a refresh.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import secrets
 import sys
@@ -30,8 +29,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import filelock
 
 from .folder import (RECORDED_SETTINGS, FolderError, ResultsFolder, attempts_problem, claim_problem, claim_record,
-                     failed_record, finished_record, pack_id_of, read_json, result_problem, set_aside)
-from .status import HOST, claim_is_live, process_start, sweep_status
+                     failed_record, finished_record, pack_id_of, pack_order, read_json, result_problem, set_aside)
+from .status import HOST, STALE, WATCHING, Liveness, process_start, sweep_status
 
 __all__ = ["Queue", "Claim", "PackClaim", "QueueError", "SettingsMismatch", "LOCK_KINDS"]
 
@@ -96,6 +95,9 @@ class Queue:
         self.retry_delay = float(retry_delay)
         self._report = report or (lambda line: print(line, file=sys.stderr, flush=True))
         self._checked: dict[str, tuple] = {}  # result files found sound, by (inode, size, mtime)
+        self.liveness = Liveness(self.lease)  # what this process has seen of other hosts' heartbeats
+        self.watching = False  # the last claim found claims not yet watched for a lease (maybe dead)
+        self._retries: dict[tuple[str, int], float] = {}  # (id, failures) -> monotonic time first seen
         try:
             self.folder.prepare()
         except FolderError as e:
@@ -142,8 +144,12 @@ class Queue:
         """The readable claim records, by id."""
         return {k: v for k, v in self.folder.claim_records().items() if isinstance(v, dict)}
 
-    def is_live(self, rec: Mapping[str, Any], now: float | None = None) -> bool:
-        return claim_is_live(rec, self.lease, now)
+    def is_live(self, cid: str, rec: Mapping[str, Any]) -> bool:
+        """Not known to be stale (:class:`gatedrnn.status.Liveness`): live, or another host's claim
+        not yet watched unchanged for its lease."""
+        state = self.liveness.judge(cid, rec)
+        self.watching |= state == WATCHING
+        return state != STALE
 
     def attempts(self, config_id: str) -> dict[str, Any]:
         """The failed attempts so far (a damaged record is set aside and counts as none).
@@ -200,14 +206,31 @@ class Queue:
                 self._set_aside(self.folder.claim(cid), "a damaged claim record", problem)
                 claims.pop(cid, None)
                 old = None
-            elif self.is_live(old, now):
+            elif self.is_live(cid, old):
                 return None
         else:
             old = None
         tries = self.attempts(cid)
-        if (tries.get("retry after") or 0) > now:
+        if self._retry_wait(cid, tries) > 0:
             return None  # it raised recently: its next attempt waits (next_retry says how long)
         return old, tries["failures"] + 1
+
+    def _retry_wait(self, cid: str, tries: Mapping[str, Any]) -> float:
+        """Seconds before a configuration that raised may be tried again, on this process's own
+        clock: the record's delay (``retry in``) from when this process first saw that failure
+        (a record made on this host before ``retry in``: its ``retry after``, this host's clock)."""
+        failures = tries.get("failures") or 0
+        if not failures:
+            return 0.0
+        delay = tries.get("retry in")
+        if not isinstance(delay, (int, float)):
+            legacy = tries.get("retry after")
+            errors = tries.get("errors") or [{}]
+            if isinstance(legacy, (int, float)) and isinstance(errors[-1], dict) and errors[-1].get("host") == HOST:
+                return max(0.0, legacy - time.time())
+            delay = self.retry_delay * 2 ** (failures - 1)
+        first = self._retries.setdefault((cid, failures), time.monotonic())
+        return max(0.0, first + float(delay) - time.monotonic())
 
     def _write_claim(self, config: Mapping[str, Any], worker: str, now: float, old, attempt: int,
                      **extra: Any) -> Claim:
@@ -223,6 +246,7 @@ class Queue:
         ``rungs(ids)`` (successive halving, called under the lock): the configurations that may be
         trained now, with the rung each trains to (recorded in the claim as ``rung``)."""
         configs = list(configs)
+        self.watching = False
         with self.locked():
             finished = self.finished_ids()
             claims = self.folder.claim_records()
@@ -253,6 +277,7 @@ class Queue:
         """
         configs = list(configs)
         by_id = {c["id"]: c for c in configs}
+        self.watching = False
         with self.locked():
             finished = self.finished_ids()
             claims = self.folder.claim_records()
@@ -264,12 +289,12 @@ class Queue:
                 plain = group
                 group = lambda c: None if plain(c) is None else (plain(c), target[c["id"]])  # noqa: E731
             records = self._live_pack_records(claims, now)
-            latest: dict[str, tuple[float, str]] = {}  # member -> (created, pack) of its newest saved state
+            latest: dict[str, tuple[tuple, str]] = {}  # member -> (order, pack) of its newest saved state
             for pid, rec in records.items():
                 if self.folder.pack_checkpoint(pid).exists():
                     for cid in rec["members"]:
-                        if rec["created"] > latest.get(cid, (-math.inf, ""))[0]:
-                            latest[cid] = (rec["created"], pid)
+                        if cid not in latest or pack_order(rec) > latest[cid][0]:
+                            latest[cid] = (pack_order(rec), pid)
 
             def packable(cid: str):
                 config = by_id.get(cid)
@@ -280,7 +305,7 @@ class Queue:
                     return None
                 return free
 
-            for pid, rec in sorted(records.items(), key=lambda item: -item[1]["created"]):
+            for pid, rec in sorted(records.items(), key=lambda item: pack_order(item[1]), reverse=True):
                 if not self.folder.pack_checkpoint(pid).exists():
                     continue
                 members, key = [], None
@@ -316,7 +341,8 @@ class Queue:
                     rung: int | None = None) -> "PackClaim":
         ids = [config["id"] for config, _ in members]
         pid = pack_id_of(ids)
-        self.folder.write_pack_record(pid, ids, now, resume_from, worker)
+        seq = 1 + max((pack_order(r)[0] for r in self.folder.pack_records().values()), default=0)
+        self.folder.write_pack_record(pid, ids, now, resume_from, worker, seq)
         extra = {} if rung is None else {"rung": rung}
         claims = [self._write_claim(config, worker, now, old, attempt, pack=pid, **extra)
                   for config, (old, attempt) in members]
@@ -331,7 +357,7 @@ class Queue:
         for pid, rec in self.folder.pack_records().items():
             done = all(cid in finished for cid in rec["members"])
             running = any(isinstance(claims.get(cid), dict) and claims[cid].get("pack") == pid
-                          and self.is_live(claims[cid], now) for cid in rec["members"])
+                          and self.is_live(cid, claims[cid]) for cid in rec["members"])
             if not running and (done or not self.folder.pack_checkpoint(pid).exists()):
                 self.folder.drop_pack(pid)
                 continue
@@ -349,18 +375,18 @@ class Queue:
         return self.folder.newest_pack_checkpoint(config_id)
 
     def next_retry(self, configs: Iterable[Mapping[str, Any]]) -> float | None:
-        """The earliest time at which a configuration that raised may be tried again, or None
-        when none waits (read without the lock: a hint for a worker with nothing to claim)."""
+        """Seconds until the first configuration that raised may be tried again (on this
+        process's clock), or None when none waits (read without the lock: a hint for a worker with
+        nothing to claim)."""
         finished = self.finished_ids()
-        times = []
+        waits = []
         for config in configs:
             if config["id"] in finished:
                 continue
             rec = self.folder.read_attempts(config["id"])
-            when = rec.get("retry after") if isinstance(rec, dict) else None
-            if isinstance(when, (int, float)) and not isinstance(when, bool):
-                times.append(float(when))
-        return min(times) if times else None
+            if attempts_problem(rec) is None and rec["failures"] and rec["failures"] < MAX_ATTEMPTS:
+                waits.append(self._retry_wait(config["id"], rec))
+        return min(waits) if waits else None
 
     def reopen_failed(self, configs: Iterable[Mapping[str, Any]]) -> int:
         """Make the failed configurations among ``configs`` pending again: each failed result is
@@ -415,7 +441,8 @@ class Queue:
                 if not isinstance(rec, dict) or rec.get("token") != c.token:
                     ok = False
                     continue
-                rec["heartbeat"] = now
+                rec["heartbeat"] = now  # this host's clock: for display, and for observers on this host
+                rec["beat"] = (rec.get("beat") if isinstance(rec.get("beat"), int) else 0) + 1  # what others watch
                 if progress is not None:
                     mine = progress.get(c.id, progress) if isinstance(progress.get(c.id), Mapping) else progress
                     rec["progress"] = {k: v for k, v in mine.items() if not isinstance(v, Mapping)}
@@ -468,7 +495,9 @@ class Queue:
             rec["failures"] += 1
             now = time.time()
             rec["errors"].append({"time": now, "worker": claim.worker, "host": HOST, "error": error})
-            rec["retry after"] = now + self.retry_delay * 2 ** (rec["failures"] - 1)
+            rec["retry in"] = self.retry_delay * 2 ** (rec["failures"] - 1)  # from when each observer sees it
+            rec["retry after"] = now + rec["retry in"]  # this host's clock: for display
+            self._retries[(claim.id, rec["failures"])] = time.monotonic()
             if rec["failures"] >= max_attempts and not f.result(claim.id).exists():
                 f.write_result(failed_record(claim.config, rec["errors"]))
                 f.drop_run(claim.id)

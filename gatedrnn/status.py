@@ -4,9 +4,16 @@ status`` and the analysis all show.
 It reads the results folder without the queue's lock and writes nothing: counts by status
 (done, diverged, failed, running, pending) over a configuration file, the live and the stale
 claims with their progress, the failed configurations with their reason, the ETA, and the
-formatted lines. A claim is live while its heartbeat is fresher than its lease; on the
-claimant's own host, only while its process runs (:func:`claim_is_live`, the rule the queue
-claims by too).
+formatted lines.
+
+Liveness (:class:`Liveness`, the rule the queue claims by too; STYLE 21): no time written by one
+host is compared with another host's clock. A claim of *this* host is live while its process runs
+and its heartbeat (written by this host's clock) is fresher than its lease. A claim of another
+host is live while its heartbeat *changes*: every heartbeat increments its ``beat``, and the
+observer remembers what it saw and when, on its own monotonic clock; a claim it has watched
+unchanged for the lease is stale, and one it has not yet watched that long is ``watching`` (not
+claimable yet, not known to be dead). A one-shot observer (``gatedrnn status``) has seen another
+host's claim once, so it can say no more than that unless it watches (``--watch``).
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from typing import Any, Iterable, Mapping
 from .config import RNNConfig
 from .folder import ResultsFolder, claim_problem, read_json, result_problem
 
-__all__ = ["HOST", "pid_alive", "process_start", "claim_is_live", "sweep_status", "snapshot", "eta_seconds",
+__all__ = ["HOST", "pid_alive", "process_start", "claim_is_live", "Liveness", "LIVE", "STALE", "WATCHING",
+           "sweep_status", "snapshot", "eta_seconds",
            "duration", "by_pack", "pack_label", "labels_of", "format_live", "format_snapshot",
            "recorded_config_file"]
 
@@ -68,10 +76,65 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+LIVE, STALE, WATCHING = "live", "stale", "watching"
+
+
+def _own_lease(rec: Mapping[str, Any], lease: float) -> float:
+    own = _number(rec.get("lease"))
+    return own if own is not None and own > 0 else lease
+
+
+class Liveness:
+    """One observer's view of claims' heartbeats (see the module's docstring): :meth:`judge` says
+    whether a claim is ``live``, ``stale`` or still being ``watching``-ed, :meth:`age` how long ago
+    this observer saw its heartbeat change. Keep one object for as long as the observer lives (a
+    worker's queue, the launcher's display, a follower): what it remembers is what it saw."""
+
+    def __init__(self, lease: float) -> None:
+        self.lease = lease
+        # claim id -> ((token, beat) as last seen, monotonic time it was first seen so, seen changing)
+        self._seen: dict[str, tuple[tuple, float, bool]] = {}
+
+    def judge(self, cid: str, rec: Any, now: float | None = None) -> str:
+        if not isinstance(rec, Mapping) or _number(rec.get("heartbeat")) is None:
+            return STALE  # a record of the wrong shape
+        if rec.get("host") == HOST:
+            return LIVE if claim_is_live(rec, self.lease) else STALE  # this host's clock on both sides
+        now = time.monotonic() if now is None else now
+        key = (rec.get("token"), rec.get("beat", rec.get("heartbeat")))
+        seen = self._seen.get(cid)
+        if seen is None or seen[0] != key:
+            self._seen[cid] = (key, now, seen is not None)
+            return LIVE if seen is not None else WATCHING
+        _, since, changed = seen
+        if now - since >= _own_lease(rec, self.lease):
+            return STALE
+        return LIVE if changed else WATCHING
+
+    def age(self, cid: str, rec: Any, now: float | None = None) -> tuple[float | None, bool]:
+        """Seconds since this observer saw the claim's heartbeat change (or first saw it), and
+        whether it has watched it change; for this host's claims, the heartbeat's own age."""
+        if not isinstance(rec, Mapping):
+            return None, False
+        if rec.get("host") == HOST:
+            hb = _number(rec.get("heartbeat"))
+            return (None if hb is None else time.time() - hb), True
+        self.judge(cid, rec, now)
+        key, since, changed = self._seen[cid]
+        return (time.monotonic() if now is None else now) - since, changed
+
+    def forget(self, keep: Iterable[str]) -> None:
+        """Drop what was seen of claims no longer there."""
+        keep = set(keep)
+        for cid in [c for c in self._seen if c not in keep]:
+            del self._seen[cid]
+
+
 def claim_is_live(rec: Any, lease: float, now: float | None = None) -> bool:
-    """Live while the heartbeat is fresher than the claimant's lease (``lease`` for records
-    that do not state a valid one); on this host, only while its process runs. A record of the
-    wrong shape (not an object, a heartbeat that is not a number, ...) is stale."""
+    """This host's rule, for a claim made on this host: live while its process runs and its
+    heartbeat is fresher than the claimant's lease (``lease`` for records that do not state a
+    valid one). A record of the wrong shape (not an object, a heartbeat that is not a number,
+    ...) is stale. Another host's claims are judged by :class:`Liveness`."""
     if not isinstance(rec, Mapping):
         return False
     now = time.time() if now is None else now
@@ -110,21 +173,22 @@ def _result_status(path: Path, config_id: str) -> str | None:
 
 
 def sweep_status(results_dir: str | os.PathLike, configs: Iterable[Mapping[str, Any]],
-                 lease: float = 120.0) -> dict[str, Any]:
-    """Counts (done, diverged, failed, running, pending) over ``configs`` and the live claims'
-    records (``running``)."""
+                 lease: float = 120.0, liveness: Liveness | None = None) -> dict[str, Any]:
+    """Counts (done, diverged, failed, running, pending) over ``configs`` and the records of the
+    claims not known to be stale (``running``): live ones, and another host's that this observer
+    (``liveness``, which a long-lived caller keeps across calls) has not watched for a lease."""
     folder = ResultsFolder(results_dir)
+    liveness = liveness or Liveness(lease)
     ids = [c["id"] for c in configs]
     finished = folder.finished_ids()
     claims = folder.claim_records()
-    now = time.time()
     counts = {"done": 0, "diverged": 0, "failed": 0, "running": 0, "pending": 0}
     running = []
     for cid in ids:
         status = _result_status(folder.result(cid), cid) if cid in finished else None
         if status is not None:
             counts[status] += 1
-        elif cid in claims and claim_problem(claims[cid], cid) is None and claim_is_live(claims[cid], lease, now):
+        elif cid in claims and claim_problem(claims[cid], cid) is None and liveness.judge(cid, claims[cid]) != STALE:
             counts["running"] += 1
             running.append(claims[cid])
         else:
@@ -146,28 +210,33 @@ def eta_seconds(counts: Mapping[str, int], progress: Iterable[Mapping[str, Any]]
 
 
 def snapshot(results_dir: str | os.PathLike, configs: list[Mapping[str, Any]], lease: float = 120.0,
-             steps: int | None = None) -> dict[str, Any]:
-    """The sweep's state: counts, the live and the stale claims (``running``, ``stale``: rows
-    with worker, host, step, loss, speed and heartbeat age), the failed configurations with
-    their reason, and the ETA. ``steps``: steps per run (default: the folder's recorded settings)."""
+             steps: int | None = None, watch: float = 0.0, liveness: Liveness | None = None) -> dict[str, Any]:
+    """The sweep's state: counts, the claims not known to be stale and the stale ones
+    (``running``, ``stale``: rows with worker, host, step, loss, speed, ``heartbeat age`` as this
+    host saw it and ``watched``), the failed configurations with their reason, and the ETA.
+    ``steps``: steps per run (default: the folder's recorded settings). ``watch``: look, wait that
+    many seconds, and look again, so that another host's claims are judged by whether their
+    heartbeat changed meanwhile (a claim unchanged for its whole lease is stale)."""
     folder = ResultsFolder(results_dir)
     if steps is None:
         settings = read_json(folder.settings_file)
         steps = settings.get("steps") if isinstance(settings, dict) else None
-    snap = sweep_status(folder.root, configs, lease)
+    liveness = liveness or Liveness(lease)
+    if watch > 0:
+        sweep_status(folder.root, configs, lease, liveness)
+        time.sleep(watch)
+    snap = sweep_status(folder.root, configs, lease, liveness)
     live = {r.get("id") for r in snap["running"]}
     ids = {c["id"] for c in configs}
-    now = time.time()
     running, stale = [], []
     for cid, rec in folder.claim_records().items():
         if cid not in ids or not isinstance(rec, dict):
             continue
         progress = rec.get("progress") if isinstance(rec.get("progress"), dict) else {}
-        hb = _number(rec.get("heartbeat"))
+        age, watched = liveness.age(cid, rec)
         entry = {"id": cid, "pack": rec.get("pack"), "worker": rec.get("worker"), "host": rec.get("host"),
                  "step": progress.get("step"), "loss": progress.get("loss"),
-                 "steps per second": progress.get("steps per second"),
-                 "heartbeat age": None if hb is None else now - hb}
+                 "steps per second": progress.get("steps per second"), "heartbeat age": age, "watched": watched}
         (running if cid in live else stale).append(entry)
     failed = []
     for cid in sorted(ids & folder.finished_ids()):
@@ -306,10 +375,16 @@ def format_snapshot(r: dict[str, Any], config_file: str, labels: dict[str, str] 
                 x = members[0]
                 loss = _best_loss(members)
                 sps = "?" if not x["steps per second"] else f"{x['steps per second']:.0f}"
-                age = "?" if x["heartbeat age"] is None else f"{x['heartbeat age']:.0f} s"
+                if x["heartbeat age"] is None:
+                    age = "heartbeat ?"
+                elif x.get("watched", True):
+                    age = f"heartbeat {x['heartbeat age']:.0f} s ago (as this host saw it)"
+                else:
+                    age = (f"heartbeat unchanged for the {x['heartbeat age']:.0f} s this host watched (another host's "
+                           "claim: --watch SECONDS to see it change)")
                 lines.append(f"  {x['worker']} on {x['host']}: {pack_label(members, labels)} step {x['step']} "
                              f"{'best ' if len(members) > 1 else ''}loss {'?' if loss is None else f'{loss:.4f}'} "
-                             f"{sps} steps/s, heartbeat {age} ago")
+                             f"{sps} steps/s, {age}")
     if rung_line(r.get("rungs") or []):
         lines.append(rung_line(r["rungs"]))
     if r["failed"]:

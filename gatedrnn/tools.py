@@ -60,9 +60,10 @@ def resolve_id(results_dir: str | Path, prefix: str) -> str:
 
 # ---------------------------------------------------------------------------- status
 def sweep_report(results_dir: str | Path, config_file: str | Path | None = None,
-                 lease: float = 120.0) -> dict[str, Any]:
+                 lease: float = 120.0, watch: float = 0.0) -> dict[str, Any]:
     """The sweep's state (:func:`gatedrnn.status.snapshot`) over its configuration file (the
-    one given, or the one its launcher recorded), with that file's path."""
+    one given, or the one its launcher recorded), with that file's path; ``watch`` seconds
+    between two looks, so that another host's claims are seen changing (or not)."""
     folder = ResultsFolder(results_dir)
     if not folder.root.is_dir():
         raise ToolError(f"{folder.root}: no such results folder")
@@ -74,7 +75,7 @@ def sweep_report(results_dir: str | Path, config_file: str | Path | None = None,
         configs = read_configs(path)
     except ConfigFileError as e:
         raise ToolError(str(e)) from None
-    return {**snapshot(folder.root, configs, lease), "config file": str(path)}
+    return {**snapshot(folder.root, configs, lease, watch=watch), "config file": str(path)}
 
 
 def format_sweep_report(r: dict[str, Any], labels: dict[str, str] | None = None) -> str:

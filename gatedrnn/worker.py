@@ -240,11 +240,18 @@ class Worker:
         return True
 
     def _wait_for_retry(self, configs: list[dict[str, Any]]) -> bool:
-        """Wait for a configuration that raised to become claimable again; False if none waits."""
-        retry = self.queue.next_retry(configs)
-        if retry is None or self.signal is not None:
+        """Wait for a configuration that raised to become claimable again, or for another host's
+        claims that this worker has not yet watched for a lease to show whether they are alive
+        (their heartbeat changes) or dead (stale: taken over); False if nothing waits."""
+        if self.signal is not None:
             return False
-        wait = max(0.0, retry - time.time()) + 0.01
+        if self.queue.watching:
+            self.wake.wait(self.interval)
+            return True
+        retry = self.queue.next_retry(configs)
+        if retry is None:
+            return False
+        wait = retry + 0.01
         self.say(f"waiting {wait:.1f} s for a retry of a configuration that raised")
         self.wake.wait(wait)
         return True

@@ -72,12 +72,27 @@ def test_a_live_claim_is_never_taken_over(queue):
     assert queue.status(CONFIGS[:1])["counts"]["running"] == 1
 
 
-def test_other_hosts_claims_expire_with_the_lease_only(queue):
+def test_other_hosts_claims_are_watched_for_a_lease_on_this_hosts_clock(queue):
+    """Issue 33: another host's claim is stale when this queue has watched it unchanged for its
+    lease, never because its timestamp looks old (a pid means nothing there either)."""
     cid = CONFIGS[0]["id"]
-    plant_claim(queue, cid, host="elsewhere", pid=dead_pid())  # pid means nothing on another host
-    assert queue.claim(CONFIGS[:1], "new") is None
-    plant_claim(queue, cid, host="elsewhere", heartbeat=time.time() - 31)
-    assert queue.claim(CONFIGS[:1], "new") is not None
+    plant_claim(queue, cid, host="elsewhere", pid=dead_pid(), heartbeat=time.time() - 3600, lease=0.4, beat=3)
+    assert queue.claim(CONFIGS[:1], "new") is None and queue.watching  # first sight: watching, not stale
+    time.sleep(0.25)
+    plant_claim(queue, cid, host="elsewhere", pid=dead_pid(), heartbeat=time.time() - 3600, lease=0.4, beat=4)
+    assert queue.claim(CONFIGS[:1], "new") is None and not queue.watching  # its heartbeat changed: alive
+    time.sleep(0.25)
+    assert queue.claim(CONFIGS[:1], "new") is None  # unchanged for 0.25 s of its 0.4
+    time.sleep(0.2)
+    c = queue.claim(CONFIGS[:1], "new")  # unchanged for a whole lease: stale
+    assert c is not None and c.took_over["host"] == "elsewhere"
+
+
+def test_a_heartbeat_advances_the_beat_that_other_hosts_watch(queue):
+    c = queue.claim(CONFIGS[:1], "w")
+    assert queue.folder.read_claim(c.id)["beat"] == 0
+    assert queue.heartbeat(c) and queue.heartbeat(c)
+    assert queue.folder.read_claim(c.id)["beat"] == 2
 
 
 def test_a_worker_that_lost_its_claim_can_do_nothing(queue):
@@ -200,13 +215,18 @@ def test_attempts_are_spread_over_time(tmp_path):
     c = q.claim(CONFIGS[:1], "w")
     assert q.fail(c, "Traceback\nValueError: x") == "retry"
     assert q.claim(CONFIGS[:1], "w") is None  # not yet
-    wait = q.next_retry(CONFIGS) - time.time()
+    wait = q.next_retry(CONFIGS)
     assert 0 < wait <= 0.4
     time.sleep(wait + 0.05)
     c = q.claim(CONFIGS[:1], "w")
     assert c is not None and c.attempt == 2
     assert q.fail(c, "Traceback\nValueError: x") == "retry"
-    assert 0.4 < q.next_retry(CONFIGS) - time.time() <= 0.8  # the wait doubles
+    assert 0.4 < q.next_retry(CONFIGS) <= 0.8  # the wait doubles
+    # another process sees the delay from when it first sees the failure, whatever the clocks say
+    other = Queue(tmp_path / "res", retry_delay=0.4)
+    rec = other.folder.read_attempts(c.id)
+    other.folder.write_attempts(c.id, {**rec, "retry after": rec["retry after"] + 3600})  # a host an hour ahead
+    assert 0.7 < other.next_retry(CONFIGS) <= 0.8
 
 
 def test_reopen_failed_keeps_the_old_record_as_history(queue):

@@ -9,7 +9,7 @@ import time
 from gatedrnn import RNNConfig
 from gatedrnn.folder import claim_record
 from gatedrnn.queue import Queue
-from gatedrnn.status import (HOST, claim_is_live, eta_seconds, format_live, format_snapshot, labels_of, pid_alive,
+from gatedrnn.status import (HOST, LIVE, STALE, WATCHING, Liveness, claim_is_live, eta_seconds, format_live, format_snapshot, labels_of, pid_alive,
                              recorded_config_file, snapshot, sweep_status)
 
 CONFIGS = [RNNConfig(False, True, False, True, True, False, True, n_layers=1, state_size=8 + k).to_dict(with_id=True) for k in range(4)]
@@ -44,9 +44,31 @@ def test_liveness_is_the_heartbeat_and_on_this_host_the_process():
     assert claim_is_live(mine, 60.0, now)
     assert not claim_is_live(mine, 60.0, now + 61)  # the heartbeat is older than the lease
     assert not claim_is_live({**mine, "pid": 2**22 + 12345}, 60.0, now)  # no such process here
-    elsewhere = {**mine, "host": "another-host", "pid": 2**22 + 12345}
-    assert claim_is_live(elsewhere, 60.0, now)  # another host's: only its heartbeat counts
     assert not claim_is_live({**mine, "heartbeat": "soon"}, 60.0, now) and not claim_is_live([1], 60.0, now)
+
+
+def test_another_hosts_claim_is_judged_by_watching_its_heartbeat_change_on_this_hosts_clock():
+    """Issue 33: another host's timestamps are never compared with this host's clock. A claim
+    first seen is being watched; seen changing, live; watched unchanged for its lease, stale,
+    however old or new its timestamp reads."""
+    cid = "x" * 64
+    watcher = Liveness(60.0)
+    far_behind = {**claim_record(cid, "w", "another-host", 2**22 + 12345, None, "t", time.time() - 3600, 10.0, 1)}
+    assert watcher.judge(cid, far_behind, now=100.0) == WATCHING  # an hour "old": not stale at first sight
+    assert watcher.judge(cid, far_behind, now=105.0) == WATCHING
+    beat = {**far_behind, "beat": 1}
+    assert watcher.judge(cid, beat, now=107.0) == LIVE  # it changed: alive, whatever its clock says
+    assert watcher.judge(cid, beat, now=116.9) == LIVE
+    assert watcher.judge(cid, beat, now=117.0) == STALE  # unchanged for its own lease of 10 s
+    ahead = {**claim_record(cid, "w", "another-host", 2**22 + 12345, None, "u", time.time() + 3600, 10.0, 1)}
+    assert Liveness(60.0).judge(cid, ahead, now=0.0) == WATCHING  # an hour "ahead": not live for long either
+    fresh = Liveness(60.0)
+    fresh.judge(cid, ahead, now=0.0)
+    assert fresh.judge(cid, ahead, now=10.0) == STALE
+    age, watched = fresh.age(cid, ahead, now=12.0)
+    assert age == 12.0 and not watched
+    mine = claim_record(cid, "w", HOST, os.getpid(), None, "t", time.time() - 5, 60.0, 1)
+    assert Liveness(60.0).judge(cid, mine) == LIVE and 4 < Liveness(60.0).age(cid, mine)[0] < 10  # this host's clock
 
 
 def test_the_eta_is_work_left_over_the_speed_of_the_running_workers():
