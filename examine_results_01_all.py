@@ -8,7 +8,7 @@ below a threshold, summary.csv and summary.md.
 
 import sys
 
-from gatedrnn.cli import main
+from gatedrnn.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["examine", *sys.argv[1:]], prog="examine_results_01_all.py"))

@@ -8,7 +8,7 @@
 
 import sys
 
-from gatedrnn.cli import main
+from gatedrnn.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["init", *sys.argv[1:]], prog="init_experiments.py"))

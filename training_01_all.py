@@ -10,7 +10,7 @@ Several copies in several shells, or on several hosts sharing the results folder
 
 import sys
 
-from gatedrnn.cli import main
+from gatedrnn.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["train", *sys.argv[1:]], prog="training_01_all.py"))

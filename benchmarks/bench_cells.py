@@ -34,7 +34,7 @@ def _one(args):
 
     torch.set_num_threads(1)
     from gatedrnn import RNNConfig, TrainSettings
-    from gatedrnn.trainer import Run, train
+    from gatedrnn.training.trainer import Run, train
 
     config = RNNConfig(n_layers=layers, state_size=size, **keys)
     settings = TrainSettings(steps=10**9, batch_size=batch, history=history, device="cpu", eval_every=0)
@@ -60,7 +60,7 @@ def main() -> None:
     p.add_argument("--history", type=int, default=100)
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
     args = p.parse_args()
-    from gatedrnn.data import load_corpus, ngram_cross_entropies
+    from gatedrnn.data.corpus import load_corpus, ngram_cross_entropies
 
     corpus = load_corpus()
     h = ngram_cross_entropies(corpus)

@@ -24,10 +24,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gatedrnn.config import TrainSettings  # noqa: E402
-from gatedrnn.data import load_corpus  # noqa: E402
-from gatedrnn.grid import default_grid  # noqa: E402
-from gatedrnn.trainer import Run  # noqa: E402
+from gatedrnn.spec.config import TrainSettings  # noqa: E402
+from gatedrnn.data.corpus import load_corpus  # noqa: E402
+from gatedrnn.spec.grid import default_grid  # noqa: E402
+from gatedrnn.training.trainer import Run  # noqa: E402
 
 SWEEP_STEPS = 10_000
 

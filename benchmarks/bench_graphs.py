@@ -17,9 +17,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gatedrnn.config import RNNConfig, TrainSettings  # noqa: E402
-from gatedrnn.rules import adam_stepper  # noqa: E402
-from gatedrnn.trainer import MA_DECAY, Run  # noqa: E402
+from gatedrnn.spec.config import RNNConfig, TrainSettings  # noqa: E402
+from gatedrnn.training.rules import adam_stepper  # noqa: E402
+from gatedrnn.training.trainer import MA_DECAY, Run  # noqa: E402
 
 F, T = False, True
 CONFIGS = {"a": RNNConfig(F, F, F, F, T, F, T, n_layers=1, state_size=32),

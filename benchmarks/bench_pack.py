@@ -6,7 +6,7 @@ peak memory.
    default grid solo and for each of its six groups packed whole (the counts do not depend on
    the batch, so they are taken at batch 2): the grid's average and the reference
    configurations (a), (b), (c) of bench_train.py. Packed counts are given for the GPU layout
-   (a group is one chunk) and for the CPU's chunks (:func:`gatedrnn.packing.pack_chunk`).
+   (a group is one chunk) and for the CPU's chunks (:func:`gatedrnn.spec.packing.pack_chunk`).
 2. Configuration-steps per second on this machine's CPU at batch 256, history 1000: each group
    of the default grid packed (``--steps`` timed steps after a warm-up, 8 times as many at
    state 32) against ``--per-group`` of its configurations solo, spread evenly over its switch
@@ -41,12 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gpu import _Count  # noqa: E402
 from bench_train import REFERENCE  # noqa: E402
-from gatedrnn.config import TrainSettings  # noqa: E402
-from gatedrnn.data import load_corpus  # noqa: E402
-from gatedrnn.grid import default_grid  # noqa: E402
-from gatedrnn.packed import pack_group  # noqa: E402
-from gatedrnn.packing import pack_chunk  # noqa: E402
-from gatedrnn.trainer import PackRun, Run  # noqa: E402
+from gatedrnn.spec.config import TrainSettings  # noqa: E402
+from gatedrnn.data.corpus import load_corpus  # noqa: E402
+from gatedrnn.spec.grid import default_grid  # noqa: E402
+from gatedrnn.models.packed import pack_group  # noqa: E402
+from gatedrnn.spec.packing import pack_chunk  # noqa: E402
+from gatedrnn.training.trainer import PackRun, Run  # noqa: E402
 
 LRS = (3e-4, 1e-3, 3e-3)  # a swept learning rate, as init_experiments.py --lrs gives it
 

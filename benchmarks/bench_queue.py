@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gatedrnn.grid import default_grid, merge_configs  # noqa: E402
-from gatedrnn.queue import Queue  # noqa: E402
+from gatedrnn.spec.grid import default_grid, merge_configs  # noqa: E402
+from gatedrnn.store.queue import Queue  # noqa: E402
 
 
 def _contend(folder: str, lock: str, configs: list, out, start) -> None:

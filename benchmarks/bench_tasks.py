@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-TASKS = {  # small enough for a laptop; the defaults of gatedrnn.config.TASK_KEYS are larger
+TASKS = {  # small enough for a laptop; the defaults of gatedrnn.spec.config.TASK_KEYS are larger
     "copy": {"length": 10},
     "adding": {"length": 20},
     "delayed": {"symbols": 8, "delay": 3, "length": 20},
@@ -34,9 +34,9 @@ TASKS = {  # small enough for a laptop; the defaults of gatedrnn.config.TASK_KEY
 
 
 def best_gated(folder: str | None) -> dict:
-    from gatedrnn.config import SWITCHES
-    from gatedrnn.results import load
-    from gatedrnn.stats import rank_configurations
+    from gatedrnn.spec.config import SWITCHES
+    from gatedrnn.analysis.results import load
+    from gatedrnn.analysis.stats import rank_configurations
     import warnings
 
     if folder and Path(folder).is_dir():
@@ -55,9 +55,9 @@ def one(job: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from gatedrnn.config import RNNConfig, TrainSettings
-    from gatedrnn.tasks import task_of
-    from gatedrnn.trainer import train
+    from gatedrnn.spec.config import RNNConfig, TrainSettings
+    from gatedrnn.data.tasks import task_of
+    from gatedrnn.training.trainer import train
 
     name, model, bptt, switches, args = job
     cell = {"gated": "gated", "esn": "esn"}.get(model, model)
@@ -88,8 +88,8 @@ def main(argv=None) -> None:
     switches = best_gated(args.gated_from)
     jobs = []
     for name in args.tasks:
-        from gatedrnn.config import RNNConfig
-        from gatedrnn.tasks import task_of
+        from gatedrnn.spec.config import RNNConfig
+        from gatedrnn.data.tasks import task_of
 
         T = task_of(RNNConfig(cell="gru", task=name, **TASKS[name])).steps
         for model in ("gated", "gru", "lstm", "esn", "esgp"):

@@ -1,7 +1,7 @@
 """Training speed against a fixed compute yardstick (issue 2's targets).
 
 For three reference configurations at batch 256, history 1000, prints:
-  steps/s          measured training steps per second (gatedrnn.loop.Loop.train_steps, the one loop)
+  steps/s          measured training steps per second (gatedrnn.training.loop.Loop.train_steps, the one loop)
   bound steps/s    the compute bound: one step's matrix-multiply FLOPs (forward and both
                    backward products of one Linear per weight matrix of DESIGN.md, plus the
                    readout) divided by the matmul throughput torch reaches at exactly those
@@ -32,10 +32,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gatedrnn.config import RNNConfig, TrainSettings  # noqa: E402
-from gatedrnn.data import load_corpus  # noqa: E402
-from gatedrnn.model import ByteModel  # noqa: E402
-from gatedrnn.trainer import Run, resolve_device  # noqa: E402
+from gatedrnn.spec.config import RNNConfig, TrainSettings  # noqa: E402
+from gatedrnn.data.corpus import load_corpus  # noqa: E402
+from gatedrnn.models.model import ByteModel  # noqa: E402
+from gatedrnn.training.trainer import Run, resolve_device  # noqa: E402
 
 F, T = False, True
 REFERENCE = {

@@ -13,31 +13,31 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 _EXPORTS = {
-    "RNNConfig": "config",
-    "TrainSettings": "config",
-    "config_id": "config",
-    "GatedLayer": "layers",
-    "GatedRNN": "rnn",
-    "RNN": "rnn",
-    "ByteModel": "model",
-    "train": "trainer",
-    "train_pack": "trainer",
-    "PackedModel": "packed",
+    "RNNConfig": "spec.config",
+    "TrainSettings": "spec.config",
+    "config_id": "spec.config",
+    "GatedLayer": "models.layers",
+    "GatedRNN": "models.rnn",
+    "RNN": "models.rnn",
+    "ByteModel": "models.model",
+    "train": "training.trainer",
+    "train_pack": "training.trainer",
+    "PackedModel": "models.packed",
 }
-_MODULES = ("results", "config", "cells", "layers", "rnn", "model", "packed", "packing", "data", "tasks", "sources",
-            "grid", "folder", "queue", "status", "checkpoints", "rules", "loop", "run", "pack_run", "devices", "trainer",
-            "worker", "launcher", "slurm", "stats", "plots", "report", "analysis", "tools", "export", "cli")
+# the subpackages, by responsibility and layer, bottom first (DESIGN.md, "Layout"), and the public
+# results loader
+_MODULES = ("spec", "store", "data", "models", "training", "analysis", "running", "cli", "results")
 
 __all__ = ["__version__", *_EXPORTS, "results"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from . import results
-    from .config import RNNConfig, TrainSettings, config_id
-    from .layers import GatedLayer
-    from .rnn import RNN, GatedRNN
-    from .model import ByteModel
-    from .packed import PackedModel
-    from .trainer import train, train_pack
+    from .spec.config import RNNConfig, TrainSettings, config_id
+    from .models.layers import GatedLayer
+    from .models.rnn import RNN, GatedRNN
+    from .models.model import ByteModel
+    from .models.packed import PackedModel
+    from .training.trainer import train, train_pack
 
 
 def __getattr__(name: str) -> Any:

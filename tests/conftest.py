@@ -17,7 +17,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 @pytest.fixture
 def tiny_corpus(tmp_path):
     """A small corpus file made by the test: repeated English-like text."""
-    from gatedrnn.data import _builtin_bytes
+    from gatedrnn.data.corpus import _builtin_bytes
 
     path = tmp_path / "tiny.txt"
     path.write_bytes(_builtin_bytes()[:60_000])

@@ -34,7 +34,7 @@ def script(name, *args, cwd, timeout=300, check=False):
 def worker_options(*args, name="w"):
     """The JSON a launcher hands one worker for ``training_01_all.py ARGS`` (paths relative to
     the worker's working directory)."""
-    from gatedrnn.cli import train_options
+    from gatedrnn.cli.main import train_options
 
     options = train_options([str(a) for a in args]).to_dict()
     options["name"] = name
@@ -44,7 +44,7 @@ def worker_options(*args, name="w"):
 def start_worker(*args, cwd, name="w", log=None, extra_env=None):
     """One bare worker process (what training_01_all.py starts), its output to ``log``."""
     out = open(log or Path(cwd) / f"{name}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gatedrnn.worker"], cwd=cwd, env={**env(), **(extra_env or {})},
+    proc = subprocess.Popen([sys.executable, "-m", "gatedrnn.running.worker"], cwd=cwd, env={**env(), **(extra_env or {})},
                             stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
     proc.stdin.write(worker_options(*args, name=name).encode())
     proc.stdin.close()
@@ -52,7 +52,7 @@ def start_worker(*args, cwd, name="w", log=None, extra_env=None):
 
 
 def write_configs(cwd, configs):
-    from gatedrnn.grid import merge_configs
+    from gatedrnn.spec.grid import merge_configs
 
     (Path(cwd) / "results_01_all").mkdir(exist_ok=True)
     merge_configs(Path(cwd) / "rnn_configs.json", configs)
@@ -104,7 +104,7 @@ SWEEP_ARGS = ["--steps", "150", "--batch-size", "8", "--history", "50", "--devic
 
 def gatedrnn(*args, cwd):
     """``gatedrnn ARGS`` in ``cwd``: ``train`` as a real process (it launches workers), every other
-    command in this process through the same ``gatedrnn.cli.main`` (a process would spend most of
+    command in this process through the same ``gatedrnn.cli.main.main`` (a process would spend most of
     its time importing torch), with its exit status, stdout and stderr."""
     if args and args[0] == "train":
         return subprocess.run([sys.executable, "-m", "gatedrnn", *map(str, args)], cwd=cwd, env=env(),
@@ -112,7 +112,7 @@ def gatedrnn(*args, cwd):
     import contextlib
     import io
 
-    from gatedrnn.cli import main
+    from gatedrnn.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     here = os.getcwd()
@@ -131,9 +131,9 @@ def gatedrnn(*args, cwd):
 def make_sweep(d):
     """A finished sweep of A and B in ``d``, C pending with a checkpoint and a stale claim."""
     from gatedrnn import TrainSettings
-    from gatedrnn.loop import Interrupted
-    from gatedrnn.status import HOST
-    from gatedrnn.trainer import train
+    from gatedrnn.training.loop import Interrupted
+    from gatedrnn.store.status import HOST
+    from gatedrnn.training.trainer import train
 
     write_configs(d, [A, B])
     proc = gatedrnn("train", *SWEEP_ARGS, cwd=d)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gatedrnn.grid import default_grid
+from gatedrnn.spec.grid import default_grid
 
 
 def curve(final: float, n: int = 40, rng=None) -> list[float]:

@@ -4,8 +4,8 @@ import pytest
 from matplotlib.collections import PathCollection
 
 from gatedrnn import results
-from gatedrnn.analysis import examine, filtered_name, linear_model, plot_hyperparameters
-from gatedrnn.data import load_corpus
+from gatedrnn.analysis.examine import examine, filtered_name, linear_model, plot_hyperparameters
+from gatedrnn.data.corpus import load_corpus
 from helpers import script
 from synthetic import make_results
 
@@ -106,8 +106,8 @@ def test_a_missing_folder_is_exit_2(tmp_path):
 
 def test_status_comes_from_the_queue_while_workers_train(tmp_path):
     """Pending and running configurations count from rnn_configs.json and live claims."""
-    from gatedrnn.grid import default_grid, merge_configs
-    from gatedrnn.queue import Queue
+    from gatedrnn.spec.grid import default_grid, merge_configs
+    from gatedrnn.store.queue import Queue
 
     res = tmp_path / "results_01_all"
     make_results(res, n=5)

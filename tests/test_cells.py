@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from gatedrnn import RNN, RNNConfig, TrainSettings, train
-from gatedrnn.cells import ESGPLayer, ESNLayer, GRULayer, LSTMLayer, TanhRNNLayer, scaled_reservoir, spectral_radius
-from gatedrnn.data import load_corpus
-from gatedrnn.model import ByteModel
-from gatedrnn.rules import TruncatedBPTTRule
-from gatedrnn.trainer import Interrupted, Run
+from gatedrnn.models.cells import ESGPLayer, ESNLayer, GRULayer, LSTMLayer, TanhRNNLayer, scaled_reservoir, spectral_radius
+from gatedrnn.data.corpus import load_corpus
+from gatedrnn.models.model import ByteModel
+from gatedrnn.training.rules import TruncatedBPTTRule
+from gatedrnn.training.trainer import Interrupted, Run
 from helpers import TINY_ARGS, results, script
 
 

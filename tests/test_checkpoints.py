@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file
 
 from gatedrnn import RNNConfig, TrainSettings
-from gatedrnn import checkpoints
-from gatedrnn.checkpoints import CheckpointMismatch, RunState
-from gatedrnn.run import Run
-from gatedrnn.loop import Interrupted
-from gatedrnn.trainer import train, train_pack
-from gatedrnn.data import load_corpus
+from gatedrnn.training import checkpoints
+from gatedrnn.training.checkpoints import CheckpointMismatch, RunState
+from gatedrnn.training.run import Run
+from gatedrnn.training.loop import Interrupted
+from gatedrnn.training.trainer import train, train_pack
+from gatedrnn.data.corpus import load_corpus
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 T, F = True, False

@@ -1,4 +1,4 @@
-"""The command line (gatedrnn.cli): one parser, the subcommands, the root scripts as wrappers."""
+"""The command line (gatedrnn.cli.main): one parser, the subcommands, the root scripts as wrappers."""
 
 import json
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from gatedrnn import TrainSettings, cli
-from gatedrnn.options import WorkerOptions
+from gatedrnn.running.options import WorkerOptions
 from helpers import ROOT, env, write_configs
 from test_worker import LONG, TINY_ARGS
 
@@ -65,13 +65,13 @@ def test_options_cross_process_boundaries_as_data():
 
 
 def test_a_worker_process_reads_its_options_from_standard_input(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "gatedrnn.worker"], input="[1, 2]", cwd=tmp_path, env=env(),
+    proc = subprocess.run([sys.executable, "-m", "gatedrnn.running.worker"], input="[1, 2]", cwd=tmp_path, env=env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: worker options on standard input")
 
 
 def test_slurm_is_submitted_with_the_soft_lock_by_default(tmp_path, monkeypatch):
-    import gatedrnn.slurm as slurm
+    import gatedrnn.running.slurm as slurm
 
     seen = {}
     monkeypatch.setattr(slurm, "run_array", lambda options, workers, params, wait=False:

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from gatedrnn import RNNConfig, TrainSettings, config_id
-from gatedrnn.config import CONFIG_KEYS, SWITCHES
-from gatedrnn.grid import default_grid
+from gatedrnn.spec.config import CONFIG_KEYS, SWITCHES
+from gatedrnn.spec.grid import default_grid
 
 ALL_ON = dict(zip(SWITCHES, [True] * 7), n_layers=3, state_size=256)
 
@@ -114,4 +114,4 @@ def test_public_api_is_exported():
     for name in ["RNNConfig", "TrainSettings", "GatedLayer", "GatedRNN", "ByteModel", "train", "train_pack",
                  "PackedModel", "results"]:
         assert name in gatedrnn.__all__ and hasattr(gatedrnn, name)
-    assert callable(gatedrnn.results.load)
+    assert callable(gatedrnn.analysis.results.load)

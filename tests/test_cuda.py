@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from gatedrnn import GatedLayer, RNNConfig, TrainSettings, train
-from gatedrnn.model import ByteModel
-from gatedrnn.rules import HandWrittenRule
-from gatedrnn.trainer import Run
+from gatedrnn.models.model import ByteModel
+from gatedrnn.training.rules import HandWrittenRule
+from gatedrnn.training.trainer import Run
 from helpers import results, script, start_worker, wait_for, write_configs
 from test_layers import COMBOS
 
@@ -134,8 +134,8 @@ def test_a_pack_of_all_96_combinations_equals_their_solo_runs_on_cuda(n_layers):
     CUDA run's over 200 steps (never run yet: no GPU was lent when packs were written)."""
     import itertools
 
-    from gatedrnn.config import SWITCHES
-    from gatedrnn.trainer import train_pack
+    from gatedrnn.spec.config import SWITCHES
+    from gatedrnn.training.trainer import train_pack
 
     combos = [dict(zip(SWITCHES, v)) for v in itertools.product([False, True], repeat=7) if v[4] or v[5]]
     configs = [RNNConfig(**c, n_layers=n_layers, state_size=16) for c in combos]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from gatedrnn.data import BUILTIN, DataError, check_length, load_corpus, ngram_cross_entropies, validation_streams
-from gatedrnn.sources import StreamSampler
+from gatedrnn.data.corpus import BUILTIN, DataError, check_length, load_corpus, ngram_cross_entropies, validation_streams
+from gatedrnn.data.sources import StreamSampler
 
 FIXTURES_CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus.txt"
 PAYLOAD = bytes(range(256)) * 40 + "naïve text ✓\n".encode() * 100
@@ -126,7 +126,7 @@ def test_ngram_cross_entropy_of_a_deterministic_sequence_is_small(tmp_path):
 
 
 def test_the_held_out_part_divides_into_interleaved_validation_and_test_blocks():
-    from gatedrnn.data import HELDOUT_BLOCK
+    from gatedrnn.data.corpus import HELDOUT_BLOCK
 
     corpus = load_corpus()
     held = corpus.val
@@ -156,7 +156,7 @@ def test_the_windows_rule_gives_one_window_of_each_pair_to_each_split():
         assert np.array_equal(val, windows[to_val]) and np.array_equal(test, windows[~to_val])
         assert 0.2 < to_val[1::2].mean() < 0.8  # neither split is simply the even windows
         # deterministic: a fresh computation of the rule gives the same splits
-        from gatedrnn import data
+        from gatedrnn.data import corpus as data
         data._MATCHED.clear()
         assert np.array_equal(corpus.heldout("val", "windows", history), val)
     with pytest.raises(ValueError, match="needs the history"):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gatedrnn import TrainSettings
-from gatedrnn.devices import check_fits, peak_memory_mb, resolve_device, versions
+from gatedrnn.training.devices import check_fits, peak_memory_mb, resolve_device, versions
 
 
 def test_auto_is_cuda_where_there_is_one_and_cpu_names_the_cpu():

@@ -119,7 +119,7 @@ def test_follow_keeps_a_live_server_in_step_with_a_training_sweep(tmp_path, mlfl
     from mlflow.tracking import MlflowClient
 
     from gatedrnn import RNNConfig
-    from gatedrnn.folder import ResultsFolder, failed_record, result_record
+    from gatedrnn.store.folder import ResultsFolder, failed_record, result_record
 
     configs = [RNNConfig(False, True, False, True, True, False, True, n_layers=1, state_size=s) for s in (12, 14)]
     write_configs(tmp_path, configs)

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from gatedrnn import RNNConfig, TrainSettings, train
-from gatedrnn.folder import result_record
-from gatedrnn.grid import default_grid
-from gatedrnn.trainer import train_pack
+from gatedrnn.store.folder import result_record
+from gatedrnn.spec.grid import default_grid
+from gatedrnn.training.trainer import train_pack
 from helpers import ROOT, claims, env, results, script, start_worker, wait_for, write_configs
 
 pytestmark = pytest.mark.slow
@@ -125,14 +125,14 @@ def test_settings_this_machine_cannot_run_are_refused_before_anything_is_claimed
 
 INJECT_ENOSPC = """
 import errno, os
-import gatedrnn._atomic as a
+import gatedrnn.spec.atomic as a
 real = a.atomic_write_bytes
 def full(path, data):
     if str(path).endswith(".pt"):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     return real(path, data)
 a.atomic_write_bytes = full
-import gatedrnn.checkpoints as c
+import gatedrnn.training.checkpoints as c
 c.atomic_write_bytes = full
 """
 
@@ -236,7 +236,7 @@ def test_a_configuration_file_broken_mid_sweep_stops_the_sweep_cleanly(tmp_path)
 # ---------------------------------------------------------------- 6. a worker that crashes is not silent
 def test_a_worker_crash_is_reported_with_its_reason_and_last_lines(tmp_path, straight):
     write_configs(tmp_path, [A])
-    proc = run_injected(tmp_path, "import gatedrnn.queue as q\n"
+    proc = run_injected(tmp_path, "import gatedrnn.store.queue as q\n"
                                   "def boom(self, claim, result):\n    raise KeyError('injected crash')\n"
                                   "q.Queue.complete = boom\n", *ARGS)
     assert proc.returncode == 3, proc.stdout + proc.stderr
@@ -335,7 +335,7 @@ def test_a_diverged_run_is_never_best_nor_below_the_threshold(tmp_path):
 # ---------------------------------------------------------------- --retry-failed
 def test_retry_failed_runs_failed_configurations_again_keeping_the_old_record(tmp_path, straight):
     write_configs(tmp_path, [A])
-    proc = run_injected(tmp_path, "import gatedrnn.trainer as t\n"
+    proc = run_injected(tmp_path, "import gatedrnn.training.trainer as t\n"
                                   "def bad(self, *a, **k):\n    raise FloatingPointError('injected fault')\n"
                                   "t.Run.train_steps = bad\n", *ARGS, *FAST_FAULTS)
     assert proc.returncode == 1, proc.stdout + proc.stderr

@@ -14,7 +14,7 @@ from scipy import stats
 from torch import nn
 
 from gatedrnn import RNNConfig
-from gatedrnn.model import ByteModel
+from gatedrnn.models.model import ByteModel
 from test_layers import COMBOS
 
 

@@ -1,4 +1,4 @@
-"""The results folder's one owner (gatedrnn.folder): paths, listing, the result record."""
+"""The results folder's one owner (gatedrnn.store.folder): paths, listing, the result record."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import os
 import pytest
 
 from gatedrnn import RNNConfig
-from gatedrnn.folder import FolderError, ResultsFolder, failed_record, finished_record, result_record
+from gatedrnn.store.folder import FolderError, ResultsFolder, failed_record, finished_record, result_record
 
 CONFIG = RNNConfig(False, True, False, True, True, False, True, n_layers=1, state_size=8).to_dict(with_id=True)
 

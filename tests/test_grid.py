@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from gatedrnn.grid import ConfigFileError, default_grid, merge_configs, read_configs, refine
+from gatedrnn.analysis.stages import refine
+from gatedrnn.spec.grid import ConfigFileError, default_grid, merge_configs, read_configs
 from helpers import script
 
 

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from gatedrnn import RNNConfig, TrainSettings, train
-from gatedrnn.config import CONFIG_KEYS, config_id
-from gatedrnn.folder import ResultsFolder
-from gatedrnn.grid import default_grid
-from gatedrnn.halving import Halving, decide
+from gatedrnn.spec.config import CONFIG_KEYS, config_id
+from gatedrnn.store.folder import ResultsFolder
+from gatedrnn.spec.grid import default_grid
+from gatedrnn.running.halving import Halving, decide
 from helpers import gatedrnn, kill, results, script, start_worker, write_configs
 
 # rungs at 20, 60 and 180 steps; many log and checkpoint points so that kills land mid-rung

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from gatedrnn import RNNConfig, TrainSettings
-from gatedrnn.launcher import exit_status, validate, watch
-from gatedrnn.options import WorkerOptions
+from gatedrnn.running.launcher import exit_status, validate, watch
+from gatedrnn.running.options import WorkerOptions
 from helpers import ROOT, claims, env, results, script, wait_for, write_configs
 
 LONG = RNNConfig(False, True, False, True, True, False, True, n_layers=1, state_size=16)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gatedrnn import GatedLayer, GatedRNN
-from gatedrnn.config import SWITCHES
+from gatedrnn.spec.config import SWITCHES
 
 GATES = ("use_input_gate", "use_forget_gate", "use_output_gate", "use_state_gate")
 STATE_CHOICES = [(True, False), (False, True), (True, True)]

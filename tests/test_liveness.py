@@ -1,4 +1,4 @@
-"""Liveness that trusts no other host's clock (issue 33; gatedrnn.status.Liveness), with real
+"""Liveness that trusts no other host's clock (issue 33; gatedrnn.store.status.Liveness), with real
 worker processes whose clocks are shifted and whose host names differ (tests/clockskew): a host
 30 s behind keeps every claim it heartbeats, and finishes its configurations with nothing taken
 over; a host 60 s ahead that is SIGKILLed is taken over by a rerun on another host within the

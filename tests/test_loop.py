@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from gatedrnn import RNNConfig, TrainSettings
-from gatedrnn.loop import MA_DECAY, MA_START, Interrupted, Loop, drive, seeded_model
-from gatedrnn.pack_run import PackRun
-from gatedrnn.run import Run
+from gatedrnn.training.loop import MA_DECAY, MA_START, Interrupted, Loop, drive, seeded_model
+from gatedrnn.training.pack_run import PackRun
+from gatedrnn.training.run import Run
 
 T, F = True, False
 A = RNNConfig(F, T, F, T, T, F, T, n_layers=1, state_size=8)

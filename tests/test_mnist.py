@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from gatedrnn import RNNConfig, TrainSettings, train
-from gatedrnn.mnist import IDX_NAMES, MnistError, load_mnist
-from gatedrnn.tasks import task_of
+from gatedrnn.data.mnist import IDX_NAMES, MnistError, load_mnist
+from gatedrnn.data.tasks import task_of
 from helpers import results, script
 
 

@@ -1,10 +1,10 @@
-"""The byte model (gatedrnn.model): its hand-written training step against autograd."""
+"""The byte model (gatedrnn.models.model): its hand-written training step against autograd."""
 
 import pytest
 import torch
 
 from gatedrnn import RNNConfig
-from gatedrnn.model import ByteModel
+from gatedrnn.models.model import ByteModel
 from test_layers import COMBOS
 
 

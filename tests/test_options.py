@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from gatedrnn import TrainSettings
-from gatedrnn.options import BAD_INPUT, WorkerOptions, recorded_settings
+from gatedrnn.running.options import BAD_INPUT, WorkerOptions, recorded_settings
 
 
 def test_options_cross_a_process_boundary_as_json_and_come_back_equal():

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from gatedrnn import RNNConfig, TrainSettings, train
-from gatedrnn.config import SWITCHES
-from gatedrnn.loop import Interrupted, drive
-from gatedrnn.pack_run import PackRun
-from gatedrnn.tools import inspect
-from gatedrnn.trainer import train_pack
+from gatedrnn.spec.config import SWITCHES
+from gatedrnn.training.loop import Interrupted, drive
+from gatedrnn.training.pack_run import PackRun
+from gatedrnn.cli.tools import inspect
+from gatedrnn.training.trainer import train_pack
 
 COMBOS = [dict(zip(SWITCHES, v)) for v in itertools.product([False, True], repeat=7) if v[4] or v[5]]
 SMALL = TrainSettings(steps=200, batch_size=4, history=30, log_every=10, eval_every=100, val_streams=4, device="cpu")

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from gatedrnn import RNNConfig, TrainSettings
-from gatedrnn.config import SWITCHES
-from gatedrnn.model import ByteModel
-from gatedrnn.packed import PackError, PackedModel, pack_group
-from gatedrnn.queue import Queue
-from gatedrnn.rules import flatten_parameters
-from gatedrnn.trainer import train_pack
+from gatedrnn.spec.config import SWITCHES
+from gatedrnn.models.model import ByteModel
+from gatedrnn.models.packed import PackError, PackedModel, pack_group
+from gatedrnn.store.queue import Queue
+from gatedrnn.training.rules import flatten_parameters
+from gatedrnn.training.trainer import train_pack
 from helpers import claims, kill, results, start_worker, wait_for, write_configs
 
 COMBOS = [dict(zip(SWITCHES, v)) for v in itertools.product([False, True], repeat=7) if v[4] or v[5]]

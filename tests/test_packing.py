@@ -1,8 +1,8 @@
 """Pack sizes (gatedrnn/packing.py): the one place that decides them."""
 
 from gatedrnn import RNNConfig
-from gatedrnn.grid import default_grid
-from gatedrnn.packing import DEFAULT_PACK, pack_chunk, pack_group, plan_packs
+from gatedrnn.spec.grid import default_grid
+from gatedrnn.spec.packing import DEFAULT_PACK, pack_chunk, pack_group, plan_packs
 
 GRID = [c.to_dict(with_id=True) for c in default_grid()]
 

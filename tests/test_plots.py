@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from gatedrnn import RNNConfig
-from gatedrnn.config import CONFIG_KEYS, SWITCHES
-from gatedrnn.plots import plot_curves, plot_hyperparameters, save
-from gatedrnn.effects import effects, interactions
+from gatedrnn.spec.config import CONFIG_KEYS, SWITCHES
+from gatedrnn.analysis.plots import plot_curves, plot_hyperparameters, save
+from gatedrnn.analysis.effects import effects, interactions
 
 
 def table(seeds=(0, 1)) -> pd.DataFrame:

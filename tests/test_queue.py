@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from gatedrnn.grid import default_grid
-from gatedrnn.queue import Queue, QueueError
-from gatedrnn.status import HOST
+from gatedrnn.spec.grid import default_grid
+from gatedrnn.store.queue import Queue, QueueError
+from gatedrnn.store.status import HOST
 
 CONFIGS = [c.to_dict(with_id=True) for c in default_grid(state_sizes=[8], layers=[1])[:3]]
 REPORTS: list = []
@@ -21,7 +21,7 @@ def queue(request, tmp_path):
     # the case really is the lock it names
     import filelock
 
-    assert isinstance(q._lock, filelock.SoftFileLease if request.param == "soft" else filelock.FileLock)
+    assert isinstance(q._lock._lock, filelock.SoftFileLease if request.param == "soft" else filelock.FileLock)  # noqa
     return q
 
 
@@ -141,7 +141,7 @@ def test_lock_timeout_names_the_holder(tmp_path):
     (tmp_path / "res").mkdir()
     q = Queue(tmp_path / "res", lock="soft", lock_timeout=0.3)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, %r); from gatedrnn.queue import Queue\n"
+        "import sys, time; sys.path.insert(0, %r); from gatedrnn.store.queue import Queue\n"
         "q = Queue(%r, lock='soft')\n"
         "with q.locked():\n    print('in', flush=True); time.sleep(30)") % (str(__import__('helpers').ROOT), str(tmp_path / "res"))],
         stdout=subprocess.PIPE, text=True)
@@ -244,7 +244,7 @@ def test_reopen_failed_keeps_the_old_record_as_history(queue):
 
 
 def test_the_folder_records_its_settings_and_refuses_others(queue):
-    from gatedrnn.queue import SettingsMismatch
+    from gatedrnn.store.queue import SettingsMismatch
 
     base = {"steps": 300, "batch_size": 8, "history": 50, "lr": 0.001, "log_every": 50, "eval_every": 0,
             "seed": 0, "val_streams": 8, "dataset sha256": "ab"}

@@ -18,7 +18,7 @@ def test_readme_opens_with_the_sweep_and_the_test_command_and_ci_runs_the_latter
 
 
 def test_committed_grid_is_the_default_grid():
-    from gatedrnn.grid import default_grid, read_configs
+    from gatedrnn.spec.grid import default_grid, read_configs
 
     entries = read_configs(ROOT / "rnn_configs.json")
     assert [e["id"] for e in entries] == [c.id for c in default_grid()]

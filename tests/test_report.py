@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from gatedrnn import RNNConfig
-from gatedrnn.report import Report, md_table, summary_document, task_section
+from gatedrnn.analysis.report import Report, md_table, summary_document, task_section
 
 
 def runs() -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Reading a results folder into pandas (gatedrnn.results)."""
+"""Reading a results folder into pandas (gatedrnn.analysis.results)."""
 
 import json
 

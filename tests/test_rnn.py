@@ -1,9 +1,9 @@
-"""The torch.nn.GRU-style sequence modules (gatedrnn.rnn)."""
+"""The torch.nn.GRU-style sequence modules (gatedrnn.models.rnn)."""
 
 import pytest
 import torch
 
-from gatedrnn.rnn import GatedRNN
+from gatedrnn.models.rnn import GatedRNN
 from test_layers import SW
 
 

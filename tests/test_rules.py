@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from gatedrnn import RNNConfig, TrainSettings
-from gatedrnn.data import load_corpus
-from gatedrnn.pack_run import PackRun
-from gatedrnn.rules import PackedRule
-from gatedrnn.run import Run
+from gatedrnn.data.corpus import load_corpus
+from gatedrnn.training.pack_run import PackRun
+from gatedrnn.training.rules import PackedRule
+from gatedrnn.training.run import Run
 
 F_, T_ = False, True
 GATED = RNNConfig(T_, T_, T_, T_, T_, T_, T_, n_layers=2, state_size=16)
@@ -31,7 +31,7 @@ def test_every_rule_counts_one_update_per_step_without_bptt(corpus):
 
 
 def test_adam_stepper_gives_the_bits_of_optimizer_step():
-    from gatedrnn.rules import adam_stepper
+    from gatedrnn.training.rules import adam_stepper
 
     torch.manual_seed(0)
     a = torch.nn.Parameter(torch.randn(1000))
@@ -74,8 +74,8 @@ def test_hand_written_backward_trains_as_autograd_does(corpus):
 def test_without_the_private_fast_paths_training_takes_the_public_path_to_the_same_curve(corpus, monkeypatch):
     """A torch whose private ops are missing or have another signature: the hand-written backward
     and the direct fused-Adam call give way to autograd and torch.optim's own step."""
-    from gatedrnn import _fast
-    from gatedrnn.rules import AutogradRule, HandWrittenRule
+    from gatedrnn.models import fast as _fast
+    from gatedrnn.training.rules import AutogradRule, HandWrittenRule
 
     s = TrainSettings.tiny(steps=300, log_every=25)
     fast = Run(GATED, s, corpus)
@@ -108,8 +108,8 @@ def test_without_the_private_fast_paths_training_takes_the_public_path_to_the_sa
 
 
 def test_gatedrnn_public_paths_forces_the_public_path(corpus, monkeypatch):
-    from gatedrnn import _fast
-    from gatedrnn.rules import AutogradRule
+    from gatedrnn.models import fast as _fast
+    from gatedrnn.training.rules import AutogradRule
 
     monkeypatch.setenv("GATEDRNN_PUBLIC_PATHS", "1")
     _fast.backward_kernels.cache_clear()

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from gatedrnn import RNNConfig, TrainSettings
-from gatedrnn.folder import result_problem
-from gatedrnn.run import Run
-from gatedrnn.sources import ByteSource, TaskSource
+from gatedrnn.store.folder import result_problem
+from gatedrnn.training.run import Run
+from gatedrnn.data.sources import ByteSource, TaskSource
 
 T, F = True, False
 BYTES = RNNConfig(F, T, F, T, T, F, T, n_layers=1, state_size=8)

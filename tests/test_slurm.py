@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from gatedrnn import RNNConfig, TrainSettings
-from gatedrnn.grid import default_grid
+from gatedrnn.spec.grid import default_grid
 from helpers import ROOT, claims, env, progress_step, results, script, wait_for, write_configs
 
 # one Slurm test at a time (the single-node cluster has 2 CPUs): one xdist worker runs them all

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from gatedrnn import RNNConfig, TrainSettings
-from gatedrnn.config import TASK_KEYS, TASKS
-from gatedrnn.data import BUILTIN
-from gatedrnn.model import ByteModel
-from gatedrnn.sources import ByteSource, StreamSampler, TaskSource, source_of, stepwise
+from gatedrnn.spec.config import TASK_KEYS, TASKS
+from gatedrnn.data.corpus import BUILTIN
+from gatedrnn.models.model import ByteModel
+from gatedrnn.data.sources import ByteSource, StreamSampler, TaskSource, source_of, stepwise
 
 SETTINGS = TrainSettings.tiny(steps=10, batch_size=3, history=16, val_streams=4, device="cpu")
 
@@ -97,8 +97,8 @@ def test_stepwise_is_the_models_own_forward():
 
 
 def test_a_byte_source_refuses_a_corpus_too_short_for_the_history():
-    from gatedrnn.data import DataError, load_corpus
+    from gatedrnn.data.corpus import DataError, load_corpus
 
     with pytest.raises(DataError):
         ByteSource(load_corpus(), history=10**9)
-    assert StreamSampler.__module__ == "gatedrnn.sources"
+    assert StreamSampler.__module__ == "gatedrnn.data.sources"

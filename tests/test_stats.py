@@ -1,5 +1,5 @@
 """Replicates, seed-blocked comparisons, matched-pair effects, interactions, variance shares and
-the "could be best" set (gatedrnn.stats, gatedrnn.effects), on synthetic sweeps whose truth is
+the "could be best" set (gatedrnn.analysis.stats, gatedrnn.analysis.effects), on synthetic sweeps whose truth is
 known (no training). The acceptance simulations of issue 22 are the tests named ``test_sim_*``:
 each runs a few hundred synthetic factorial sweeps, with seed effects shared across
 configurations, through the public functions and counts how often the truth is recovered."""
@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 
 from gatedrnn import results
-from gatedrnn.analysis import examine
-from gatedrnn.config import CONFIG_KEYS, SWITCHES, config_id
-from gatedrnn.grid import default_grid, merge_configs, read_configs, replicate
-from gatedrnn.effects import effects, explain, interactions, median_interval, variance_shares
-from gatedrnn.stats import (compare, could_be_best, duplicates, linear_model, mean_interval, rank_configurations,
+from gatedrnn.analysis.examine import examine
+from gatedrnn.spec.config import CONFIG_KEYS, SWITCHES, config_id
+from gatedrnn.analysis.stages import replicate
+from gatedrnn.spec.grid import default_grid, merge_configs, read_configs
+from gatedrnn.analysis.effects import effects, explain, interactions, median_interval, variance_shares
+from gatedrnn.analysis.stats import (compare, could_be_best, duplicates, linear_model, mean_interval, rank_configurations,
                             ranking_metric, seed_noise, seed_table, summarise, t_quantile)
 from helpers import script
 
@@ -379,7 +380,7 @@ def test_examine_reports_replicates_with_bands_intervals_and_effects(tmp_path):
     (tmp_path / "rnn_configs.json").write_text("[]")  # an unrelated file in the working directory
     proc = script("examine_results_01_all.py", "--out", "out", cwd=tmp_path, check=True)
     assert "no configuration file to compare with" in proc.stdout  # not the unrelated ./rnn_configs.json
-    from gatedrnn.queue import Queue
+    from gatedrnn.store.queue import Queue
 
     Queue(res).record_config_file(tmp_path / "q.json")  # as the training launcher records it
     proc = script("examine_results_01_all.py", "--out", "out", cwd=tmp_path, check=True)
@@ -519,7 +520,7 @@ def _rated(rng, truth, rates=(3e-4, 1e-3, 3e-3), seeds=3, noise=0.01, keys=SWEPT
 def test_sim_the_tuned_ranking_recovers_the_true_order_where_a_fixed_rate_does_not():
     """Issue 23: four configurations whose best rates differ. At the common rate 1e-3 the order is
     that of how near each one's best rate is; tuned, it is that of their best losses."""
-    from gatedrnn.tuning import tune
+    from gatedrnn.analysis.tuning import tune
 
     best_loss = {(False, False): 1.90, (False, True): 1.95, (True, False): 2.00, (True, True): 2.05}
     best_rate = {(False, False): 3e-3, (False, True): 1e-2, (True, False): 1e-3, (True, True): 3e-4}
@@ -621,7 +622,7 @@ def test_sim_a_tuned_effect_is_estimated_on_seeds_that_did_not_choose_the_rate()
     zero, but choosing the rate on the runs that are reported gives the flat side the larger
     winner's curse. Cross-fitted over seeds, the mean interval covers zero in >= 93 % of sweeps;
     chosen and reported on the same runs (the rule before), it does not."""
-    from gatedrnn.tuning import tune
+    from gatedrnn.analysis.tuning import tune
 
     def truth(c, rate):
         return 2.0 + (0.5 if c["use_forget_gate"] and rate != 1e-3 else 0.0)
@@ -703,7 +704,7 @@ def test_sim_an_effect_that_varies_by_seed_is_covered(seeds):
 def test_sim_a_zero_effect_holds_at_every_rate_in_at_most_5_percent():
     """``holds at every lr``: an effect of zero at three rates is called ``helps`` or ``hurts`` in
     <= 5 % + 2 SE of sweeps (its sign alone agrees at all three about a quarter of the time)."""
-    from gatedrnn.tuning import effects_by_rate, tune
+    from gatedrnn.analysis.tuning import effects_by_rate, tune
 
     rng = np.random.default_rng(3400)
     passed, same_sign, helps, sims = 0, 0, 0, 200
@@ -724,7 +725,7 @@ def test_sim_a_zero_effect_holds_at_every_rate_in_at_most_5_percent():
 
 
 def test_examine_says_a_one_seed_tuned_view_is_optimistic_and_by_how_much(tmp_path):
-    from gatedrnn.tuning import winners_curse
+    from gatedrnn.analysis.tuning import winners_curse
 
     assert winners_curse(3) == pytest.approx(0.8463, abs=0.01) and winners_curse(2) == pytest.approx(0.5642, abs=0.01)
 

@@ -7,9 +7,9 @@ import sys
 import time
 
 from gatedrnn import RNNConfig
-from gatedrnn.folder import claim_record
-from gatedrnn.queue import Queue
-from gatedrnn.status import (HOST, LIVE, STALE, WATCHING, Liveness, claim_is_live, eta_seconds, format_live, format_snapshot, labels_of, pid_alive,
+from gatedrnn.store.folder import claim_record
+from gatedrnn.store.queue import Queue
+from gatedrnn.store.status import (HOST, LIVE, STALE, WATCHING, Liveness, claim_is_live, eta_seconds, format_live, format_snapshot, labels_of, pid_alive,
                              recorded_config_file, snapshot, sweep_status)
 
 CONFIGS = [RNNConfig(False, True, False, True, True, False, True, n_layers=1, state_size=8 + k).to_dict(with_id=True) for k in range(4)]

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
-from gatedrnn.config import TASK_KEYS, RNNConfig, TrainSettings
-from gatedrnn.grid import default_grid, read_configs
-from gatedrnn.tasks import COPY_RECALL, Task, TaskSampler, digits_split, mackey_glass, task_of
-from gatedrnn.trainer import Interrupted, Run, train
+from gatedrnn.spec.config import TASK_KEYS, RNNConfig, TrainSettings
+from gatedrnn.spec.grid import default_grid, read_configs
+from gatedrnn.data.tasks import COPY_RECALL, Task, TaskSampler, digits_split, mackey_glass, task_of
+from gatedrnn.training.trainer import Interrupted, Run, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SWITCHES_ON = dict(use_input_gate=True, use_forget_gate=True, use_output_gate=True, use_state_gate=True,
@@ -249,9 +249,9 @@ def test_a_tiny_mackey_glass_run_learns_to_predict_the_next_value():
 
 
 def test_a_task_run_is_never_packed_and_sample_refuses_it(tmp_path):
-    from gatedrnn.folder import ResultsFolder
-    from gatedrnn.packed import pack_group
-    from gatedrnn.tools import ToolError, sample
+    from gatedrnn.store.folder import ResultsFolder
+    from gatedrnn.models.packed import pack_group
+    from gatedrnn.cli.tools import ToolError, sample
 
     c = config("gated", "copy")
     assert pack_group(c) is None and pack_group(RNNConfig(**SWITCHES_ON, n_layers=1, state_size=8)) is not None
@@ -296,7 +296,7 @@ def _task_record(cfg: RNNConfig, loss: float, seed: int, chance: float) -> dict:
 
 
 def test_examine_ranks_each_task_on_its_own_with_its_chance_line(tmp_path):
-    from gatedrnn.analysis import examine
+    from gatedrnn.analysis.examine import examine
 
     results = tmp_path / "results"
     results.mkdir()

@@ -1,4 +1,4 @@
-"""Around a sweep (gatedrnn.tools, issue 16): weights kept, status, inspect, sample; real
+"""Around a sweep (gatedrnn.cli.tools, issue 16): weights kept, status, inspect, sample; real
 processes through the gatedrnn command."""
 
 import hashlib
@@ -23,7 +23,7 @@ def weights_sha(state):
 def test_finished_runs_keep_their_weights_as_safetensors_with_what_they_are(sweep):
     from safetensors import safe_open
 
-    from gatedrnn._atomic import _umask
+    from gatedrnn.spec.atomic import _umask
 
     res = sweep / "results_01_all"
     for cfg in (A, B):
@@ -45,7 +45,7 @@ def test_weights_written_as_pt_before_are_still_read(sweep, tmp_path):
     """A folder from before safetensors: its .pt weights are inspected and sampled as before."""
     import shutil
 
-    from gatedrnn import checkpoints
+    from gatedrnn.training import checkpoints
 
     old = tmp_path / "old"
     shutil.copytree(sweep, old)

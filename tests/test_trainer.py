@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from gatedrnn import RNNConfig, TrainSettings, train
-from gatedrnn.data import load_corpus
-from gatedrnn.trainer import CheckpointMismatch, Interrupted, Run
+from gatedrnn.data.corpus import load_corpus
+from gatedrnn.training.trainer import CheckpointMismatch, Interrupted, Run
 
 F_, T_ = False, True
 TINY = RNNConfig(F_, T_, F_, T_, T_, F_, T_, n_layers=1, state_size=32)

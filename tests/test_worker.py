@@ -12,7 +12,7 @@ import time
 import pytest
 
 from gatedrnn import RNNConfig, TrainSettings, train
-from gatedrnn.grid import default_grid
+from gatedrnn.spec.grid import default_grid
 from helpers import (ROOT, TINY_ARGS, claims, env, kill, progress_step, results, script, start_worker,
                      wait_for, worker_options, write_configs)
 
@@ -141,12 +141,12 @@ def test_an_exception_is_retried_then_recorded_as_failed(tmp_path):
     write_configs(tmp_path, [LONG])
     # a real exception inside every run, injected into the worker process at start-up
     boom = tmp_path / "sitecustomize.py"
-    boom.write_text("import gatedrnn.trainer as t\n"
+    boom.write_text("import gatedrnn.training.trainer as t\n"
                     "def bad(self, *a, **k):\n    raise FloatingPointError('injected fault')\n"
                     "t.Run.train_steps = bad\n")
     e = env()
     e["PYTHONPATH"] = str(tmp_path) + os.pathsep + e["PYTHONPATH"]
-    proc = subprocess.run([sys.executable, "-m", "gatedrnn.worker"],
+    proc = subprocess.run([sys.executable, "-m", "gatedrnn.running.worker"],
                           input=worker_options(*LONG_ARGS, "--retry-delay", "0.05"),
                           cwd=tmp_path, env=e, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -218,8 +218,8 @@ def test_slurm_options_are_checked_before_anything_is_submitted(tmp_path):
 def test_the_heartbeat_beats_while_inside_and_stops_on_leaving(tmp_path):
     from types import SimpleNamespace
 
-    from gatedrnn.queue import Queue
-    from gatedrnn.worker import ClaimLost, Heartbeat
+    from gatedrnn.store.queue import Queue
+    from gatedrnn.running.worker import ClaimLost, Heartbeat
 
     (tmp_path / "r").mkdir()
     q = Queue(tmp_path / "r")

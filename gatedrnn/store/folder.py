@@ -1,0 +1,485 @@
+"""The results folder: every path under it, and the result record (DESIGN.md, "The results folder").
+
+```
+<results>/<id>.json                   the result of a finished configuration (written once, atomically)
+<results>/<id>.failed-<n>.json        an earlier failed result, kept as history by --retry-failed
+<results>/checkpoints/<id>.pt         the latest checkpoint of an unfinished run
+<results>/checkpoints/pack-<pack>.pt  the latest checkpoint of a pack: one solo checkpoint per member
+<results>/weights/<id>.safetensors    the final weights of a finished run (.pt before)
+<results>/rungs/<k>/<id>.json        successive halving: the record of <id> at rung k (a result's form)
+<results>/.ngram-<sha256>.json        cached n-gram entropies of a corpus (analysis)
+<results>/.queue/lock                 the queue lock (filelock); lock.holder: who took it last
+<results>/.queue/claims/<id>.json     who trains <id>: worker, host, pid, token, heartbeat, progress
+<results>/.queue/attempts/<id>.json   failed attempts so far, with their tracebacks
+<results>/.queue/packs/<pack>.json    a pack: its members, when it was formed, the pack it resumed
+<results>/.queue/logs/                the launcher's worker logs
+<results>/.queue/slurm/               submitit's job folders
+<results>/.queue/promotions/<k>.json  successive halving: who continues past rung k, and who stops there
+<results>/.queue/settings.json        the sweep's settings, as first recorded
+<results>/.queue/configs.json         the path of the sweep's configuration file, as first recorded
+```
+
+This module is the only one that spells these paths, and the only one that builds a result
+record: everyone else asks a :class:`ResultsFolder`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..spec.atomic import atomic_write_json
+from ..spec.config import LEGACY_SETTINGS
+from typing import Any, Iterator, Mapping
+
+__all__ = ["ResultsFolder", "FolderError", "read_json", "is_config_id", "result_record", "failed_record",
+           "finished_record", "claim_record", "pack_id_of", "claim_problem", "result_problem", "attempts_problem",
+           "set_aside", "STATUSES", "RECORDED_SETTINGS", "pack_order", "Claim"]
+
+STATUSES = ("done", "diverged", "failed")
+# the settings that shape what a run computes: one value each per results folder
+RECORDED_SETTINGS = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams",
+                     "split", "input_init", "halving", "rungs", "dataset sha256")
+_ID = re.compile(r"^[0-9a-f]{64}$")
+_HISTORY = re.compile(r"^[0-9a-f]{64}\.failed-\d+\.json$")
+
+
+class FolderError(RuntimeError):
+    """The results folder cannot be used (missing, not a folder, not writable)."""
+
+
+def pack_order(rec: Mapping[str, Any]) -> tuple:
+    """A pack record's place among packs, newest last: its ``seq``, then (records made before it,
+    all on one host then) its creation time."""
+    seq = rec.get("seq")
+    return (seq if isinstance(seq, int) and not isinstance(seq, bool) else 0, rec.get("created") or 0)
+
+
+def pack_id_of(ids: list[str]) -> str:
+    """A pack's id: the sha256 of its members' ids, sorted, one per line."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+
+
+def is_config_id(text: str) -> bool:
+    return bool(_ID.match(text))
+
+
+def read_json(path: str | os.PathLike) -> Any | None:
+    """The JSON in ``path``, or None when it is missing, unreadable or not JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+class ResultsFolder:
+    """The paths of one results folder. Creating the object touches nothing on disk."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.checkpoints = self.root / "checkpoints"
+        self.weights_dir = self.root / "weights"
+        self.queue = self.root / ".queue"
+        self.claims = self.queue / "claims"
+        self.attempts = self.queue / "attempts"
+        self.packs = self.queue / "packs"
+        self.logs = self.queue / "logs"
+        self.slurm = self.queue / "slurm"
+        self.lock = self.queue / "lock"
+        self.lock_holder = self.queue / "lock.holder"
+        self.settings_file = self.queue / "settings.json"
+        self.configs_file = self.queue / "configs.json"
+        self.stage_file = self.queue / "stage.json"
+        self.rungs_dir = self.root / "rungs"
+        self.promotions = self.queue / "promotions"
+
+    def __repr__(self) -> str:
+        return f"ResultsFolder({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ one configuration
+    def result(self, config_id: str) -> Path:
+        return self.root / f"{config_id}.json"
+
+    def old_failure(self, config_id: str) -> Path:
+        """A free name for an earlier failed result of ``config_id``, kept as history."""
+        n = 1
+        while (self.root / f"{config_id}.failed-{n}.json").exists():
+            n += 1
+        return self.root / f"{config_id}.failed-{n}.json"
+
+    def checkpoint(self, config_id: str) -> Path:
+        return self.checkpoints / f"{config_id}.pt"
+
+    def pack_checkpoint(self, pack_id: str) -> Path:
+        return self.checkpoints / f"pack-{pack_id}.pt"
+
+    def pack_record(self, pack_id: str) -> Path:
+        return self.packs / f"{pack_id}.json"
+
+    def weights(self, config_id: str) -> Path:
+        return self.weights_dir / f"{config_id}.safetensors"
+
+    def existing_weights(self, config_id: str) -> Path | None:
+        """The weights file of ``config_id``: safetensors, or the ``.pt`` of earlier versions."""
+        for path in (self.weights(config_id), self.weights_dir / f"{config_id}.pt"):
+            if path.exists():
+                return path
+        return None
+
+    def claim(self, config_id: str) -> Path:
+        return self.claims / f"{config_id}.json"
+
+    def attempt(self, config_id: str) -> Path:
+        return self.attempts / f"{config_id}.json"
+
+    def log(self, stamp: str, worker: str) -> Path:
+        return self.logs / f"{stamp}-{worker}.log"
+
+    def rung_dir(self, rung: int) -> Path:
+        return self.rungs_dir / str(rung)
+
+    def rung_result(self, rung: int, config_id: str) -> Path:
+        return self.rung_dir(rung) / f"{config_id}.json"
+
+    def promotion(self, rung: int) -> Path:
+        return self.promotions / f"{rung}.json"
+
+    def ngram_cache(self, sha256: str) -> Path:
+        return self.root / f".ngram-{sha256}.json"
+
+    # ------------------------------------------------------------------ listing
+    def finished_ids(self) -> set[str]:
+        """Ids with a result file (whatever its content)."""
+        try:
+            names = os.listdir(self.root)
+        except OSError:
+            return set()
+        return {n[:-5] for n in names if n.endswith(".json") and _ID.match(n[:-5])}
+
+    def result_files(self) -> Iterator[Path]:
+        """Every visible ``*.json`` directly in the folder (ours and the original study's), sorted;
+        hidden files (caches, temp files of atomic writes) are not results."""
+        for path in sorted(self.root.glob("*.json")):
+            if not path.name.startswith(".") and not _HISTORY.match(path.name):
+                yield path
+
+    def rung_ids(self, rung: int) -> set[str]:
+        """Ids with a record at ``rung`` (successive halving)."""
+        try:
+            names = os.listdir(self.rung_dir(rung))
+        except OSError:
+            return set()
+        return {n[:-5] for n in names if n.endswith(".json") and _ID.match(n[:-5])}
+
+    def claim_records(self) -> dict[str, Any]:
+        """The claim files' contents by id (None for a file that is not readable JSON)."""
+        out: dict[str, Any] = {}
+        try:
+            names = os.listdir(self.claims)
+        except OSError:
+            return out
+        for name in names:
+            if name.endswith(".json") and not name.startswith("."):
+                out[name[:-5]] = read_json(self.claims / name)
+        return out
+
+    def pack_records(self) -> dict[str, dict[str, Any]]:
+        """The pack records of a sound shape (id, member ids, creation time), by pack id; others
+        are ignored (a pack whose record is damaged is simply not resumed as a pack)."""
+        out: dict[str, dict[str, Any]] = {}
+        try:
+            names = os.listdir(self.packs)
+        except OSError:
+            return out
+        for name in names:
+            if not (name.endswith(".json") and _ID.match(name[:-5])):
+                continue
+            rec = read_json(self.packs / name)
+            if (isinstance(rec, dict) and rec.get("id") == name[:-5] and isinstance(rec.get("members"), list)
+                    and all(isinstance(m, str) and _ID.match(m) for m in rec["members"])
+                    and _is_number(rec.get("created"))):
+                out[name[:-5]] = rec
+        return out
+
+    def newest_pack_checkpoint(self, config_id: str) -> Path | None:
+        """The checkpoint of the newest pack holding a saved state of ``config_id``, or None."""
+        best = None
+        for pid, rec in self.pack_records().items():
+            path = self.pack_checkpoint(pid)
+            if config_id in rec["members"] and path.exists() and (best is None or pack_order(rec) > best[0]):
+                best = (pack_order(rec), path)
+        return None if best is None else best[1]
+
+    # ------------------------------------------------------------------ records
+    # Every record of the folder is read and written here; the queue decides when (under its
+    # lock), the snapshot reads without it. Writes are atomic.
+    def write_result(self, record: Mapping[str, Any]) -> None:
+        atomic_write_json(self.result(record["id"]), record)
+
+    def write_rung_result(self, rung: int, record: Mapping[str, Any]) -> None:
+        self.rung_dir(rung).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.rung_result(rung, record["id"]), record)
+
+    def read_rung_result(self, rung: int, config_id: str) -> Any | None:
+        return read_json(self.rung_result(rung, config_id))
+
+    def read_promotion(self, rung: int) -> Any | None:
+        """Who continues past ``rung`` (``promoted``) and who stops there (``stopped``), or None
+        while it is undecided."""
+        rec = read_json(self.promotion(rung))
+        return rec if isinstance(rec, dict) and isinstance(rec.get("promoted"), list) else None
+
+    def write_promotion(self, rung: int, record: Mapping[str, Any]) -> None:
+        self.promotions.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.promotion(rung), dict(record))
+
+    def read_claim(self, config_id: str) -> Any | None:
+        return read_json(self.claim(config_id))
+
+    def write_claim(self, record: Mapping[str, Any]) -> None:
+        atomic_write_json(self.claim(record["id"]), record)
+
+    def drop_claim(self, config_id: str) -> None:
+        self.claim(config_id).unlink(missing_ok=True)
+
+    def read_attempts(self, config_id: str) -> Any | None:
+        """The failed attempts of ``config_id`` (None when there are none, or unreadable)."""
+        return read_json(self.attempt(config_id))
+
+    def write_attempts(self, config_id: str, record: Mapping[str, Any]) -> None:
+        atomic_write_json(self.attempt(config_id), record)
+
+    def drop_run(self, config_id: str) -> None:
+        """A configuration's claim, checkpoint and attempts: what a finished one no longer needs."""
+        for path in (self.claim(config_id), self.checkpoint(config_id), self.attempt(config_id)):
+            path.unlink(missing_ok=True)
+
+    def write_pack_record(self, pack_id: str, members: list[str], created: float, resumed_from: str | None,
+                          worker: str, seq: int = 0) -> None:
+        """``seq``: the pack's place in the order packs were formed (one more than every pack
+        record there, under the queue lock): what says which pack is newest. ``created`` (the
+        forming host's clock) is for display; records made before ``seq`` read as 0."""
+        atomic_write_json(self.pack_record(pack_id), {"id": pack_id, "members": sorted(members), "created": created,
+                                                      "seq": seq, "resumed from": resumed_from, "worker": worker})
+
+    def drop_pack(self, pack_id: str) -> None:
+        """A pack's checkpoint and record."""
+        self.pack_checkpoint(pack_id).unlink(missing_ok=True)
+        self.pack_record(pack_id).unlink(missing_ok=True)
+
+    def read_lock_holder(self) -> Any | None:
+        return read_json(self.lock_holder)
+
+    def write_lock_holder(self, holder: Mapping[str, Any]) -> None:
+        """Who took the lock last (a plain write: a hint for a waiter's message, not a record)."""
+        self.lock_holder.write_text(json.dumps(dict(holder)))
+
+    def read_settings(self) -> Any | None:
+        """The sweep's settings as first recorded (``RECORDED_SETTINGS``), or None. A record
+        made before the split rule existed has ``split`` ``tail`` (its runs have no test split;
+        its later runs keep that rule, so that one folder's runs are never mixed)."""
+        record = read_json(self.settings_file)
+        if isinstance(record, dict) and "steps" in record:
+            record = {**LEGACY_SETTINGS, **record}
+        return record
+
+    def write_settings(self, settings: Mapping[str, Any]) -> None:
+        """The recorded settings, and the corpus file they were given (a rerun without --data uses it)."""
+        atomic_write_json(self.settings_file, {**{k: settings.get(k) for k in RECORDED_SETTINGS},
+                                               "data": settings.get("data")})
+
+    def read_config_file_record(self) -> Path | None:
+        """The sweep's configuration file as its latest launcher recorded it, or None."""
+        rec = read_json(self.configs_file)
+        path = rec.get("config file") if isinstance(rec, dict) else None
+        return Path(path) if isinstance(path, str) else None
+
+    def write_config_file_record(self, path: str | os.PathLike) -> bool:
+        """Record the sweep's configuration file (absolute); False when it was recorded already."""
+        rec = {"config file": str(Path(path).resolve())}
+        if read_json(self.configs_file) == rec:
+            return False
+        atomic_write_json(self.configs_file, rec)
+        return True
+
+    def read_stage(self) -> dict[str, Any] | None:
+        """How this folder's configurations were chosen (init_experiments.py --replicate-from
+        records it: the folder selected from, the metric, the seeds that selected and the seeds
+        given here), or None for a grid."""
+        rec = read_json(self.stage_file)
+        return rec if isinstance(rec, dict) else None
+
+    def write_stage(self, record: Mapping[str, Any]) -> None:
+        self.queue.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.stage_file, dict(record))
+
+    # ------------------------------------------------------------------ set-up
+    def check_exists(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise FolderError(f"{self.root}: the results folder is not a directory")
+        if not self.root.exists():
+            raise FolderError(f"{self.root}: no such results folder (create it with init_experiments.py)")
+
+    def prepare(self) -> None:
+        """Create the queue's folders and check that the folder is writable; FolderError if not."""
+        self.check_exists()
+        try:
+            for d in (self.queue, self.claims, self.attempts, self.packs, self.checkpoints, self.logs,
+                      self.weights_dir):
+                d.mkdir(exist_ok=True)
+            probe = self.queue / f".probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise FolderError(f"{self.root}: the results folder is not writable ({e.strerror or e})") from None
+
+
+# ---------------------------------------------------------------------- the result record
+_CONFIG_FIRST = ("start time", "end time", "loss", "min loss", "training steps", "batch size", "history size",
+                 "dataset")
+
+
+def result_record(config: Mapping[str, Any], status: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A result: the configuration's keys and ``id``, the original study's keys, then ours.
+
+    ``config`` is the configuration's JSON form with its id; ``fields`` everything the run measured.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+    if not isinstance(config.get("id"), str) or not _ID.match(config["id"]):
+        raise ValueError(f"a result record needs the configuration's id, got {config.get('id')!r}")
+    record: dict[str, Any] = dict(config)
+    for key in _CONFIG_FIRST:
+        if key in fields:
+            record[key] = fields[key]
+    record["status"] = status
+    for key, value in fields.items():
+        if key not in record:
+            record[key] = value
+    return record
+
+
+def failed_record(config: Mapping[str, Any], errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The result of a configuration that raised in every attempt: the last error's line, its
+    traceback, and every attempt's error."""
+    error = errors[-1]["error"] if errors else ""
+    last_line = error.strip().splitlines()[-1] if error.strip() else "unknown error"
+    return result_record(config, "failed", {
+        "loss": [], "min loss": None, "end time": time.time(), "error": last_line, "traceback": error,
+        "attempts": len(errors), "errors": list(errors)})
+
+
+def finished_record(result: Mapping[str, Any], *, attempts: int, worker: str, **extra: Any) -> dict[str, Any]:
+    """A run's result as the queue writes it: with the attempt that made it and its worker."""
+    record = dict(result)
+    record["attempts"] = attempts
+    record["worker"] = worker
+    record.update(extra)
+    return record
+
+
+@dataclass
+class Claim:
+    """A claim as its claimant holds it: the record's id, configuration, token and attempt, the
+    worker, the stale claim it replaced (if any) and the record as written."""
+
+    id: str
+    config: dict[str, Any]
+    token: str
+    attempt: int  # 1 for the first try, 2 after one failure, ...
+    worker: str
+    took_over: dict[str, Any] | None = None  # the stale claim this one replaced
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def claim_record(config_id: str, worker: str, host: str, pid: int, pid_start: str | None, token: str, now: float,
+                 lease: float, attempt: int, **extra: Any) -> dict[str, Any]:
+    """A claim: who trains ``config_id`` (worker, host, pid and its start time), the token that
+    proves it, when it was claimed, its heartbeat (the claimant's clock: for display, and for
+    observers on its own host) and ``beat`` (a counter every heartbeat increments: what observers
+    on other hosts watch change), its lease, the attempt, progress so far."""
+    return {"id": config_id, "worker": worker, "host": host, "pid": pid, "pid start": pid_start, "token": token,
+            "claimed": now, "heartbeat": now, "beat": 0, "lease": lease, "attempt": attempt, "progress": {},
+            **extra}
+
+
+# ---------------------------------------------------------------------- validating records
+def attempts_problem(rec: Any) -> str | None:
+    """What is wrong with an attempts record, or None."""
+    ok = (isinstance(rec, dict) and isinstance(rec.get("failures"), int) and not isinstance(rec["failures"], bool)
+          and rec["failures"] >= 0 and isinstance(rec.get("errors"), list)
+          and (rec.get("retry after") is None or isinstance(rec["retry after"], (int, float)))
+          and (rec.get("retry in") is None or _is_number(rec["retry in"])))
+    return None if ok else "not an attempts record"
+
+
+def _is_number(value: Any, finite: bool = True) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not finite or value == value and value not in (float("inf"), float("-inf"))
+
+
+def claim_problem(rec: Any, config_id: str) -> str | None:
+    """What is wrong with a claim record read from ``claims/<config_id>.json``, or None.
+    Every claim the queue writes has these fields with these types; anything else was damaged
+    or written by something else."""
+    if not isinstance(rec, dict):
+        return "not a JSON object" if rec is not None else "not readable JSON"
+    if rec.get("id") != config_id:
+        return f"its id {rec.get('id')!r} is not the file's"
+    for key in ("heartbeat", "lease"):
+        if not _is_number(rec.get(key)):
+            return f"{key!r} is not a finite number ({rec.get(key)!r})"
+    if rec["lease"] <= 0:
+        return f"'lease' is not positive ({rec['lease']!r})"
+    pid = rec.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return f"'pid' is not a process id ({pid!r})"
+    for key in ("host", "token", "worker"):
+        if not isinstance(rec.get(key), str):
+            return f"{key!r} is not a string ({rec.get(key)!r})"
+    return None
+
+
+# numeric fields of a result, where present: a number (or null where a run may lack it)
+_RESULT_NUMBERS = ("min loss", "val loss", "val bpb", "log every", "training steps", "start time", "end time",
+                   "steps per second", "batch size", "history size", "parameters", "seed")
+
+
+def result_problem(rec: Any, config_id: str | None = None) -> str | None:
+    """What is wrong with a result record, or None. ``config_id``: the id its file name says
+    (our results); None for a file of another name (the original study's)."""
+    if not isinstance(rec, dict):
+        return "not a JSON object" if rec is not None else "not readable JSON"
+    if config_id is not None:
+        if rec.get("id") != config_id:
+            return f"its id {rec.get('id')!r} is not the file's"
+        if rec.get("status") not in STATUSES:
+            return f"'status' is {rec.get('status')!r}, not one of {', '.join(STATUSES)}"
+    elif "status" in rec and rec["status"] not in STATUSES:
+        return f"'status' is {rec.get('status')!r}, not one of {', '.join(STATUSES)}"
+    if "loss" not in rec:
+        return "no 'loss'"
+    if not isinstance(rec["loss"], list) or not all(v is None or _is_number(v, finite=False) for v in rec["loss"]):
+        return "'loss' is not a list of numbers"
+    for key in _RESULT_NUMBERS:
+        if key in rec and rec[key] is not None and not _is_number(rec[key], finite=False):
+            return f"{key!r} is not a number ({rec[key]!r})"
+    return None
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to ``<name>.corrupt`` (``.corrupt-2``, ... if taken) in the same
+    folder, so that nothing reads it again and nothing is lost; returns the new path."""
+    target = path.with_name(path.name + ".corrupt")
+    n = 2
+    while target.exists():
+        target = path.with_name(f"{path.name}.corrupt-{n}")
+        n += 1
+    path.replace(target)
+    return target

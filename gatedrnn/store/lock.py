@@ -1,0 +1,70 @@
+"""The queue's lock (DESIGN.md, "The results folder and the queue"; STYLE 9): held only to read and
+write the small claim records, never while training, always released, and a waiter that times
+out says who took it last.
+
+Two kinds: ``file`` (flock through ``filelock.FileLock``; local disks, and network file systems
+whose locks work across clients) and ``soft`` (``filelock.SoftFileLease``: an exclusively created
+marker file holding pid and host, refreshed while held; it needs nothing of the file system but
+atomic exclusive create, so it is the choice for NFS and several hosts). A soft lock left by a
+killed holder is cleared by the next contender on the same host at once, and from any host once
+it has seen the marker unchanged for ``lifetime`` seconds on its own monotonic clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Iterator
+
+import filelock
+
+from .folder import FolderError, ResultsFolder
+from .status import HOST
+
+__all__ = ["QueueLock", "QueueError", "LOCK_KINDS"]
+
+LOCK_KINDS = ("file", "soft")
+
+
+class QueueError(FolderError):
+    """The results folder cannot be used as a queue (not writable, lock not obtainable, ...)."""
+
+
+class QueueLock:
+    """The lock of one results folder's queue: :meth:`held` is a context manager."""
+
+    def __init__(self, folder: ResultsFolder, kind: str = "file", timeout: float = 120.0, lifetime: float = 60.0) -> None:
+        if kind not in LOCK_KINDS:
+            raise ValueError(f"lock must be one of {', '.join(LOCK_KINDS)}, got {kind!r}")
+        self.folder, self.kind, self.timeout = folder, kind, timeout
+        path = str(folder.lock)
+        if kind == "soft":
+            self._lock = filelock.SoftFileLease(path, lease_duration=lifetime, timeout=timeout)
+        else:
+            self._lock = filelock.FileLock(path, timeout=timeout)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        try:
+            self._lock.acquire()
+        except filelock.Timeout:
+            holder = self.folder.read_lock_holder()
+            holder = holder if isinstance(holder, dict) else {}
+            who = f"{holder.get('host', '?')}:{holder.get('pid', '?')}" if holder else "an unknown process"
+            when = holder.get("time")  # the holder's clock: shown, never compared
+            when = time.ctime(when) if isinstance(when, (int, float)) and 0 <= when < 1e11 else "?"
+            raise QueueError(
+                f"{self.folder.lock}: could not take the queue lock in {self.timeout:.0f} s; "
+                f"last taken by {who} at {when}"
+            ) from None
+        except OSError as e:  # (after Timeout, itself an OSError) a folder where the lock file belongs, a read-only disk, ...
+            raise QueueError(f"{self.folder.lock}: cannot take the queue lock ({e.strerror or e})") from None
+        try:
+            try:
+                self.folder.write_lock_holder({"host": HOST, "pid": os.getpid(), "time": time.time()})
+            except OSError:
+                pass
+            yield
+        finally:
+            self._lock.release()
