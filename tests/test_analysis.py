@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -119,3 +121,20 @@ def test_status_comes_from_the_queue_while_workers_train(tmp_path):
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert len(summary) == 12 and (summary["status"] == "pending").sum() == 6
     assert (summary["status"] == "running").sum() == 1
+
+
+def test_examine_opens_its_folder_once(sweep, tmp_path, monkeypatch):
+    """Issue 34: examine reads the results folder once (its records, status, settings) and hands
+    that down; nothing below it builds the folder again."""
+    from gatedrnn.store import folder as folder_module
+
+    roots = []
+    original = folder_module.ResultsFolder.__init__
+
+    def counting(self, root):
+        roots.append(Path(root).resolve())
+        original(self, root)
+
+    monkeypatch.setattr(folder_module.ResultsFolder, "__init__", counting)
+    examine(sweep / "results_01_all", tmp_path / "out", config_file=sweep / "rnn_configs.json")
+    assert roots.count((sweep / "results_01_all").resolve()) == 1, roots

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +36,16 @@ import pandas as pd
 
 from ..spec.atomic import atomic_write_bytes
 from ..spec.config import ALL_CELL_KEYS, ALL_TASK_KEYS, CONFIG_KEYS, EXTRA_KEYS, LEGACY_SPLIT, config_id
-from .rungs import halving_lines, rungs_of, saving_line
+from .rungs import halving_lines, saving_line
 from .references import reference_entropies
-from ..store.folder import ResultsFolder
-from ..spec.grid import ConfigFileError, read_configs
 from .plots import plot_curves, plot_hyperparameters, save
 from .report import TASK_METRICS, Report, summary_document, task_section
-from .results import hyperparameters, label, load
+from .results import hyperparameters, label
+from .sweep import Sweep
 from .effects import (EFFECT_COLUMNS, INTERACTION_COLUMNS, VARIANCE_COLUMNS, effects as matched_effects, explain,
                       interactions, variance_shares)
 from .stats import (could_be_best, duplicates, linear_model, ranking_metric, seed_noise, seed_table, summarise,
                     value_means)
-from ..store.status import recorded_config_file, sweep_status
 from .tuning import Tuned, effects_by_rate, tune
 
 __all__ = ["examine", "Report", "hyperparameters", "plot_curves", "plot_hyperparameters", "value_means",
@@ -81,54 +78,37 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
     ``results_01_all_<task>_hyperparameters.png`` with its chance line, a section of
     ``summary.md``, and its rows of ``effects.csv`` (column ``task``); the report of each memory
     task is in ``Report.tasks``."""
-    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    out_dir = Path(out_dir)
     _check_arguments(metric, threshold, out_dir)
-    final, messages = _load(results_dir)
+    sweep = Sweep.open(results_dir, config_file)  # the folder, read once
     out_dir.mkdir(parents=True, exist_ok=True)
-    configs, counts, running = _sweep_state(results_dir, config_file, messages)
-    rungs = rungs_of(results_dir)  # successive halving: analysed at rung 1, where every configuration is
-    df = rungs.first_rung(final) if rungs is not None else final
-    keys = _keys(df, configs)
-    summary = _summary_table(df, configs, running, keys)
-    groups = _task_groups(df)
-    stage = ResultsFolder(results_dir).read_stage()
-    reports, sections = {}, []
-    tables_of = {"effects.csv": [], "interactions.csv": [], "variance.csv": [], "effects_by_lr.csv": []}
+    runs = sweep.analysed()
+    keys = _keys(runs, sweep.configs)
+    summary = _summary_table(runs, sweep.configs, sweep.running, keys)
+    groups = _task_groups(runs)
+    reports, sections, found = {}, [], {name: [] for name in TABLE_COLUMNS if name != "summary.csv"}
     for task, sub in groups:
-        rep = Report(runs=len(sub), status=counts, best=None, below=0,
-                     metric=ranking_metric(sub) if metric == "auto" else metric,
-                     messages=messages if task == "bytes" else [], stage=stage)
-        _metric_note(rep, sub, metric, task)
-        md, found = _examine_task(sub, task, rep, summary, threshold, results_dir, out_dir, data_path,
-                                  level=3 if len(groups) > 1 or task != "bytes" else 2)
-        reports[task] = rep
+        level = 3 if len(groups) > 1 or task != "bytes" else 2
+        reports[task], md, tables = _examine_task(sweep, sub, task, metric, summary, threshold, out_dir, data_path,
+                                                  level)
         sections.append((task, md))
-        for name, table in zip(tables_of, found):
+        for name, table in zip(found, tables):
             if table is not None and len(table):
-                tables_of[name].append(table.assign(task=task))
-    report = reports.get("bytes") or Report(runs=len(df), status=counts, best=None, below=0,
-                                            metric=metric if metric != "auto" else "val loss", messages=messages)
-    report.tasks = {t: r for t, r in reports.items() if t != "bytes"}
-    written = [w for r in reports.values() for w in r.written]
-    several = len(groups) > 1 or groups[0][0] != "bytes"
-    columns = {"effects.csv": EFFECT_COLUMNS, "interactions.csv": INTERACTION_COLUMNS, "variance.csv": VARIANCE_COLUMNS,
-               "effects_by_lr.csv": [*EFFECT_COLUMNS, "lr"]}
-    if not tables_of["effects_by_lr.csv"]:  # written only where lr is swept
-        del tables_of["effects_by_lr.csv"]
-        (out_dir / "effects_by_lr.csv").unlink(missing_ok=True)
-    if rungs is not None:
-        report.halving = saving_line(rungs, final)
-        sections[0] = (sections[0][0], sections[0][1] + "\n" + "\n".join(halving_lines(rungs, final, report.metric, "##")))
-    tables = {"summary.csv": summary, "runs.csv": _runs_table(final, keys),
-              **{name: _task_table(found, columns[name], several) for name, found in tables_of.items()}}
-    report.written = []
-    for name, table in tables.items():
-        atomic_write_bytes(out_dir / name, table.to_csv(index=False).encode())
-        report.written.append(out_dir / name)
-    report.written += written
-    atomic_write_bytes(out_dir / "summary.md", summary_document(results_dir, report, sections).encode())
+                found[name].append(table.assign(task=task))
+    report = _sweep_report(sweep, reports, runs, metric)
+    if sweep.rungs is not None:
+        report.halving = saving_line(sweep.rungs, sweep.runs)
+        sections[0] = (sections[0][0], sections[0][1] + "\n"
+                       + "\n".join(halving_lines(sweep.rungs, sweep.runs, report.metric, "##")))
+    _write_tables(report, out_dir, summary, _runs_table(sweep.runs, keys), found, several=len(groups) > 1 or
+                  groups[0][0] != "bytes")
+    atomic_write_bytes(out_dir / "summary.md", summary_document(sweep.folder.root, report, sections).encode())
     report.written.append(out_dir / "summary.md")
     return report
+
+
+TABLE_COLUMNS = {"summary.csv": None, "effects.csv": EFFECT_COLUMNS, "interactions.csv": INTERACTION_COLUMNS,
+                 "variance.csv": VARIANCE_COLUMNS, "effects_by_lr.csv": [*EFFECT_COLUMNS, "lr"]}
 
 
 def _check_arguments(metric: str, threshold: float, out_dir: Path) -> None:
@@ -140,32 +120,30 @@ def _check_arguments(metric: str, threshold: float, out_dir: Path) -> None:
         raise ValueError(f"--out {out_dir}: exists and is not a folder")
 
 
-def _load(results_dir: Path) -> tuple[pd.DataFrame, list[str]]:
-    """The results, and the warnings about files skipped (as notes for the summary)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        df = load(results_dir)
-    return df, [str(w.message) for w in caught]
+def _sweep_report(sweep: Sweep, reports: dict[str, Report], runs: pd.DataFrame, metric: str) -> Report:
+    """The report that the command prints: next-byte prediction's, with the memory tasks' own."""
+    report = reports.get("bytes") or Report(runs=len(runs), status=sweep.counts, best=None, below=0,
+                                            metric=metric if metric != "auto" else "val loss",
+                                            messages=sweep.messages)
+    report.tasks = {t: r for t, r in reports.items() if t != "bytes"}
+    report.written = [w for r in reports.values() for w in r.written]
+    return report
 
 
-def _sweep_state(results_dir: Path, config_file: str | os.PathLike | None,
-                 messages: list[str]) -> tuple[list[dict] | None, dict[str, int] | None, set[str]]:
-    """The sweep's configurations, its counts and its running ids (None, None, {} without a
-    readable configuration file, which is said in ``messages``)."""
-    if config_file is None:
-        config_file = recorded_config_file(results_dir)
-    if config_file is None:
-        return None, None, set()
-    if not Path(config_file).exists():
-        messages.append(f"{config_file}: no such configuration file (status from it left out)")
-        return None, None, set()
-    try:
-        configs = read_configs(config_file)
-    except ConfigFileError as e:
-        messages.append(f"{e} (status from the configuration file left out)")
-        return None, None, set()
-    snap = sweep_status(results_dir, configs)
-    return configs, snap["counts"], {r["id"] for r in snap["running"]}
+def _write_tables(report: Report, out_dir: Path, summary: pd.DataFrame, runs_table: pd.DataFrame,
+                  found: dict[str, list[pd.DataFrame]], several: bool) -> None:
+    """summary.csv, runs.csv and each task's rows of the effects tables (effects_by_lr.csv only
+    where lr is swept: a stale one from an earlier call is removed)."""
+    if not found["effects_by_lr.csv"]:
+        del found["effects_by_lr.csv"]
+        (out_dir / "effects_by_lr.csv").unlink(missing_ok=True)
+    tables = {"summary.csv": summary, "runs.csv": runs_table,
+              **{name: _task_table(rows, TABLE_COLUMNS[name], several) for name, rows in found.items()}}
+    written = []
+    for name, table in tables.items():
+        atomic_write_bytes(out_dir / name, table.to_csv(index=False).encode())
+        written.append(out_dir / name)
+    report.written = written + report.written
 
 
 def _task_table(tables: list[pd.DataFrame], columns: list[str], several: bool) -> pd.DataFrame:
@@ -214,12 +192,16 @@ def _metric_note(report: Report, df: pd.DataFrame, asked: str, task: str) -> Non
 
 
 # ---------------------------------------------------------------------------- one task
-def _examine_task(df: pd.DataFrame, task: str, report: Report, summary: pd.DataFrame, threshold: float,
-                  results_dir: Path, out_dir: Path, data_path: str | None,
-                  level: int) -> tuple[str, tuple[pd.DataFrame | None, ...]]:
-    """One task's ranking, effects, plots and summary section; fills ``report`` (and the task's
-    ``could be best`` column of ``summary``) and returns the section's markdown and the effects,
-    interactions and variance tables."""
+def _examine_task(sweep: Sweep, df: pd.DataFrame, task: str, asked: str, summary: pd.DataFrame, threshold: float,
+                  out_dir: Path, data_path: str | None, level: int
+                  ) -> tuple[Report, str, tuple[pd.DataFrame | None, ...]]:
+    """One task's ranking, effects, plots and summary section: its report (and the task's ``could
+    be best`` column of ``summary``), the section's markdown and the effects, interactions,
+    variance and per-rate tables."""
+    report = Report(runs=len(df), status=sweep.counts, best=None, below=0,
+                    metric=ranking_metric(df) if asked == "auto" else asked,
+                    messages=sweep.messages if task == "bytes" else [], stage=sweep.stage)
+    _metric_note(report, df, asked, task)
     metric, memory = report.metric, task != "bytes"
     # ranked: finished runs only; a diverged run's min loss is from before it diverged
     scored = df[(df["status"] == "done") & df[metric].notna()].sort_values(metric, kind="stable")
@@ -235,7 +217,7 @@ def _examine_task(df: pd.DataFrame, task: str, report: Report, summary: pd.DataF
         by_rate = effects_by_rate(scored, metric, hyperparameters(scored), eff)
         report.tuned, report.by_rate = tuned, by_rate
         _tuned_columns(summary, df, tuned, view, metric)
-    refs, ref_lines, line = _references(df, task, metric, threshold, results_dir, data_path)
+    refs, ref_lines, line = _references(df, task, metric, threshold, sweep, data_path)
     report.chance = line if memory and math.isfinite(line) else None
     below = scored[scored[metric] < line] if math.isfinite(line) else scored.iloc[:0]
     report.below = len(below)
@@ -246,9 +228,9 @@ def _examine_task(df: pd.DataFrame, task: str, report: Report, summary: pd.DataF
         _mark_could_be_best(summary, report, tuned)
         ranked = _ranked(summary, df, metric, tuned, view, report)
     _epochs_note(report, df, task, metric)
-    _plot_task(df, view, below, eff, inter, task, report, threshold, ref_lines, results_dir, out_dir)
+    _plot_task(df, view, below, eff, inter, task, report, threshold, ref_lines, sweep.folder.root, out_dir)
     md = task_section(df, view, ranked, below, report, threshold, refs, diverged, eff, task, level, inter, var)
-    return md, (eff, inter, var, by_rate)
+    return report, md, (eff, inter, var, by_rate)
 
 
 def _effects_of(scored: pd.DataFrame, metric: str, report: Report) -> tuple[pd.DataFrame | None, ...]:
@@ -293,12 +275,12 @@ def _tuned_columns(summary: pd.DataFrame, df: pd.DataFrame, tuned: Tuned, view: 
                 summary.loc[summary["id"] == cid, column] = by_arch.loc[arch, f"{metric} {part}"]
 
 
-def _references(df: pd.DataFrame, task: str, metric: str, threshold: float, results_dir: Path,
+def _references(df: pd.DataFrame, task: str, metric: str, threshold: float, sweep: Sweep,
                 data_path: str | None) -> tuple[dict[str, Any] | None, dict[str, float], float]:
     """The corpus's n-gram entropies (bytes) or the task's chance level, as lines for the plots,
     and the level that runs are counted below (the threshold, or the chance level)."""
     if task == "bytes":
-        refs = reference_entropies(df, results_dir, data_path) if len(df) else None
+        refs = reference_entropies(df, sweep.folder, data_path) if len(df) else None
         where = "held out" if not refs or refs.get("split", LEGACY_SPLIT) == LEGACY_SPLIT else "validation"
         return refs, {f"{name} ({where})": v for name, v in (refs or {}).get("nats per byte", {}).items()}, threshold
     values = df["chance loss"].dropna() if "chance loss" in df else pd.Series(dtype=float)

@@ -5,7 +5,6 @@ torch."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -20,7 +19,7 @@ __all__ = ["reference_entropies", "NGRAM_NAMES"]
 NGRAM_NAMES = {1: "unigram", 2: "bigram", 3: "trigram"}
 
 
-def reference_entropies(df: pd.DataFrame, results_dir: Path, data_path: str | None = None) -> dict[str, Any] | None:
+def reference_entropies(df: pd.DataFrame, folder: ResultsFolder, data_path: str | None = None) -> dict[str, Any] | None:
     """Unigram/bigram/trigram cross-entropies of the results' corpus on the splits its runs are
     measured on, when the corpus is at hand (the built-in corpus, the file the results name, or
     ``data_path``) and its SHA-256 matches: ``nats per byte`` on the validation split (what a
@@ -33,7 +32,7 @@ def reference_entropies(df: pd.DataFrame, results_dir: Path, data_path: str | No
     sha = shas.mode().iloc[0]
     rows = df[df["dataset sha256"] == sha]
     rule, history = _split_of(rows)
-    cache = ResultsFolder(results_dir).ngram_cache(sha)
+    cache = folder.ngram_cache(sha)
     try:
         cached = json.loads(cache.read_text())
         if (cached.get("sha256"), cached.get("split"), cached.get("history")) == (sha, rule, history):

@@ -150,20 +150,20 @@ def _row(path: Path) -> dict[str, Any] | str:
     return rec
 
 
-def load(results_dir: str | os.PathLike) -> pd.DataFrame:
+def load(results_dir: str | os.PathLike | ResultsFolder) -> pd.DataFrame:
     """One row per result file (one run), with the configuration keys, ``id``, ``config id``
     (the configuration without its seed: replicates share it), ``status``, ``min loss``,
     ``val loss`` (NaN where absent), ``loss`` (the curve, a list), ``seed swept`` (whether ``seed``
     is part of the configuration), ``seed blocks`` (whether the seed fixed the run's data order,
     so that runs of one seed share it) and every other key found. The original study's third-stage
     files (``common id``, ``training``) are read with ``training`` as their seed."""
-    folder = Path(results_dir)
+    folder = results_dir.root if isinstance(results_dir, ResultsFolder) else Path(results_dir)
     if not folder.exists():
         raise ResultsError(f"{folder}: no such results folder")
     if not folder.is_dir():
         raise ResultsError(f"{folder}: not a folder")
     rows = []
-    for path in ResultsFolder(folder).result_files():
+    for path in (results_dir if isinstance(results_dir, ResultsFolder) else ResultsFolder(folder)).result_files():
         rec = _row(path)
         if isinstance(rec, str):
             warnings.warn(f"{path}: {SKIPPED}, {rec}", RuntimeWarning, stacklevel=2)

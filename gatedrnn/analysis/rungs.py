@@ -11,13 +11,12 @@ early ranking can be trusted for this study. :func:`cost` is the saving in confi
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from scipy import stats as sps
 
-from ..store.folder import ResultsFolder, read_json
+from ..store.folder import ResultsFolder
 from .results import label, load
 from .stats import summarise
 
@@ -44,10 +43,8 @@ class Rungs:
         return pd.concat([first, before], ignore_index=True) if len(first) else df
 
 
-def rungs_of(results_dir: str | Path) -> Rungs | None:
-    """The rungs of a folder trained with ``--halving`` (its recorded settings), or None."""
-    folder = ResultsFolder(results_dir)
-    settings = read_json(folder.settings_file)
+def rungs_of(folder: ResultsFolder, settings: dict[str, Any] | None) -> Rungs | None:
+    """The rungs of a folder trained with ``--halving`` (its recorded ``settings``), or None."""
     eta = settings.get("halving") if isinstance(settings, dict) else None
     if not isinstance(eta, int) or eta < 2:
         return None

@@ -172,12 +172,12 @@ def _result_status(path: Path, config_id: str) -> str | None:
     return _STATUS_CACHE[key]
 
 
-def sweep_status(results_dir: str | os.PathLike, configs: Iterable[Mapping[str, Any]],
+def sweep_status(results_dir: str | os.PathLike | ResultsFolder, configs: Iterable[Mapping[str, Any]],
                  lease: float = 120.0, liveness: Liveness | None = None) -> dict[str, Any]:
     """Counts (done, diverged, failed, running, pending) over ``configs`` and the records of the
     claims not known to be stale (``running``): live ones, and another host's that this observer
     (``liveness``, which a long-lived caller keeps across calls) has not watched for a lease."""
-    folder = ResultsFolder(results_dir)
+    folder = results_dir if isinstance(results_dir, ResultsFolder) else ResultsFolder(results_dir)
     liveness = liveness or Liveness(lease)
     ids = [c["id"] for c in configs]
     finished = folder.finished_ids()
