@@ -131,7 +131,7 @@ def test_follow_keeps_a_live_server_in_step_with_a_training_sweep(tmp_path, mlfl
     folder.write_result(failed_record(bad, [{"time": 1.0, "error": "Traceback\nValueError: boom"}]))
     folder.write_result(result_record(wild, "diverged", {"loss": [3.1, 2.9], "min loss": 2.9, "log every": 50,
                                                          "diverged at step": 150, "end time": 2.0}))
-    sweep = subprocess.Popen([sys.executable, str(ROOT / "training_01_all.py"), "--pack", "1", "--steps", "2000",
+    sweep = subprocess.Popen([sys.executable, str(ROOT / "training_01_all.py"), "--pack", "1", "--steps", "8000",
                               "--batch-size", "8", "--history", "50", "--log-every", "50", "--eval-every", "1000",
                               "--device", "cpu", "--threads", "1", "--lease-seconds", "4"], cwd=tmp_path, env=env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
