@@ -64,6 +64,38 @@ def test_export_refuses_an_unwritable_uri_and_says_how_to_install_mlflow(sweep, 
     assert proc.returncode == 2 and "pip install 'gatedrnn[mlflow]'" in proc.stderr
 
 
+def test_a_follower_exports_a_result_written_while_it_takes_its_last_snapshot(sweep, tmp_path, monkeypatch):
+    """A result written between a pass's look at the finished results and its snapshot: the
+    snapshot finds nothing left, and the follower still ends that run FINISHED before it stops."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    import gatedrnn.cli.export as export
+    from gatedrnn.spec.grid import merge_configs
+
+    work = tmp_path / "sweep"
+    shutil.copytree(sweep / "results_01_all", work / "results_01_all")
+    merge_configs(work / "listed.json", [A])  # A alone: finished once its result is there
+    result = work / "results_01_all" / f"{A.id}.json"
+    aside = tmp_path / "aside.json"
+    result.rename(aside)
+    real = export.sweep_status
+
+    def finishing_meanwhile(*args, **kwargs):
+        if aside.exists():
+            aside.rename(result)  # A's worker completes now
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export, "sweep_status", finishing_meanwhile)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = export.export_mlflow(work / "results_01_all", uri, "race", follow=True, every=0.01,
+                               config_file=work / "listed.json")
+    client = MlflowClient(tracking_uri=uri)
+    runs = {r.data.tags["gatedrnn.id"]: r for r in client.search_runs([out["experiment id"]])}
+    assert runs[A.id].info.status == "FINISHED" and runs[A.id].data.tags["gatedrnn.status"] == "done"
+
+
 def _free_port() -> int:
     import socket
 

@@ -147,10 +147,21 @@ def _known_runs(client: Any, exp_id: str) -> dict[str, Any]:
 
 def _sync(client: Any, exp_id: str, folder: ResultsFolder, weights: bool,
           configs: list[dict[str, Any]] | None, liveness: Liveness | None = None) -> dict[str, int]:
-    """One pass: every finished result not yet final in the store, then (following) every
-    configuration that is training."""
-    known = _known_runs(client, exp_id)
+    """One pass. Following, the sweep's snapshot is taken *first* and its training
+    configurations shown as RUNNING; then every finished result not yet final in the store is
+    exported. In this order a pass whose snapshot finds nothing running or pending (the
+    follower's last) exports every result written up to that snapshot, and a result written
+    during the pass ends its run FINISHED after the snapshot's stale claim made it RUNNING."""
     counts = {"runs": 0, "created": 0, "updated": 0, "running": 0, "pending": 0}
+    if configs is not None:
+        known = _known_runs(client, exp_id)
+        snap = sweep_status(folder.root, configs, liveness=liveness)
+        counts["pending"] = snap["counts"]["pending"]
+        by_id = {c["id"]: c for c in configs}
+        for claim in snap["running"]:
+            _live_run(client, exp_id, known.get(claim["id"]), by_id[claim["id"]], claim)
+            counts["running"] += 1
+    known = _known_runs(client, exp_id)  # with the runs just made RUNNING
     for path in folder.result_files():
         rec = read_json(path)
         if result_problem(rec, path.stem if is_config_id(path.stem) else None) is not None or "id" not in rec:
@@ -161,13 +172,6 @@ def _sync(client: Any, exp_id: str, folder: ResultsFolder, weights: bool,
             continue  # exported already, as it is now
         _export_run(client, exp_id, run, path, rec, folder.existing_weights(rec["id"]) if weights else None)
         counts["created" if run is None else "updated"] += 1
-    if configs is not None:
-        snap = sweep_status(folder.root, configs, liveness=liveness)
-        counts["pending"] = snap["counts"]["pending"]
-        by_id = {c["id"]: c for c in configs}
-        for claim in snap["running"]:
-            _live_run(client, exp_id, known.get(claim["id"]), by_id[claim["id"]], claim)
-            counts["running"] += 1
     return counts
 
 
