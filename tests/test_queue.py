@@ -7,6 +7,7 @@ import time
 import pytest
 
 from gatedrnn.spec.grid import default_grid
+from gatedrnn.store.folder import claim_record
 from gatedrnn.store.queue import Queue, QueueError
 from gatedrnn.store.status import HOST
 
@@ -154,6 +155,63 @@ def test_lock_timeout_names_the_holder(tmp_path):
         holder.wait()
     assert q.claim(CONFIGS, "w") is not None  # a dead holder's soft lock is cleared
 
+
+
+def test_a_soft_lock_left_by_another_hosts_dead_holder_is_cleared_after_its_lifetime(tmp_path):
+    """Killed holding the soft lock on another host (its name, its clock an hour ahead): no one
+    here can ask that host whether the holder lives, so the marker is cleared only after being
+    watched unchanged for the lock's lifetime, on this host's monotonic clock."""
+    from helpers import ROOT
+
+    (tmp_path / "res").mkdir()
+    lifetime = 3.0
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time\nfrom gatedrnn.store.queue import Queue\n"
+        "q = Queue(%r, lock='soft', lock_lifetime=%r)\n"
+        "with q.locked():\n    print('in', flush=True); time.sleep(60)") % (str(tmp_path / "res"), lifetime)],
+        stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": f"{ROOT / 'tests' / 'clockskew'}:{ROOT}",
+             "GATEDRNN_TEST_HOST": "elsewhere", "GATEDRNN_TEST_CLOCK_SHIFT": "3600"})
+    try:
+        assert holder.stdout.readline().strip() == "in"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "host=elsewhere" in (tmp_path / "res" / ".queue" / "lock").read_text()
+    q = Queue(tmp_path / "res", lock="soft", lock_timeout=0.5, lock_lifetime=lifetime)
+    start = time.monotonic()
+    with pytest.raises(QueueError, match="elsewhere"):  # not cleared at once: the holder may live
+        q.claim(CONFIGS, "w")
+    q = Queue(tmp_path / "res", lock="soft", lock_timeout=30, lock_lifetime=lifetime)
+    assert q.claim(CONFIGS, "w") is not None
+    assert time.monotonic() - start >= lifetime
+
+
+def test_a_live_claim_silenced_by_a_stuck_lock_is_not_taken_when_the_lock_clears(tmp_path):
+    """Another host's worker that could not heartbeat while the soft lock was stuck (its holder
+    killed) keeps its claim: the stall is no sign of its death."""
+    from helpers import ROOT
+
+    (tmp_path / "res").mkdir()
+    lifetime = 3.0
+    q = Queue(tmp_path / "res", lease_seconds=2.0, lock="soft", lock_timeout=30, lock_lifetime=lifetime)
+    theirs = claim_record(CONFIGS[0]["id"], "w", "elsewhere", 4242, None, "t", time.time(), 2.0, 1)
+    q.folder.write_claim(theirs)
+    assert q.claim(CONFIGS[:1], "me") is None and q.watching  # seen once: watching
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time\nfrom gatedrnn.store.queue import Queue\n"
+        "q = Queue(%r, lock='soft', lock_lifetime=%r)\n"
+        "with q.locked():\n    print('in', flush=True); time.sleep(60)") % (str(tmp_path / "res"), lifetime)],
+        stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": f"{ROOT / 'tests' / 'clockskew'}:{ROOT}", "GATEDRNN_TEST_HOST": "third"})
+    try:
+        assert holder.stdout.readline().strip() == "in"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert q.claim(CONFIGS[:1], "me") is None  # waited out the stuck lock; the claim's silence was its doing
+    time.sleep(2.1)  # a lease after the stall, still silent: now it is dead
+    assert q.claim(CONFIGS[:1], "me") is not None
 
 CORRUPT_CLAIMS = {
     "lease null": lambda cid: json.dumps({**good_claim(cid), "lease": None}),

@@ -71,6 +71,27 @@ def test_another_hosts_claim_is_judged_by_watching_its_heartbeat_change_on_this_
     assert Liveness(60.0).judge(cid, mine) == LIVE and 4 < Liveness(60.0).age(cid, mine)[0] < 10  # this host's clock
 
 
+
+def test_after_the_lock_stalled_a_silent_claim_gets_a_lease_to_beat_again():
+    """No one can heartbeat while the queue's lock is stuck, so the silence it caused is not a
+    sign of death: for a lease after the stall ends, only a claim of this host whose process is
+    gone is stale."""
+    cid = "x" * 64
+    other = claim_record(cid, "w", "another-host", 2**22 + 12345, None, "t", time.time(), 10.0, 1)
+    watcher = Liveness(60.0)
+    watcher.judge(cid, other, now=0.0)
+    watcher.stalled(now=60.0)  # the lock taken after a minute's wait
+    assert watcher.judge(cid, other, now=60.0) == WATCHING and watcher.judge(cid, other, now=69.9) == WATCHING
+    assert watcher.judge(cid, other, now=70.0) == STALE  # a lease after the stall, still silent
+    unstalled = Liveness(60.0)
+    unstalled.judge(cid, other, now=0.0)
+    assert unstalled.judge(cid, other, now=60.0) == STALE
+    silent_here = claim_record(cid, "w", HOST, os.getpid(), None, "t", time.time() - 30, 10.0, 1)
+    watcher.stalled()
+    assert watcher.judge(cid, silent_here) == WATCHING and Liveness(60.0).judge(cid, silent_here) == STALE
+    dead_here = {**silent_here, "pid": 2**22 + 12345}
+    assert watcher.judge(cid, dead_here) == STALE  # its process is gone: certain, stall or not
+
 def test_the_eta_is_work_left_over_the_speed_of_the_running_workers():
     counts = {"done": 1, "diverged": 0, "failed": 0, "running": 2, "pending": 2}
     progress = [{"step": 50, "steps per second": 10}, {"step": 150, "steps per second": 30}]

@@ -39,6 +39,7 @@ from .options import (BAD_INPUT, EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FAULT, EXIT_OK
                       recorded_settings)
 from ..spec.packing import plan_packs
 from ..store.queue import Claim, Queue, QueueError
+from ..store.status import heartbeat_interval
 from ..training.trainer import train, train_pack
 
 __all__ = ["Worker", "Job", "Heartbeat", "run_worker", "serve", "environment_fault", "EnvironmentFault",
@@ -169,7 +170,7 @@ class Worker:
         self.corpus, sha256 = sweep_data(self.settings.data, tasks, self.settings.history)  # corpus None: smnist
         check_fits(self.settings, self.device)  # before anything is claimed
         self.queue.record_settings(recorded_settings(self.settings, sha256))
-        self.interval = min(5.0, options.lease_seconds / 4)
+        self.interval = heartbeat_interval(options.lease_seconds)
         self.runs = self.faults = 0
         self.halving = (Halving(self.queue.folder, self.settings.halving, self.settings.rung_steps())
                         if self.settings.halving else None)

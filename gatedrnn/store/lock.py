@@ -22,9 +22,10 @@ import filelock
 from .folder import FolderError, ResultsFolder
 from .status import HOST
 
-__all__ = ["QueueLock", "QueueError", "LOCK_KINDS"]
+__all__ = ["QueueLock", "QueueError", "LOCK_KINDS", "SOFT_LIFETIME"]
 
 LOCK_KINDS = ("file", "soft")
+SOFT_LIFETIME = 60.0  # seconds another host watches a soft lock's marker unchanged before clearing it
 
 
 class QueueError(FolderError):
@@ -34,10 +35,11 @@ class QueueError(FolderError):
 class QueueLock:
     """The lock of one results folder's queue: :meth:`held` is a context manager."""
 
-    def __init__(self, folder: ResultsFolder, kind: str = "file", timeout: float = 120.0, lifetime: float = 60.0) -> None:
+    def __init__(self, folder: ResultsFolder, kind: str = "file", timeout: float = 120.0, lifetime: float = SOFT_LIFETIME) -> None:
         if kind not in LOCK_KINDS:
             raise ValueError(f"lock must be one of {', '.join(LOCK_KINDS)}, got {kind!r}")
         self.folder, self.kind, self.timeout = folder, kind, timeout
+        self.waited = 0.0
         path = str(folder.lock)
         if kind == "soft":
             self._lock = filelock.SoftFileLease(path, lease_duration=lifetime, timeout=timeout)
@@ -46,6 +48,8 @@ class QueueLock:
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
+        """The lock, held for the ``with`` block; ``waited`` is then how long taking it took."""
+        start = time.monotonic()
         try:
             self._lock.acquire()
         except filelock.Timeout:
@@ -60,6 +64,7 @@ class QueueLock:
             ) from None
         except OSError as e:  # (after Timeout, itself an OSError) a folder where the lock file belongs, a read-only disk, ...
             raise QueueError(f"{self.folder.lock}: cannot take the queue lock ({e.strerror or e})") from None
+        self.waited = time.monotonic() - start
         try:
             try:
                 self.folder.write_lock_holder({"host": HOST, "pid": os.getpid(), "time": time.time()})

@@ -14,6 +14,7 @@ The lock (two kinds, file and soft) is :mod:`gatedrnn.store.lock`'s; claiming pa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sys
@@ -23,9 +24,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .folder import (RECORDED_SETTINGS, Claim, FolderError, ResultsFolder, attempts_problem, claim_problem,
                      claim_record, failed_record, finished_record, read_json, result_problem, set_aside)
-from .lock import LOCK_KINDS, QueueError, QueueLock
+from .lock import LOCK_KINDS, SOFT_LIFETIME, QueueError, QueueLock
 from .packs import PackClaim, PackClaims
-from .status import HOST, STALE, WATCHING, Liveness, process_start, sweep_status
+from .status import HOST, STALE, WATCHING, Liveness, heartbeat_interval, process_start, sweep_status
 
 __all__ = ["Queue", "Claim", "PackClaim", "QueueError", "SettingsMismatch", "LOCK_KINDS"]
 
@@ -46,7 +47,7 @@ class Queue(PackClaims):
         lease_seconds: float = 120.0,
         lock: str = "file",
         lock_timeout: float = 120.0,
-        lock_lifetime: float = 60.0,
+        lock_lifetime: float = SOFT_LIFETIME,
         retry_delay: float = 30.0,
         report=None,
     ) -> None:
@@ -71,9 +72,15 @@ class Queue(PackClaims):
             raise QueueError(str(e)) from None
         self._lock = QueueLock(self.folder, lock, lock_timeout, lock_lifetime)
 
+    @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """The queue lock, held for the ``with`` block (:class:`gatedrnn.store.lock.QueueLock`)."""
-        return self._lock.held()
+        """The queue lock, held for the ``with`` block (:class:`gatedrnn.store.lock.QueueLock`).
+        Taken after a wait longer than a heartbeat's interval, the lock had stalled: claims that
+        fell silent meanwhile are given a lease to beat again (:meth:`Liveness.stalled`)."""
+        with self._lock.held():
+            if self._lock.waited > heartbeat_interval(self.lease):
+                self.liveness.stalled()
+            yield
 
     # ------------------------------------------------------------------ records
     def finished_ids(self) -> set[str]:

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping
 from ..spec.config import RNNConfig
 from .folder import ResultsFolder, claim_problem, read_json, result_problem
 
-__all__ = ["HOST", "pid_alive", "process_start", "claim_is_live", "Liveness", "LIVE", "STALE", "WATCHING",
+__all__ = ["HOST", "pid_alive", "process_start", "process_gone", "claim_is_live", "heartbeat_interval", "Liveness", "LIVE", "STALE", "WATCHING",
            "sweep_status", "snapshot", "eta_seconds",
            "duration", "by_pack", "pack_label", "labels_of", "format_live", "format_snapshot",
            "recorded_config_file"]
@@ -79,6 +79,11 @@ def _number(value: Any) -> float | None:
 LIVE, STALE, WATCHING = "live", "stale", "watching"
 
 
+def heartbeat_interval(lease: float) -> float:
+    """Seconds between a worker's heartbeats under ``lease``: at least four in a lease."""
+    return min(5.0, lease / 4)
+
+
 def _own_lease(rec: Mapping[str, Any], lease: float) -> float:
     own = _number(rec.get("lease"))
     return own if own is not None and own > 0 else lease
@@ -94,20 +99,32 @@ class Liveness:
         self.lease = lease
         # claim id -> ((token, beat) as last seen, monotonic time it was first seen so, seen changing)
         self._seen: dict[str, tuple[tuple, float, bool]] = {}
+        self._stall_ended: float | None = None  # monotonic time the last stall of the queue lock ended
+
+    def stalled(self, now: float | None = None) -> None:
+        """The queue's lock was just taken after a long wait (a holder killed with the soft lock
+        held, a file system that hung): no one could heartbeat meanwhile, so for a lease from now
+        no claim is judged stale by its silence, only one of this host whose process is gone."""
+        self._stall_ended = time.monotonic() if now is None else now
+
+    def _after_stall(self, rec: Mapping[str, Any], now: float) -> bool:
+        return self._stall_ended is not None and now - self._stall_ended < _own_lease(rec, self.lease)
 
     def judge(self, cid: str, rec: Any, now: float | None = None) -> str:
         if not isinstance(rec, Mapping) or _number(rec.get("heartbeat")) is None:
             return STALE  # a record of the wrong shape
-        if rec.get("host") == HOST:
-            return LIVE if claim_is_live(rec, self.lease) else STALE  # this host's clock on both sides
         now = time.monotonic() if now is None else now
+        if rec.get("host") == HOST:  # this host's clock on both sides
+            if claim_is_live(rec, self.lease):
+                return LIVE
+            return WATCHING if self._after_stall(rec, now) and not process_gone(rec) else STALE
         key = (rec.get("token"), rec.get("beat", rec.get("heartbeat")))
         seen = self._seen.get(cid)
         if seen is None or seen[0] != key:
             self._seen[cid] = (key, now, seen is not None)
             return LIVE if seen is not None else WATCHING
         _, since, changed = seen
-        if now - since >= _own_lease(rec, self.lease):
+        if now - since >= _own_lease(rec, self.lease) and not self._after_stall(rec, now):
             return STALE
         return LIVE if changed else WATCHING
 
@@ -128,6 +145,17 @@ class Liveness:
         keep = set(keep)
         for cid in [c for c in self._seen if c not in keep]:
             del self._seen[cid]
+
+
+def process_gone(rec: Mapping[str, Any]) -> bool:
+    """Whether a claim was made on this host by a process that no longer runs (or by no valid
+    pid): the one certain sign of a dead claimant."""
+    if rec.get("host") != HOST:
+        return False
+    pid, start = rec.get("pid"), rec.get("pid start")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return True
+    return not pid_alive(pid, start if isinstance(start, str) else None)
 
 
 def claim_is_live(rec: Any, lease: float, now: float | None = None) -> bool:
