@@ -77,15 +77,18 @@ def test_other_hosts_claims_are_watched_for_a_lease_on_this_hosts_clock(queue):
     """Issue 33: another host's claim is stale when this queue has watched it unchanged for its
     lease, never because its timestamp looks old (a pid means nothing there either)."""
     cid = CONFIGS[0]["id"]
-    plant_claim(queue, cid, host="elsewhere", pid=dead_pid(), heartbeat=time.time() - 3600, lease=0.4, beat=3)
+    plant_claim(queue, cid, host="elsewhere", pid=dead_pid(), heartbeat=time.time() - 3600, lease=2.0, beat=3)
     assert queue.claim(CONFIGS[:1], "new") is None and queue.watching  # first sight: watching, not stale
-    time.sleep(0.25)
-    plant_claim(queue, cid, host="elsewhere", pid=dead_pid(), heartbeat=time.time() - 3600, lease=0.4, beat=4)
-    assert queue.claim(CONFIGS[:1], "new") is None and not queue.watching  # its heartbeat changed: alive
-    time.sleep(0.25)
-    assert queue.claim(CONFIGS[:1], "new") is None  # unchanged for 0.25 s of its 0.4
     time.sleep(0.2)
-    c = queue.claim(CONFIGS[:1], "new")  # unchanged for a whole lease: stale
+    plant_claim(queue, cid, host="elsewhere", pid=dead_pid(), heartbeat=time.time() - 3600, lease=2.0, beat=4)
+    before = time.monotonic()
+    assert queue.claim(CONFIGS[:1], "new") is None and not queue.watching  # its heartbeat changed: alive
+    after = time.monotonic()  # it saw the change between before and after
+    time.sleep(0.3)
+    took = queue.claim(CONFIGS[:1], "new")
+    assert took is None or time.monotonic() - before >= 2.0  # unchanged for less than its lease of 2 s
+    time.sleep(max(0.0, after + 2.05 - time.monotonic()))
+    c = took or queue.claim(CONFIGS[:1], "new")  # unchanged for a whole lease: stale
     assert c is not None and c.took_over["host"] == "elsewhere"
 
 

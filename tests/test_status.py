@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from gatedrnn import RNNConfig
 from gatedrnn.store.folder import claim_record
@@ -17,7 +18,10 @@ CONFIGS = [RNNConfig(False, True, False, True, True, False, True, n_layers=1, st
 
 def test_pid_alive_sees_zombies_and_reused_pids():
     p = subprocess.Popen([sys.executable, "-c", "pass"])
-    time.sleep(0.5)  # exited but not reaped: a zombie
+    stat = Path(f"/proc/{p.pid}/stat")
+    deadline = time.monotonic() + 60
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.monotonic() < deadline:
+        time.sleep(0.05)  # until it has exited, not reaped: a zombie
     assert not pid_alive(p.pid)
     p.wait()
     assert pid_alive(os.getpid())
