@@ -24,9 +24,8 @@ from urllib.parse import urlparse
 
 from ..spec.config import RNNConfig
 from ..store.folder import ResultsFolder, is_config_id, read_json, result_problem
-from ..spec.grid import ConfigFileError, read_configs
-from ..store.status import Liveness, recorded_config_file, sweep_status
-from .tools import ToolError
+from ..store.status import Liveness, sweep_status
+from .tools import ToolError, sweep_configs
 
 __all__ = ["export_mlflow", "default_tracking_uri"]
 
@@ -66,7 +65,7 @@ def export_mlflow(results_dir: str | Path = "results_01_all", tracking_uri: str 
         raise ToolError(f"{folder.root}: no such results folder")
     if follow and not every > 0:
         raise ToolError(f"--every must be a positive number of seconds, got {every}")
-    configs = _configs(folder, config_file) if follow else None
+    configs = sweep_configs(folder, config_file)[1] if follow else None
     tracking_uri, artifacts = _store(folder, tracking_uri, artifact_location)
     for name in ("mlflow", "alembic"):  # their INFO lines about creating tables are not ours to print
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -95,17 +94,6 @@ def export_mlflow(results_dir: str | Path = "results_01_all", tracking_uri: str 
         totals["stopped"] = True
     ui = f"mlflow ui --backend-store-uri {tracking_uri}"
     return {"tracking uri": tracking_uri, "experiment": experiment, "experiment id": exp_id, "ui": ui, **totals}
-
-
-def _configs(folder: ResultsFolder, config_file: str | Path | None) -> list[dict[str, Any]]:
-    path = Path(config_file) if config_file is not None else recorded_config_file(folder.root)
-    if path is None:
-        raise ToolError(f"{folder.root}: no configuration file recorded for this results folder; "
-                        "name it with --config-file")
-    try:
-        return read_configs(path)
-    except ConfigFileError as e:
-        raise ToolError(str(e)) from None
 
 
 def _store(folder: ResultsFolder, tracking_uri: str | None, artifact_location: str | None) -> tuple[str, str | None]:

@@ -67,15 +67,21 @@ def sweep_report(results_dir: str | Path, config_file: str | Path | None = None,
     folder = ResultsFolder(results_dir)
     if not folder.root.is_dir():
         raise ToolError(f"{folder.root}: no such results folder")
+    path, configs = sweep_configs(folder, config_file)
+    return {**snapshot(folder.root, configs, lease, watch=watch), "config file": str(path)}
+
+
+def sweep_configs(folder: ResultsFolder, config_file: str | Path | None) -> tuple[Path, list[dict[str, Any]]]:
+    """The sweep's configuration list: ``config_file``, else the one its launcher recorded; with
+    its path. ToolError when there is none or it cannot be read."""
     path = Path(config_file) if config_file is not None else recorded_config_file(folder.root)
     if path is None:
         raise ToolError(f"{folder.root}: no configuration file recorded for this results folder; "
                         "name it with --config-file")
     try:
-        configs = read_configs(path)
+        return path, read_configs(path)
     except ConfigFileError as e:
         raise ToolError(str(e)) from None
-    return {**snapshot(folder.root, configs, lease, watch=watch), "config file": str(path)}
 
 
 def format_sweep_report(r: dict[str, Any], labels: dict[str, str] | None = None) -> str:

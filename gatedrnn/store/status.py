@@ -172,14 +172,7 @@ def claim_is_live(rec: Any, lease: float, now: float | None = None) -> bool:
         return False
     if now - heartbeat > (own if own is not None and own > 0 else lease):
         return False
-    pid = rec.get("pid")
-    if rec.get("host") == HOST:
-        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-            return False
-        start = rec.get("pid start")
-        if not pid_alive(pid, start if isinstance(start, str) else None):
-            return False
-    return True
+    return not process_gone(rec)
 
 
 # ---------------------------------------------------------------------- counts
