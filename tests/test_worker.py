@@ -1,5 +1,6 @@
 """The sweep with real worker processes and real signals (DESIGN.md: claims, leases, resume)."""
 
+import dataclasses
 import json
 import os
 import random
@@ -35,6 +36,20 @@ def uninterrupted():
     return train(LONG, LONG_SETTINGS)
 
 
+# the SIGKILL test kills at a random step chosen in KILL_AT, and needs the run to go on well past it
+# whatever the machine's speed (a CPU trains LONG at ~5000 steps/s, so 2500 steps leave under a second)
+KILL_STEPS, KILL_AT = 8000, (100, 2000)
+KILL_ARGS = [str(KILL_STEPS) if a == "2500" else a for a in LONG_ARGS]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_long():
+    import torch
+
+    torch.set_num_threads(1)
+    return train(LONG, dataclasses.replace(LONG_SETTINGS, steps=KILL_STEPS))
+
+
 def finished_lines(logs):
     counts = {}
     for text in logs:
@@ -61,16 +76,17 @@ def test_many_workers_complete_every_configuration_exactly_once(tmp_path):
     assert "done 24" in proc.stdout
 
 
-def test_sigkill_mid_run_then_a_new_worker_resumes_identically(tmp_path, uninterrupted):
+def test_sigkill_mid_run_then_a_new_worker_resumes_identically(tmp_path, uninterrupted_long):
+    uninterrupted = uninterrupted_long
     write_configs(tmp_path, [LONG])
-    w = start_worker(*LONG_ARGS, cwd=tmp_path, name="victim")
+    w = start_worker(*KILL_ARGS, cwd=tmp_path, name="victim")
     ckpt = tmp_path / "results_01_all/checkpoints" / f"{LONG.id}.pt"
-    wait_for(ckpt.exists, what="a first checkpoint")
-    time.sleep(random.uniform(0.0, 0.8))  # a random step
+    target = random.randrange(*KILL_AT)  # a random step, well before the run's end
+    wait_for(lambda: ckpt.exists() and progress_step(tmp_path) >= target, interval=0.01, what=f"step {target}")
     assert kill(w, signal.SIGKILL) == -signal.SIGKILL
-    assert results(tmp_path) == {}
+    assert results(tmp_path) == {}, f"the victim finished before the kill at step {target}"
     assert len(claims(tmp_path)) == 1  # left behind by the dead worker
-    w2 = start_worker(*LONG_ARGS, cwd=tmp_path, name="heir")
+    w2 = start_worker(*KILL_ARGS, cwd=tmp_path, name="heir")
     assert w2.wait(timeout=300) == 0
     res = results(tmp_path)[LONG.id]
     assert res["worker"] == "heir" and res["resumes"] == 1
