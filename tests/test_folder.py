@@ -70,3 +70,36 @@ def test_failed_and_finished_records():
     json.dumps(rec)
     done = finished_record({"id": CONFIG["id"], "status": "done"}, attempts=2, worker="w1")
     assert done == {"id": CONFIG["id"], "status": "done", "attempts": 2, "worker": "w1"}
+
+
+def test_a_finished_run_leaves_no_temp_file_of_a_write_that_a_kill_cut_short(tmp_path):
+    """A worker SIGKILLed while writing a checkpoint cannot remove its temp file (CI saw one left
+    in checkpoints/ after a packed worker was killed mid-save); dropping the finished run or pack
+    removes it, and nothing of another configuration."""
+    import signal
+    import subprocess
+    import sys
+
+    f = ResultsFolder(tmp_path)
+    cid, other = CONFIG["id"], "f" * 64
+    f.checkpoints.mkdir(parents=True)
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from gatedrnn.spec.atomic import atomic_write\n"
+        "def write(fh):\n"
+        "    fh.write(b'x' * 1000); fh.flush(); print('writing', flush=True); time.sleep(60)\n"
+        "atomic_write(sys.argv[1], write)\n"), str(f.checkpoint(cid))], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signal.SIGKILL)
+    assert writer.wait(timeout=30) == -signal.SIGKILL
+    f.checkpoint(cid).write_bytes(b"an earlier checkpoint")
+    left = [p.name for p in f.checkpoints.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and left[0].startswith(f".{cid}.pt.")  # what the kill left
+    theirs = f.checkpoints / f".{other}.pt.abcd1234.tmp"  # another run's write, maybe in progress
+    theirs.write_bytes(b"y")
+    pack = f.pack_checkpoint("p" * 64)
+    (pack.parent / f".{pack.name}.zz9.tmp").write_bytes(b"z")
+    f.drop_run(cid)
+    assert sorted(p.name for p in f.checkpoints.iterdir()) == sorted([theirs.name, f".{pack.name}.zz9.tmp"])
+    f.drop_pack("p" * 64)
+    assert [p.name for p in f.checkpoints.iterdir()] == [theirs.name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -69,6 +70,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             pass
         raise
     _fsync_dir(path.parent)
+
+
+def temp_files(path: str | os.PathLike) -> list[Path]:
+    """The temp files that writes of ``path`` by :func:`atomic_write` left behind: a process
+    killed mid-write (SIGKILL, power loss) cannot remove its own."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+
+
+def remove(path: str | os.PathLike) -> None:
+    """Remove ``path`` and every temp file that a killed write of it left. For a file that no one
+    should write any more (a finished run's checkpoint and claim): a writer that still does (a
+    worker that lost its claim) then fails to replace it, as it should."""
+    Path(path).unlink(missing_ok=True)
+    for tmp in temp_files(path):
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..spec.atomic import atomic_write_json
+from ..spec.atomic import atomic_write_json, remove
 from ..spec.config import LEGACY_SETTINGS
 from typing import Any, Iterator, Mapping
 
@@ -255,9 +255,10 @@ class ResultsFolder:
         atomic_write_json(self.attempt(config_id), record)
 
     def drop_run(self, config_id: str) -> None:
-        """A configuration's claim, checkpoint and attempts: what a finished one no longer needs."""
+        """A configuration's claim, checkpoint and attempts: what a finished one no longer needs,
+        with the temp files that a worker killed while writing them left."""
         for path in (self.claim(config_id), self.checkpoint(config_id), self.attempt(config_id)):
-            path.unlink(missing_ok=True)
+            remove(path)
 
     def write_pack_record(self, pack_id: str, members: list[str], created: float, resumed_from: str | None,
                           worker: str, seq: int = 0) -> None:
@@ -268,9 +269,9 @@ class ResultsFolder:
                                                       "seq": seq, "resumed from": resumed_from, "worker": worker})
 
     def drop_pack(self, pack_id: str) -> None:
-        """A pack's checkpoint and record."""
-        self.pack_checkpoint(pack_id).unlink(missing_ok=True)
-        self.pack_record(pack_id).unlink(missing_ok=True)
+        """A pack's checkpoint and record, with the temp files that a killed write of them left."""
+        remove(self.pack_checkpoint(pack_id))
+        remove(self.pack_record(pack_id))
 
     def read_lock_holder(self) -> Any | None:
         return read_json(self.lock_holder)
