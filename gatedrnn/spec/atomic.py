@@ -50,12 +50,20 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~_umask()
 
 
+_TEMP_SUFFIX = ".tmp"
+
+
+def _temp_prefix(path: Path) -> str:
+    """How the names of ``path``'s temp files begin (hidden, beside it): :func:`remove` finds them."""
+    return f".{path.name}."
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``path`` through ``write(f)`` so that readers see the old file or the new one, never
     a part of it, even if this process is killed mid-write. A new file's mode follows the umask;
     a rewritten file keeps its mode (mkstemp's private 0600 is not left behind)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
         os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, "wb") as f:
@@ -72,19 +80,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     _fsync_dir(path.parent)
 
 
-def temp_files(path: str | os.PathLike) -> list[Path]:
-    """The temp files that writes of ``path`` by :func:`atomic_write` left behind: a process
-    killed mid-write (SIGKILL, power loss) cannot remove its own."""
-    path = Path(path)
-    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
-
-
 def remove(path: str | os.PathLike) -> None:
-    """Remove ``path`` and every temp file that a killed write of it left. For a file that no one
-    should write any more (a finished run's checkpoint and claim): a writer that still does (a
-    worker that lost its claim) then fails to replace it, as it should."""
-    Path(path).unlink(missing_ok=True)
-    for tmp in temp_files(path):
+    """Remove ``path`` and every temp file that a write of it by :func:`atomic_write` left (a
+    process killed mid-write cannot remove its own). For a file that no one should write any more
+    (a finished run's checkpoint and claim): a writer that still does (a worker that lost its
+    claim) then fails to replace it, as it should."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    for tmp in path.parent.glob(f"{glob.escape(_temp_prefix(path))}*{_TEMP_SUFFIX}"):
         tmp.unlink(missing_ok=True)
 
 
