@@ -17,10 +17,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 @pytest.fixture
 def tiny_corpus(tmp_path):
     """A small corpus file made by the test: repeated English-like text."""
-    from gatedrnn.data.corpus import _builtin_bytes
+    from gatedrnn.data.corpus import builtin_bytes
 
     path = tmp_path / "tiny.txt"
-    path.write_bytes(_builtin_bytes()[:60_000])
+    path.write_bytes(builtin_bytes()[:60_000])
     return path
 
 

@@ -32,7 +32,7 @@ def make_results(folder: Path, n: int = 432, original: int = 0, seed: int = 0, s
                "training steps": 2000, "batch size": 256, "history size": 1000}
         if i >= original:
             rec.update({"status": "done", "val loss": final + 0.05, "val bpb": (final + 0.05) / math.log(2),
-                        "log every": 50, "dataset": "builtin:pydoc_topics", "seed": 0,
+                        "log every": 50, "dataset": "builtin:python-docs", "seed": 0,
                         "parameters": 1000, "steps per second": 100.0})
             if sha:
                 rec["dataset sha256"] = sha

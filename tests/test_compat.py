@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from gatedrnn import RNNConfig, TrainSettings, train
+from gatedrnn.data.corpus import PYDOC_TOPICS
 from helpers import gatedrnn, results, script
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "before-move"
@@ -44,7 +45,10 @@ def test_a_folder_written_before_the_move_is_read_and_finished(before):
 
     torch.set_num_threads(1)
     rec = done[SOLO]
-    settings = TrainSettings.from_dict({k: v for k, v in rec["settings"].items() if k != "device"}).replace(device="cpu")
+    # the folder recorded no corpus: it was made on the built-in corpus of then, builtin:pydoc_topics
+    assert rec["dataset"] == PYDOC_TOPICS and "data=builtin:pydoc_topics" in proc.stdout
+    settings = TrainSettings.from_dict({k: v for k, v in rec["settings"].items() if k != "device"}).replace(
+        device="cpu", data=PYDOC_TOPICS)
     straight = train(RNNConfig.from_dict({k: v for k, v in rec.items() if k in RNNConfig.__dataclass_fields__}),
                      settings)
     np.testing.assert_allclose(rec["loss"], straight["loss"], rtol=1e-4, atol=1e-5)

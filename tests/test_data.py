@@ -1,4 +1,5 @@
 import bz2
+import hashlib
 import gzip
 import lzma
 import zipfile
@@ -8,8 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from gatedrnn.data.corpus import BUILTIN, DataError, check_length, load_corpus, ngram_cross_entropies, validation_streams
-from gatedrnn.data.sources import StreamSampler
+import gatedrnn.data.corpus as corpus_mod
+from gatedrnn.data.corpus import (BUILTIN, BUILTIN_SHA256, PYDOC_TOPICS, Corpus, DataError, check_length,
+                                  folder_data, literature_split, load_corpus, ngram_cross_entropies,
+                                  validation_streams)
+from gatedrnn.data.sources import StreamSampler, WholeSplit
+from gatedrnn.spec.config import TrainSettings
 
 FIXTURES_CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus.txt"
 PAYLOAD = bytes(range(256)) * 40 + "naïve text ✓\n".encode() * 100
@@ -38,11 +43,65 @@ def _plain(tmp_path):
     return p
 
 
-def test_builtin_corpus_is_the_pydoc_topics():
+def test_the_builtin_corpus_is_the_pinned_python_docs_and_large_enough_for_the_originals_settings():
     corpus = load_corpus()
-    assert corpus.name == BUILTIN
-    assert 400_000 < len(corpus) < 600_000
-    assert b"The " in bytes(corpus.data[:5000])
+    assert corpus.name == BUILTIN and corpus.sha256 == BUILTIN_SHA256
+    assert hashlib.sha256(bytes(corpus.data)).hexdigest() == BUILTIN_SHA256  # the digest is of these bytes
+    text = bytes(corpus.data)
+    assert b"  The Python Tutorial\n" in text and b"PSF LICENSE AGREEMENT FOR PYTHON" in text
+    d = TrainSettings()
+    assert d.steps * d.batch_size <= corpus.n_train  # the original's settings read the training split at most once
+    assert load_corpus(BUILTIN) is not corpus and load_corpus(BUILTIN).sha256 == BUILTIN_SHA256
+
+
+def test_the_builtin_corpus_does_not_depend_on_the_interpreter(monkeypatch):
+    """The same bytes whatever the interpreter's own documentation topics are."""
+    import pydoc_data.topics
+
+    before = load_corpus().sha256
+    monkeypatch.setattr(pydoc_data.topics, "topics", {"x": "another build's topics"})
+    corpus_mod.builtin_bytes.cache_clear()
+    assert load_corpus().sha256 == before == BUILTIN_SHA256
+    assert load_corpus(PYDOC_TOPICS).sha256 == hashlib.sha256(b"another build's topics").hexdigest()
+
+
+def test_a_damaged_builtin_corpus_is_refused_in_one_line(tmp_path, monkeypatch):
+    bad = tmp_path / "python-docs-3.11.txt.gz"
+    bad.write_bytes(gzip.compress(b"not the docs"))
+    monkeypatch.setattr(corpus_mod, "_BUILTIN_FILE", bad)
+    corpus_mod.builtin_bytes.cache_clear()
+    try:
+        with pytest.raises(DataError, match="damaged.*reinstall gatedrnn") as e:
+            load_corpus()
+        assert "\n" not in str(e.value) and BUILTIN_SHA256 in str(e.value)
+    finally:
+        corpus_mod.builtin_bytes.cache_clear()
+
+
+def test_the_old_builtin_corpus_stays_under_its_name_and_unknown_names_are_refused():
+    old = load_corpus(PYDOC_TOPICS)
+    assert old.name == PYDOC_TOPICS and 400_000 < len(old) < 600_000
+    assert load_corpus("builtin:pydoc-topics").sha256 == old.sha256  # the other spelling
+    with pytest.raises(DataError, match="builtin:nope: no such built-in corpus"):
+        load_corpus("builtin:nope")
+
+
+def test_a_folder_without_recorded_data_is_read_as_the_corpus_its_digest_names():
+    assert folder_data(None, BUILTIN_SHA256) is None
+    assert folder_data(None, "cec54c27" + "0" * 56) == PYDOC_TOPICS  # made before issue 39
+    assert folder_data("/data/enwik8", "ab" * 32) == "/data/enwik8"
+    assert folder_data(None, None) is None
+
+
+def test_enwik8_and_text8_as_shipped_are_recognised_by_name_and_size(tmp_path):
+    for name, digest_ok in (("enwik8", True), ("text8", False)):
+        corpus = Corpus(name, None, "0" * 64, np.zeros(100_000_000, np.uint8)[:1])  # the length is checked below
+        assert literature_split(corpus) is None  # not 100,000,000 bytes
+    big = np.zeros(100_000_000, np.uint8)
+    assert literature_split(Corpus("enwik8", None, "0" * 64, big)) == "contiguous"
+    assert literature_split(Corpus("enwik8.zip", None, "0" * 64, big)) == "contiguous"
+    assert literature_split(Corpus("text8", None, "0" * 64, big)) is None  # not text8's published digest
+    assert literature_split(Corpus("mytext", None, "0" * 64, big)) is None
 
 
 def test_split_is_disjoint_90_10_and_covers_everything(tmp_path):
@@ -166,9 +225,8 @@ def test_the_windows_rule_gives_one_window_of_each_pair_to_each_split():
 def test_validation_and_test_under_the_windows_rule_are_the_same_text_and_under_blocks_they_are_not():
     """Measured by a model the rule never looks at (the trigram; the rule matches the unigram and
     bigram): on the built-in corpus the two splits agree under ``windows`` and differ under
-    ``blocks``, the finding of issue 30."""
-    corpus = load_corpus()
-    for history in (100, 1000):
+    ``blocks`` on the corpus issue 30 measured (the old built-in one)."""
+    for history, corpus in ((100, load_corpus()), (1000, load_corpus()), (1000, load_corpus(PYDOC_TOPICS))):
         h_val = ngram_cross_entropies(corpus, heldout=corpus.heldout("val", "windows", history))
         h_test = ngram_cross_entropies(corpus, heldout=corpus.heldout("test", "windows", history))
         for k in (1, 2):
@@ -193,3 +251,37 @@ def test_a_short_held_out_part_still_gives_both_splits_a_window():
     corpus = load_corpus(FIXTURES_CORPUS)
     val, test = corpus.heldout("val", "windows", 10_000), corpus.heldout("test", "windows", 10_000)
     assert val.shape == test.shape and val.shape[0] >= 1 and val.shape[1] >= 2
+
+
+def test_the_contiguous_rule_is_validation_then_test_in_two_halves(tmp_path):
+    corpus = load_corpus(_plain(tmp_path))
+    held = bytes(corpus.val)
+    val, test = (bytes(corpus.heldout(part, "contiguous")) for part in ("val", "test"))
+    assert val + test == held and len(val) == len(held) // 2
+
+
+def test_the_whole_split_scores_every_byte_once_carrying_the_state_through_each_stream():
+    """A model that counts its steps since its first byte: the whole split's streams carry the
+    state from their first byte to their last, and every byte but each stream's first is scored."""
+    split = np.arange(1, 24, dtype=np.uint8)  # 23 bytes, 5 streams: lengths 5, 5, 5, 4, 4
+    whole = WholeSplit(split, 5, torch.device("cpu"))
+    assert whole.scored == 23 - 5
+    seen = []
+
+    class Counter:  # predicts byte (input + 1) with certainty; remembers what it read, by stream
+        def initial_state(self, n):
+            return torch.zeros(n)
+
+        def step(self, x, state):
+            seen.append(x.clone())
+            logits = torch.full((x.numel(), 256), -1e4)
+            logits[torch.arange(x.numel()), (x + 1) % 256] = 0.0
+            return logits, state + 1
+
+    assert whole.evaluate(Counter()) == pytest.approx(0.0, abs=1e-6)  # every scored byte predicted
+    read = torch.stack(seen)  # (steps, streams): each column one contiguous stream
+    streams = [read[:, b].tolist() for b in range(5)]
+    assert streams[0] == [1, 2, 3, 4] and streams[3][:3] == [16, 17, 18] and streams[4][:3] == [20, 21, 22]
+    covered = sorted({v for col, n in zip(streams, (5, 5, 5, 4, 4)) for v in col[: n - 1]} |
+                     {col[0] + n - 1 for col, n in zip(streams, (5, 5, 5, 4, 4))})
+    assert covered == list(range(1, 24))  # every byte read once, as an input or a last target

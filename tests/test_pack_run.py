@@ -23,7 +23,8 @@ SMALL = TrainSettings(steps=200, batch_size=4, history=30, log_every=10, eval_ev
 EXEMPT = {"start time", "end time", "steps per second", "train seconds", "peak memory MB",
           "inference ms per step (batch 1)", "inference ms per step (training batch)", "final weights sha256"}
 # losses: equal to float rounding (1e-5)
-FLOATS = {"loss", "min loss", "val loss", "val bpb", "val curve", "test loss", "test bpb"}
+FLOATS = {"loss", "min loss", "val loss", "val bpb", "val curve", "test loss", "test bpb", "min val loss", "train split loss",
+          "generalisation gap", "test loss (whole split)", "test bpb (whole split)"}
 
 
 def group(n_layers, d=6):

@@ -51,8 +51,9 @@ from .tuning import Tuned, effects_by_rate, tune
 __all__ = ["examine", "Report", "hyperparameters", "plot_curves", "plot_hyperparameters", "value_means",
            "linear_model", "reference_entropies", "filtered_name", "METRICS"]
 
-METRICS = ("min loss", "val loss")
-SUMMARY_METRICS = ("val loss", "val bpb", "test loss", "test bpb", "min loss", "convergence step",
+METRICS = ("min loss", "val loss", "min val loss")
+SUMMARY_METRICS = ("val loss", "val bpb", "test loss", "test bpb", "min val loss", "min val step", "generalisation gap",
+                   "train split loss", "test bpb (whole split)", "min loss", "convergence step",
                    "inference ms per step (batch 1)", "inference ms per step (training batch)")
 CURVES_PNG = "results_01_all.png"
 HYPER_PNG = "results_01_all_hyperparameters.png"
@@ -343,7 +344,9 @@ def _epochs_note(report: Report, df: pd.DataFrame, task: str, metric: str) -> No
         report.messages.append(
             f"{'' if task == 'bytes' else task + ': '}runs read the training split up to {epochs.max():.1f} times: "
             "the training curve (and min loss) then measures memorising too; held-out val loss is the measure "
-            "to trust" + ("" if metric == "val loss" else " (rank with --metric 'val loss')"))
+            "to trust" + ("" if metric in ("val loss", "min val loss") else " (rank with --metric 'val loss')")
+            + (", and the end of training and the validation curve's minimum can disagree (the Memorisation "
+               "section)" if "min val loss" in df and df["min val loss"].notna().any() else ""))
 
 
 def _plot_task(df: pd.DataFrame, scored: pd.DataFrame, below: pd.DataFrame, eff: pd.DataFrame | None,
@@ -401,7 +404,8 @@ def _keys(df: pd.DataFrame, configs: list[dict] | None) -> list[str]:
 
 def _runs_table(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """runs.csv: one row per run."""
-    metrics = ["status", "seed", "min loss", "val loss", "val bpb", "test loss", "test bpb", "final loss", "epochs", "training steps",
+    metrics = ["status", "seed", "min loss", "val loss", "val bpb", "test loss", "test bpb", "min val loss", "min val step",
+               "train split loss", "generalisation gap", "test bpb (whole split)", "final loss", "epochs", "training steps",
                "parameters", "steps per second", "resumes", "attempts", "error", "config id", "file"]
     out = df.reindex(columns=[*keys, "id", *[m for m in metrics if m != "final loss"]]).copy()
     out.insert(out.columns.get_loc("min loss"), "final loss",

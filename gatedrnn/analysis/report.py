@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .results import label
+from .memorisation import memorisation_lines
 from .stats import linear_model, value_means
 
 __all__ = ["Report", "task_section", "summary_document", "md_table", "TASK_METRICS"]
@@ -116,8 +117,16 @@ def _protocol(df: pd.DataFrame, ranked: pd.DataFrame, report: Report, h: str) ->
     seeds = sorted(df["seed"].dropna().unique()) if "seed" in df else []
     if not stage or stage.get("stage") != "replicate":
         out = [f"{h} Protocol", "",
-               f"- Ranked and selected on **{metric}**" + (" (the validation split)" if metric == "val loss" else "")
+               f"- Ranked and selected on **{metric}**" + (" (the validation split)" if metric == "val loss" else
+                                                          " (each run's best point on its validation curve: "
+                                                          "optimistic)" if metric == "min val loss" else "")
                + f", seeds {_seeds(seeds)}."]
+        if _split_of(df) == "contiguous":
+            out.append("- Validation and test are the two contiguous halves of the held-out 10 % (`--split "
+                       "contiguous`, the literature's 90/5/5): different stretches of text, **not exchangeable**, so "
+                       "test − validation measures the text as much as the models. `test bpb (whole split)`: the "
+                       "whole test split scored once, the state carried through each stream (static evaluation), "
+                       "the number to compare with published bits per byte.")
         out.append("- **test loss**: the test split, measured once at each run's end on its final weights and never "
                    "used to select; shown beside the ranking." if has_test else
                    "- No test split in these runs (made before the validation/test split).")
@@ -143,6 +152,14 @@ def _protocol(df: pd.DataFrame, ranked: pd.DataFrame, report: Report, h: str) ->
                 "test bpb mean"]
         out += [md_table(t[[c for c in cols if c in t]]), ""]
     return out
+
+
+def _split_of(df: pd.DataFrame) -> str | None:
+    """The split rule the runs recorded in their settings (None where none did)."""
+    for settings in df["settings"].dropna() if "settings" in df else []:
+        if isinstance(settings, dict) and "split" in settings:
+            return settings["split"]
+    return None
 
 
 def _tuning(report: Report, df: pd.DataFrame, eff: pd.DataFrame | None, h: str) -> list[str]:
@@ -374,6 +391,7 @@ def task_section(df: pd.DataFrame, scored: pd.DataFrame, ranked: pd.DataFrame, b
     if not len(scored):
         return "\n".join(out + [f"No finished run with a {metric!r} yet.", ""])
     out += _protocol(scored, ranked, report, h)
+    out += [] if memory else memorisation_lines(df, metric, h, refs)
     out += _tuning(report, df, eff, h)
     out += _ranking(report, ranked, metric, task, h)
     out += _top_ten(scored, ranked, metric, memory, h)

@@ -132,7 +132,7 @@ def _run_init(args: argparse.Namespace) -> int:
 # launcher given none of them takes the folder's (a rerun remembers); an explicit other value is
 # refused as before
 _REMEMBERED = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams", "data",
-               "split", "input_init", "halving", "rungs")  # split: no option; a folder's rule is kept
+               "split", "input_init", "halving", "rungs")
 
 
 def _training_arguments(p: argparse.ArgumentParser) -> None:
@@ -147,8 +147,13 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-every", type=int, default=None, help=f"steps between loss-curve points ({d.log_every})")
     g.add_argument("--eval-every", type=int, default=None,
                    help=f"steps between validations, 0: only at the end ({d.eval_every})")
-    g.add_argument("--data", default=None, help="corpus file (plain, .gz, .bz2, .xz, .zip; default: the built-in corpus), "
-                                                "or for smnist your MNIST: a folder of the IDX files, or mnist.npz")
+    g.add_argument("--data", default=None, help="corpus file (plain, .gz, .bz2, .xz, .zip), a built-in corpus "
+                   "(builtin:python-docs, the default; builtin:pydoc_topics, the default before issue 39), or for "
+                   "smnist your MNIST: a folder of the IDX files, or mnist.npz")
+    g.add_argument("--split", choices=("windows", "contiguous"), default=None,
+                   help="how the held-out 10 %% divides: windows (matched windows, validation and test exchangeable) "
+                        "or contiguous (validation then test, the literature's 90/5/5; the default on enwik8 and "
+                        "text8 as shipped) (windows)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (%(default)s)")
     g.add_argument("--seed", type=int, default=None, help=f"training seed; a configuration's own seed key wins ({d.seed})")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints (%(default)s)")
@@ -209,10 +214,38 @@ def _remembered(args: argparse.Namespace) -> dict[str, object]:
     where the folder has no record, or it is damaged: the queue reports and replaces that)."""
     from ..store.folder import ResultsFolder
 
+    from ..data.corpus import folder_data
+
     record = ResultsFolder(args.results_dir).read_settings()
     if not isinstance(record, dict):
         return {}
+    record = {**record, "data": folder_data(record.get("data"), record.get("dataset sha256"))}
     return {k: record[k] for k in _REMEMBERED if getattr(args, k, None) is None and record.get(k) is not None}
+
+
+def _data_path(data: str) -> str:
+    """A corpus file as an absolute path (a built-in corpus's name as it is)."""
+    return data if data.startswith("builtin:") else str(Path(data).resolve())
+
+
+def _literature_split(settings: TrainSettings, remembered: dict[str, object], args: argparse.Namespace):
+    """A new folder on enwik8 or text8 as shipped splits as the literature does (``contiguous``),
+    said in one line; a folder's recorded rule and an explicit --split win."""
+    if settings.data is None or "split" in remembered or getattr(args, "split", None) is not None:
+        return settings
+    if Path(settings.data).name.split(".")[0] not in ("enwik8", "text8"):
+        return settings
+    from ..data.corpus import DataError, literature_split, load_corpus
+
+    try:
+        rule = literature_split(load_corpus(settings.data))
+    except DataError:
+        return settings  # the launcher reports an unreadable corpus
+    if rule is None:
+        return settings
+    print(f"{settings.data}: {Path(settings.data).name} as shipped: validation and test are the two contiguous "
+          "halves of its last 10 % (the literature's 90/5/5; --split windows for exchangeable splits)", flush=True)
+    return settings.replace(split=rule)
 
 
 def _options(args: argparse.Namespace, remembered: dict[str, object] | None = None):
@@ -221,9 +254,10 @@ def _options(args: argparse.Namespace, remembered: dict[str, object] | None = No
     d = TrainSettings()
     given = {k: getattr(args, k) for k in _REMEMBERED if getattr(args, k, None) is not None}
     if "data" in given:
-        given["data"] = str(Path(given["data"]).resolve())
+        given["data"] = _data_path(given["data"])
     values = {k: getattr(d, k) for k in _REMEMBERED} | (remembered or {}) | given
     settings = TrainSettings(**values, checkpoint_every=args.checkpoint_every, device=args.device)
+    settings = _literature_split(settings, remembered or {}, args)
     lock = args.lock or ("soft" if getattr(args, "slurm", False) else "file")
     return WorkerOptions(config_file=args.config_file, results_dir=args.results_dir, settings=settings,
                          lease_seconds=args.lease_seconds, lock=lock, max_runs=args.max_runs, threads=args.threads,
@@ -291,6 +325,9 @@ def _examine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=".", help="folder for the PNGs and summaries (%(default)s)")
     p.add_argument("--metric", default="auto", choices=("auto", *METRICS),
                    help="what ranks the configurations: auto = val loss where the runs have it, else min loss")
+    p.add_argument("--rank-on", choices=("final", "min"), default=None,
+                   help="rank by the val loss at the end of training (final: the original's, what auto does) or by "
+                        "the minimum of each run's validation curve (min: optimistic, a selection on validation)")
     p.add_argument("--config-file", default=None,
                    help="the sweep's configuration list, for its status (default: the one the training launcher "
                         "recorded for this results folder)")
@@ -301,8 +338,14 @@ def _run_examine(args: argparse.Namespace) -> int:
     from ..analysis.examine import examine
     from ..analysis.results import ResultsError
 
+    from ..analysis.memorisation import RANK_ON
+
+    if args.rank_on is not None and args.metric != "auto":
+        return _error(ValueError(f"--rank-on {args.rank_on} and --metric {args.metric!r} both choose the ranking: "
+                                 "give one"))
+    metric = RANK_ON[args.rank_on] if args.rank_on is not None else args.metric
     try:
-        report = examine(args.results_dir, args.out, args.threshold, args.metric, args.config_file, args.data)
+        report = examine(args.results_dir, args.out, args.threshold, metric, args.config_file, args.data)
     except (ResultsError, ValueError) as e:
         return _error(e)
     for m in report.messages:

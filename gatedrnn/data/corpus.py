@@ -13,6 +13,10 @@ The first 90 % of a corpus is the training split. The held-out 10 % is divided b
   alike (the same topic), so the two splits are samples of the same text, matched on how hard
   their bytes are for simple models; nothing of a trained network enters the rule. Deterministic:
   a function of the corpus and the history alone.
+* ``contiguous`` (the literature's rule, enwik8's and text8's 90/5/5; by request, and the default
+  for a new folder on enwik8 or text8 as shipped): the first half of the held-out part validates,
+  the second half tests. The two are different stretches of text, not exchangeable: a gap
+  between them is the text's as much as the model's.
 * ``blocks`` (folders made between issues 23 and 30): blocks of :data:`HELDOUT_BLOCK` bytes,
   even-numbered ones validation, odd-numbered ones test. On the built-in corpus's 12 blocks the
   two splits were different text (a bigram model: 2.52 against 2.20 nats per byte).
@@ -20,13 +24,23 @@ The first 90 % of a corpus is the training split. The held-out 10 % is divided b
   test split.
 
 A corpus is any file (plain, .gz, .bz2, .xz, or a .zip with one member) read as raw bytes, or
-the built-in corpus: the English text of the Python documentation topics that ships with every
-CPython (``pydoc_data.topics``, about 465 KB).
+a built-in corpus:
+
+* ``builtin:python-docs`` (:data:`BUILTIN`, the default): the reStructuredText sources of the
+  Python 3.11 documentation (11.0 MB, PSF License Version 2), shipped with the package as
+  ``builtin/python-docs-3.11.txt.gz`` (made by tools/make_builtin_corpus.py from Debian's
+  python3.11-doc) and checked against its pinned SHA-256 on load: the same bytes on every
+  machine, and a training split (9.9 MB) that the original's settings (10,000 steps x 256
+  streams = 2.56 MB) read a quarter of.
+* ``builtin:pydoc_topics`` (:data:`PYDOC_TOPICS`, the default before issue 39): the documentation
+  topics of the running interpreter (``pydoc_data.topics``, about 465 KB). Its bytes change with
+  the CPython build; a folder made on it resumes only where the interpreter gives the same bytes.
 """
 
 from __future__ import annotations
 
 import bz2
+import functools
 import gzip
 import hashlib
 import lzma
@@ -39,6 +53,11 @@ import numpy as np
 
 __all__ = [
     "BUILTIN",
+    "BUILTIN_SHA256",
+    "PYDOC_TOPICS",
+    "builtin_bytes",
+    "folder_data",
+    "literature_split",
     "VOCAB",
     "DataError",
     "Corpus",
@@ -50,10 +69,19 @@ __all__ = [
     "sweep_data",
 ]
 
-BUILTIN = "builtin:pydoc_topics"
+BUILTIN = "builtin:python-docs"
+BUILTIN_SHA256 = "9277fb7e4b616857af7c74cdba14fe10b58cace2daae21fd5c7a270f8dcde106"
+_BUILTIN_FILE = Path(__file__).with_name("builtin") / "python-docs-3.11.txt.gz"
+PYDOC_TOPICS = "builtin:pydoc_topics"
+# the names --data accepts for the built-in corpora (the issue's spelling of the old one too)
+_BUILTIN_NAMES = {BUILTIN: BUILTIN, PYDOC_TOPICS: PYDOC_TOPICS, "builtin:pydoc-topics": PYDOC_TOPICS}
 VOCAB = 256  # bytes: the byte model's input and output width
 VAL_FRACTION = 0.1
-SPLIT_RULES = ("windows", "blocks", "tail")
+SPLIT_RULES = ("windows", "contiguous", "blocks", "tail")
+# the literature's byte corpora as shipped, recognised by their name and size (100,000,000 bytes
+# each); where a published SHA-256 is known it must match too. Their rule is ``contiguous``.
+_LITERATURE = {"enwik8": None, "text8": "6e890197040d37d85beb962ae1f041ff1d9a9ca8d20c7d99c85027eebf51dca7"}
+_LITERATURE_BYTES = 100_000_000
 HELDOUT_BLOCK = 4096
 _BALANCE_ORDERS = (1, 2)  # the n-gram orders the ``windows`` rule matches the two splits on
 
@@ -96,6 +124,9 @@ class Corpus:
         held = self.val
         if rule == "tail":
             return held if part == "val" else None
+        if rule == "contiguous":
+            half = len(held) // 2
+            return held[:half] if part == "val" else held[half:]
         if rule == "windows":
             if history is None:
                 raise ValueError("the windows rule needs the history (the windows are history + 1 bytes)")
@@ -138,7 +169,25 @@ def _match_pairs(scores: np.ndarray) -> np.ndarray:
     return to_val
 
 
-def _builtin_bytes() -> bytes:
+@functools.lru_cache(maxsize=1)
+def builtin_bytes() -> bytes:
+    """The built-in corpus's bytes (:data:`BUILTIN`), checked against :data:`BUILTIN_SHA256`;
+    read once per process (about 50 ms: gzip and the digest)."""
+    try:
+        raw = gzip.decompress(_BUILTIN_FILE.read_bytes())
+    except (OSError, EOFError) as e:
+        raise DataError(f"{_BUILTIN_FILE}: cannot read the built-in corpus ({e.__class__.__name__}: {e}); "
+                        "reinstall gatedrnn") from None
+    sha = hashlib.sha256(raw).hexdigest()
+    if sha != BUILTIN_SHA256:
+        raise DataError(f"{_BUILTIN_FILE}: the built-in corpus is damaged (sha256 {sha}, expected "
+                        f"{BUILTIN_SHA256}); reinstall gatedrnn")
+    return raw
+
+
+def _pydoc_topics_bytes() -> bytes:
+    """:data:`PYDOC_TOPICS`: the running interpreter's documentation topics (they differ
+    between CPython builds)."""
     from pydoc_data.topics import topics
 
     return "".join(topics[k] for k in sorted(topics)).encode("utf-8")
@@ -178,10 +227,16 @@ def _read_file(path: Path) -> tuple[np.ndarray, str]:
 
 
 def load_corpus(path: str | os.PathLike | None = None) -> Corpus:
-    """Load a corpus file (or the built-in corpus when ``path`` is None) as uint8 bytes."""
-    if path is None or str(path) == BUILTIN:
-        raw = _builtin_bytes()
-        return Corpus(BUILTIN, None, hashlib.sha256(raw).hexdigest(), np.frombuffer(raw, dtype=np.uint8))
+    """Load a corpus file, or a built-in corpus by its name (``builtin:python-docs``, the
+    default when ``path`` is None; ``builtin:pydoc_topics``), as uint8 bytes."""
+    name = BUILTIN if path is None else _BUILTIN_NAMES.get(str(path))
+    if name == BUILTIN:
+        return Corpus(BUILTIN, None, BUILTIN_SHA256, np.frombuffer(builtin_bytes(), dtype=np.uint8))
+    if name == PYDOC_TOPICS:
+        raw = _pydoc_topics_bytes()
+        return Corpus(PYDOC_TOPICS, None, hashlib.sha256(raw).hexdigest(), np.frombuffer(raw, dtype=np.uint8))
+    if str(path).startswith("builtin:"):
+        raise DataError(f"{path}: no such built-in corpus (the built-in corpora: {BUILTIN}, {PYDOC_TOPICS})")
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such corpus file")
@@ -191,6 +246,24 @@ def load_corpus(path: str | os.PathLike | None = None) -> Corpus:
     if len(data) == 0:
         raise DataError(f"{p}: the corpus is empty")
     return Corpus(p.name, str(p.resolve()), sha, data)
+
+
+def folder_data(data: str | None, sha256: str | None) -> str | None:
+    """The ``--data`` a results folder's runs read, from its recorded ``data`` and ``dataset
+    sha256``: a folder that recorded no ``data`` and a digest other than the built-in corpus's
+    was made on :data:`PYDOC_TOPICS` (the default before issue 39)."""
+    if data is None and isinstance(sha256, str) and sha256 != BUILTIN_SHA256:
+        return PYDOC_TOPICS
+    return data
+
+
+def literature_split(corpus: Corpus) -> str | None:
+    """``contiguous`` for enwik8 or text8 as shipped (their name and 100,000,000 bytes, and the
+    published SHA-256 where one is known), else None."""
+    stem = corpus.name.split(".")[0]
+    if stem in _LITERATURE and len(corpus) == _LITERATURE_BYTES and _LITERATURE[stem] in (None, corpus.sha256):
+        return "contiguous"
+    return None
 
 
 def check_length(corpus: Corpus, history: int) -> None:

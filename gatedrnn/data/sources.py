@@ -17,12 +17,15 @@ The contract, as a run uses it:
 ``steps(window)``            per-step tuples (inputs, targets); a target is None where a step
                              has none
 ``heldout(streams, device, part)``  the ``val`` (selection, the curves) or ``test`` split
-                             (measured once, at the end) under the settings' split rule: an
+                             (measured once, at the end) under the settings' split rule, or
+                             ``train`` (fixed streams of the training split, measured once at
+                             the end: the generalisation gap; None where there is none): an
                              object with ``evaluate(model) -> (loss, metrics)`` (stepwise from
                              zero states, the training procedure's forward) and ``probe()`` (one
                              input, for timing inference); None for ``test`` under ``tail``
 ``examples_read(steps, batch)``    bytes, or sequences, read so far
 ``bpb(loss)``, ``result_fields(run)``   what a result adds for this source
+``whole_test(streams, device)`` (bytes only)   the whole test split scored once (``contiguous``)
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import numpy as np
 from .corpus import VOCAB, Corpus, check_length, load_corpus, validation_streams
 from .tasks import Task, TaskSampler, task_of
 
-__all__ = ["ByteSource", "TaskSource", "StreamSampler", "source_of", "stepwise"]
+__all__ = ["ByteSource", "TaskSource", "StreamSampler", "WholeSplit", "source_of", "stepwise"]
 
 
 def stepwise(model: Any, inputs: Sequence[Tensor], batch: int) -> Iterator[tuple[int, Tensor]]:
@@ -110,6 +113,32 @@ class _ByteHeldOut:
         return self.windows[0, :1]
 
 
+class WholeSplit:
+    """A whole held-out split scored once, the literature's way (static evaluation): cut into
+    ``streams`` contiguous streams (the first ``len % streams`` one byte longer), the state carried
+    through each stream from its first byte, every byte but each stream's first scored once."""
+
+    def __init__(self, split: np.ndarray, streams: int, device: torch.device) -> None:
+        split = np.asarray(split).reshape(-1)
+        streams = max(1, min(streams, len(split) // 2))
+        base, extra = divmod(len(split), streams)
+        lengths = np.full(streams, base) + (np.arange(streams) < extra)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        pos = np.arange(base + (extra > 0))
+        idx = np.minimum(starts[None, :] + pos[:, None], len(split) - 1)  # (length, streams)
+        self.bytes = torch.from_numpy(split[idx].astype(np.int64)).to(device)
+        self.mask = torch.from_numpy(pos[:, None] < lengths[None, :]).to(device)  # the padding of shorter streams
+        self.scored = int(self.mask[1:].sum())
+
+    def evaluate(self, model: Any) -> float:
+        """Nats per scored byte."""
+        total = torch.zeros((), dtype=torch.float64, device=self.bytes.device)
+        for t, out in stepwise(model, self.bytes[:-1].unbind(0), self.bytes.size(1)):
+            nll = F.cross_entropy(out, self.bytes[t + 1], reduction="none")
+            total += nll[self.mask[t + 1]].double().sum()
+        return float(total) / self.scored
+
+
 class ByteSource:
     """Next-byte prediction on a corpus (:mod:`gatedrnn.data.corpus`)."""
 
@@ -132,8 +161,15 @@ class ByteSource:
         return inputs, inputs[1:]
 
     def heldout(self, streams: int, device: torch.device, part: str = "val") -> _ByteHeldOut | None:
-        data = self.corpus.heldout(part, self.split, self.history)
+        """``val``, ``test``, or ``train``: as many fixed streams of the training split, spread evenly
+        over it, measured by the same procedure (the training side of the generalisation gap)."""
+        data = self.corpus.train if part == "train" else self.corpus.heldout(part, self.split, self.history)
         return None if data is None else _ByteHeldOut(data, self.history, streams, device)
+
+    def whole_test(self, streams: int, device: torch.device) -> WholeSplit | None:
+        """The whole test split for the literature's score (``contiguous`` only: a windows split
+        is a sample of windows, scored by ``heldout``)."""
+        return WholeSplit(self.corpus.heldout("test", "contiguous"), streams, device) if self.split == "contiguous" else None
 
     def examples_read(self, steps: int, batch: int) -> float:
         return steps * batch
@@ -184,6 +220,10 @@ class TaskSource:
         return x.unbind(0), tuple(y[t] if m else None for t, m in enumerate(self.task.mask))
 
     def heldout(self, streams: int, device: torch.device, part: str = "val") -> _TaskHeldOut | None:
+        """``val`` or ``test``; None for ``train`` (a task's sequences are drawn anew: no gap to
+        measure) and for ``test`` under ``tail``."""
+        if part == "train":
+            return None
         data = self.task.heldout_set(part, streams, self.split)
         return None if data is None else _TaskHeldOut(self.task, data, device)
 

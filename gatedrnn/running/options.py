@@ -68,7 +68,7 @@ class WorkerOptions:
         """A copy with absolute paths, so that a worker started elsewhere (a Slurm task, another
         working directory) finds the same files."""
         st = self.settings
-        if st.data is not None:
+        if st.data is not None and not st.data.startswith("builtin:"):
             st = st.replace(data=str(Path(st.data).resolve()))
         return dataclasses.replace(self, config_file=str(Path(self.config_file).resolve()),
                                    results_dir=str(Path(self.results_dir).resolve()), settings=st, **changes)

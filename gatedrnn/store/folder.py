@@ -449,7 +449,8 @@ def claim_problem(rec: Any, config_id: str) -> str | None:
 
 # numeric fields of a result, where present: a number (or null where a run may lack it)
 _RESULT_NUMBERS = ("min loss", "val loss", "val bpb", "log every", "training steps", "start time", "end time",
-                   "steps per second", "batch size", "history size", "parameters", "seed")
+                   "steps per second", "batch size", "history size", "parameters", "seed", "min val loss",
+                   "min val step", "train split loss", "generalisation gap")
 
 
 def result_problem(rec: Any, config_id: str | None = None) -> str | None:

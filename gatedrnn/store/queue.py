@@ -253,6 +253,13 @@ class Queue(PackClaims):
                 saved = self.folder.read_settings()
                 if isinstance(saved, dict) and all(k in saved for k in RECORDED_SETTINGS):
                     for key in RECORDED_SETTINGS:
+                        if key == "dataset sha256" and saved[key] != mine[key]:
+                            corpus = mine.get("data") or "the built-in corpus"
+                            raise SettingsMismatch(
+                                f"{self.dir}: this results folder's runs read {corpus} with sha256 {saved[key]}, but "
+                                f"{corpus} here has sha256 {mine[key]}; rerun where it has the recorded bytes (for "
+                                "builtin:pydoc_topics, the Python build that made the folder), or use another "
+                                "--results-dir")
                         if saved[key] != mine[key]:
                             flag = "--data" if key == "dataset sha256" else "--" + key.replace("_", "-")
                             raise SettingsMismatch(

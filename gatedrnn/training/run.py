@@ -12,6 +12,7 @@ generator, the data cursor), saves it to and restores it from a checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -116,30 +117,64 @@ class Run(Loop):
     def evaluated_now(self) -> bool:
         return bool(self.val_curve) and self.val_curve[-1][0] == self.step
 
-    @torch.no_grad()
+    @contextlib.contextmanager
+    def _evaluating(self):
+        """The model in eval mode, without gradients, for the block; as it was after it."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.model.train(was_training)
+
     def evaluate(self) -> float:
         """The held-out loss (nats per byte, or the task's loss) stepwise from zero states; a
         memory task's metrics are kept in ``val_metrics``."""
-        was_training = self.model.training
-        self.model.eval()
-        loss, metrics = self.heldout.evaluate(self.model)
+        with self._evaluating():
+            loss, metrics = self.heldout.evaluate(self.model)
         if metrics is not None:
             self.val_metrics = metrics
-        self.model.train(was_training)
         return loss
 
-    @torch.no_grad()
     def evaluate_test(self) -> float | None:
         """The test split's loss (and a memory task's metrics, in ``test_metrics``): measured once,
         on the final weights, never used to select; None under the ``tail`` rule (no test split)."""
         split = self.source.heldout(self.settings.val_streams, self.device, "test")
         if split is None:
             return None
-        was_training = self.model.training
-        self.model.eval()
-        loss, self.test_metrics = split.evaluate(self.model)
-        self.model.train(was_training)
+        with self._evaluating():
+            loss, self.test_metrics = split.evaluate(self.model)
         return loss
+
+    def evaluate_train(self) -> float | None:
+        """The loss on fixed streams of the training split by the held-out procedure (the
+        training side of the generalisation gap), or None where the source has none."""
+        split = self.source.heldout(self.settings.val_streams, self.device, "train")
+        if split is None:
+            return None
+        with self._evaluating():
+            return split.evaluate(self.model)[0]
+
+    def evaluate_whole_test(self) -> dict[str, Any]:
+        """Under the ``contiguous`` rule, the whole test split scored once (nats and bits per
+        byte, the literature's static evaluation, ``batch_size`` streams); else nothing."""
+        whole = getattr(self.source, "whole_test", lambda *a: None)(self.settings.batch_size, self.device)
+        if whole is None:
+            return {}
+        with self._evaluating():
+            loss = whole.evaluate(self.model)
+        return {"test loss (whole split)": loss, "test bpb (whole split)": self.source.bpb(loss),
+                "test bytes scored (whole split)": whole.scored}
+
+    def memorisation(self, val_loss: float | None) -> dict[str, Any]:
+        """The validation curve's minimum and its step, and the generalisation gap (validation
+        minus training-split loss at the end, both by the held-out procedure)."""
+        curve = [(step, value) for step, value in self.val_curve if math.isfinite(value)]
+        best = min(curve, key=lambda p: p[1]) if curve else (None, None)
+        train = None if val_loss is None else self.evaluate_train()
+        return {"min val loss": best[1], "min val step": best[0], "train split loss": train,
+                "generalisation gap": None if train is None else val_loss - train}
 
     # ---------------------------------------------------------------- checkpoint
     def snapshot(self) -> RunState:
@@ -274,7 +309,9 @@ class Run(Loop):
             "val loss": val_loss,
             "val bpb": source.bpb(val_loss),
             "val curve": [list(p) for p in self.val_curve],
+            **self.memorisation(val_loss),
             **({} if s.split == "tail" else {"test loss": test_loss, "test bpb": source.bpb(test_loss)}),
+            **({} if diverged else self.evaluate_whole_test()),
             "log every": s.log_every,
             "steps per second": self.step / self.train_seconds if self.train_seconds > 0 else None,
             "train seconds": self.train_seconds,
