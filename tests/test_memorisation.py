@@ -89,7 +89,7 @@ def test_examine_says_when_the_end_and_the_minimum_rank_differently_and_labels_t
     assert "7 of 8 runs had their lowest validation loss before the end" in text
     same = "\n".join(memorisation_lines(_frame(final, final), "min val loss", "##"))
     assert "Spearman +1.00" in same and "5 of the top 5" in same and "optimistic" in same
-    assert "at most 0.50 of their training text" in same
+    assert "at most 0.50 times their training split" in same
     assert memorisation_lines(_frame(final, final).drop(columns=["min val loss", "generalisation gap"]),
                               "val loss", "##") == []  # results made before issue 39
 

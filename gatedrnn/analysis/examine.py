@@ -36,7 +36,7 @@ import pandas as pd
 
 from ..spec.atomic import atomic_write_bytes
 from ..spec.config import ALL_CELL_KEYS, ALL_TASK_KEYS, CONFIG_KEYS, EXTRA_KEYS, LEGACY_SPLIT, config_id
-from .rungs import halving_lines, saving_line
+from .rungs import halving_lines, halving_table, saving_line, verdict
 from .references import reference_entropies
 from .plots import plot_curves, plot_hyperparameters, save
 from .report import TASK_METRICS, Report, summary_document, task_section
@@ -99,8 +99,11 @@ def examine(results_dir: str | os.PathLike, out_dir: str | os.PathLike = ".", th
     report = _sweep_report(sweep, reports, runs, metric)
     if sweep.rungs is not None:
         report.halving = saving_line(sweep.rungs, sweep.runs)
+        report.verdict = verdict(sweep.rungs, sweep.runs, report.metric)
         sections[0] = (sections[0][0], sections[0][1] + "\n"
                        + "\n".join(halving_lines(sweep.rungs, sweep.runs, report.metric, "##")))
+        atomic_write_bytes(out_dir / "halving.csv", halving_table(sweep.rungs, report.metric).to_csv(index=False).encode())
+        report.written.append(out_dir / "halving.csv")
     _write_tables(report, out_dir, summary, _runs_table(sweep.runs, keys), found, several=len(groups) > 1 or
                   groups[0][0] != "bytes")
     atomic_write_bytes(out_dir / "summary.md", summary_document(sweep.folder.root, report, sections).encode())

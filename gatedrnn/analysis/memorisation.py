@@ -46,8 +46,8 @@ def _epochs(done: pd.DataFrame) -> list[str]:
     if most > 1:
         return [f"- **The runs read their training text up to {most:.1f} times.** Past once, a falling training "
                 "loss is partly memorising: the end of training and the curve's minimum can disagree (below)."]
-    return [f"- The runs read at most {most:.2f} of their training text: every training byte they saw was new to "
-            "them when they saw it."]
+    return [f"- The runs read at most {most:.2f} times their training split's size: less than one pass, so the "
+            "end of training measures modelling, not memorising."]
 
 
 def _gap(done: pd.DataFrame, text: dict[str, Any] | None) -> list[str]:
@@ -63,9 +63,9 @@ def _gap(done: pd.DataFrame, text: dict[str, Any] | None) -> list[str]:
     line += "."
     if text:
         line += (" Part of it is the text, not memorising: on the same streams the unigram and bigram models, which "
-                 "memorise next to nothing of megabytes, score the held-out text " + " and ".join(
-                     f"{v['val - train']:+.3f}" for v in text.values()) + " nats/byte worse than the training text. A "
-                 "gap well above that, and one that grows with epochs, is memorising.")
+                 "memorise next to nothing of megabytes, score " + " and ".join(
+                     f"{v['val - train']:+.3f}" for v in text.values()) + " nats/byte (held-out minus training "
+                 "text). A gap well above that, and one that grows with epochs, is memorising.")
     return [line]
 
 

@@ -50,6 +50,7 @@ class Report:
     chance: float | None = None  # a memory task's chance (or persistence) level of the metric
     tasks: dict[str, "Report"] = field(default_factory=dict)  # each memory task's, by its label
     halving: str | None = None  # successive halving's saving, in one line
+    verdict: str | None = None  # what halving saved and what it may have lost, in one plain line
 
     def status_line(self) -> str:
         if self.status is None:
@@ -413,6 +414,8 @@ def task_section(df: pd.DataFrame, scored: pd.DataFrame, ranked: pd.DataFrame, b
 def summary_document(results_dir: Path, report: Report, sections: list[tuple[str, str]]) -> str:
     """summary.md: the status, the notes, then each task's section."""
     out = [f"# Sweep summary: {results_dir}", "", f"**Status:** {report.status_line()}", ""]
+    if report.verdict:
+        out += [f"**Halving:** {report.verdict}", ""]
     if report.messages:
         out += ["Notes:", *[f"- {m}" for m in report.messages], ""]
     if len(sections) > 1 or sections[0][0] != "bytes":

@@ -18,9 +18,11 @@ from scipy import stats as sps
 
 from ..store.folder import ResultsFolder
 from .results import label, load
+from .lost import lost
 from .stats import summarise
 
-__all__ = ["Rungs", "rungs_of", "rank_agreement", "cost", "halving_lines", "saving_line"]
+__all__ = ["Rungs", "rungs_of", "rank_agreement", "cost", "halving_lines", "saving_line", "halving_table", "verdict",
+           "HALVING_COLUMNS"]
 
 
 class Rungs:
@@ -100,28 +102,34 @@ def halving_lines(rungs: Rungs, df: pd.DataFrame, metric: str, h: str) -> list[s
         rows.append({"rung": k, "steps": steps, "runs": len(frame),
                      "configurations": frame["config id"].nunique() if len(frame) else 0,
                      "continue": "" if decision is None else len(decision["promoted"]),
-                     "kept as could-be-best": "" if decision is None else len(decision.get("kept for could be best", []))})
+                     "kept as could-be-best": "" if decision is None else len(decision.get("kept for could be best", [])),
+                     "audited": "" if decision is None else len(decision.get("audited", []))})
+    rule = next((d.get("rule", "protect") for d in rungs.decisions if d), None)
+    audited = any(d and d.get("audited") for d in rungs.decisions)
     out = [f"{h} Successive halving (ETA {rungs.eta})", "",
-           f"Every configuration trained to rung 1; at each rung the best 1/{rungs.eta} (and every one that could be "
-           "best there) continued from its checkpoint. **The effects, interactions, variance shares and the ranking "
-           f"above are at rung 1 ({rungs.steps[0]} steps)**, where every configuration is present; each rung is "
-           "ranked on its own below.", "", _table(rows), ""]
+           f"Every configuration trained to rung 1; at each rung the best 1/{rungs.eta}"
+           + (" (and every one that could be best there)" if rule == "protect" else " by the mean over seeds")
+           + " continued from its checkpoint" + (", and an audit sample of the others on to the end" if audited else "")
+           + f". **The effects, interactions, variance shares and the ranking above are at rung 1 ({rungs.steps[0]} "
+           "steps)**, where every configuration is present; each rung is ranked on its own below.", "", _table(rows), ""]
     spent = cost(df, rungs.steps[-1], rungs)
     if spent:
         left = (f" so far ({spent['unfinished']} configurations still training: the share grows until they finish)"
                 if spent["unfinished"] else "")
         out += [f"- Cost: {spent['trained']:.0f} configuration-steps of the {spent['full']:.0f} that training every "
                 f"run to {rungs.steps[-1]} steps takes: **{100 * spent['share']:.1f} %**{left}.", ""]
+    out += audit_lines(rungs, metric)
     agree = []
     for k in range(1, len(rungs.frames)):
-        r = rank_agreement(rungs.frames[k - 1], rungs.frames[k], metric)
+        r = rank_agreement(_plain(rungs.frames[k - 1]), _plain(rungs.frames[k]), metric)
         if r is not None:
             ci = f" [{r['ci low']:+.2f}, {r['ci high']:+.2f}]" if math.isfinite(r["ci low"]) else " (too few for an interval)"
             agree.append(f"- rung {k} → {k + 1}: Spearman {r['spearman']:+.2f}{ci} over the {r['configurations']} "
-                         f"configurations that reached rung {k + 1}")
+                         f"configurations promoted to rung {k + 1}")
     if agree:
-        out += ["How well a rung's ranking predicts the next (on the configurations promoted; a correlation near 1 "
-                "says early ranking can be trusted for this study, near 0 that it cannot):", "", *agree, ""]
+        out += ["How well a rung's ranking predicts the next **on the configurations promoted only** (those that "
+                "matter most, the ones stopped, are not in it: the audit's agreement above is over all):", "",
+                *agree, ""]
     for k, frame in enumerate(rungs.frames, start=1):
         if not len(frame) or metric not in frame:
             continue
@@ -133,6 +141,108 @@ def halving_lines(rungs: Rungs, df: pd.DataFrame, metric: str, h: str) -> list[s
         shown = ", ".join(f"`{n}` {m:.4f}" for n, m in zip(names, table[f"{metric} mean"]))
         out.append(f"- best at rung {k} ({rungs.steps[k - 1]} steps), mean {metric}: {shown}")
     return out + [""]
+
+
+def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """A rung's records without the runs that reached it past a stop (audited, continued)."""
+    for flag in ("audited", "continued"):
+        if flag in frame:
+            frame = frame[~frame[flag].fillna(False).astype(bool)]
+    return frame
+
+
+HALVING_COLUMNS = ["rung", "steps", "configurations", "promoted", "audited", "agreement", "agreement ci low",
+                   "agreement ci high", "stopped better than best", "stopped better ci low", "stopped better ci high"]
+
+
+def audit_of(rungs: Rungs, metric: str) -> dict[str, Any] | None:
+    return lost(rungs.frames, rungs.decisions, metric)
+
+
+def halving_table(rungs: Rungs, metric: str) -> pd.DataFrame:
+    """halving.csv: one row per decided rung (:data:`HALVING_COLUMNS`)."""
+    est = audit_of(rungs, metric)
+    rows = []
+    for r in (est or {}).get("rungs", []):
+        a, b = r["agreement"], r["better"]
+        rows.append([r["rung"], r["steps"], r["configurations"], r["promoted"], r["audited"], a["spearman"],
+                     a["ci low"], a["ci high"], b["estimate"], b["ci low"], b["ci high"]])
+    return pd.DataFrame(rows, columns=HALVING_COLUMNS)
+
+
+def verdict(rungs: Rungs, df: pd.DataFrame, metric: str) -> str | None:
+    """summary.md's one plain line on what halving saved and what it may have lost."""
+    spent = cost(df, rungs.steps[-1], rungs)
+    est = audit_of(rungs, metric)
+    if spent is None:
+        return None
+    saved = f"Successive halving trained {100 * spent['share']:.1f} % of the configuration-steps of training every run"
+    if est is None:
+        return saved + ("; with no audit sample it cannot say what its stopping lost (train with --audit, the "
+                        "default, to measure it)." if not any(d and d.get("audit") for d in rungs.decisions)
+                        else "; the audit has not reached the end yet.")
+    b = est["better"]
+    line = (f"{saved}; of the {b['stopped']} configurations it stopped, an estimated {b['estimate']:.1f} "
+            f"[{b['ci low']:.0f}, {b['ci high']:.0f}] would have beaten the best survivor")
+    if est["audited could be best"]:
+        line += f"; {len(est['audited could be best'])} audited configuration(s) could be best and compete for the answer"
+    return line + "."
+
+
+def audit_lines(rungs: Rungs, metric: str) -> list[str]:
+    """The audit: what the stopping may have lost, with its intervals; and the answer, chosen
+    among everything trained to the end."""
+    est = audit_of(rungs, metric)
+    if est is None:
+        return []
+    units = _names(rungs)
+    b = est["better"]
+    out = ["**What the stopping may have lost** (from the audit: a stratified random sample of the stopped "
+           "configurations, trained to the end anyway; 95 % intervals, exact per stratum, Bonferroni over strata):", "",
+           f"- the best survivor: `{units.get(est['best survivor unit'], est['best survivor unit'][:12])}`, final "
+           f"{metric} {est['best survivor']:.4f} (of {est['survivors']} trained to the end without a stop);",
+           f"- stopped configurations whose final {metric} would have been better than it: an estimated "
+           f"**{b['estimate']:.1f} [{b['ci low']:.0f}, {b['ci high']:.0f}]** of the {b['stopped']} stopped;"]
+    c = est["in could-be-best"]
+    out.append(f"- that would have ended in the could-be-best set: {c['estimate']:.1f} [{c['ci low']:.0f}, "
+               f"{c['ci high']:.0f}];" if c else "- that would have ended in the could-be-best set: needs replicates "
+               "(one seed: could-be-best cannot tell);")
+    gain = est["largest gain"]
+    if gain is not None:
+        out.append(f"- the largest improvement an audited configuration showed over the best survivor: {gain:+.4f}"
+                   + (" (none beat it)" if gain <= 0 else "") + ";")
+    for u in est["audited could be best"]:
+        out.append(f"- **`{units.get(u, u[:12])}` was stopped, audited, and could be best at the end** (final "
+                   f"{est['final'][u]:.4f}): it competes for the answer with the survivors;")
+    if est["audit pending"]:
+        out.append(f"- {est['audit pending']} audited configuration(s) still training: these estimates will change.")
+    out.append("")
+    rows = []
+    for r in est["rungs"]:
+        a = r["agreement"]
+        ci = f"[{a['ci low']:+.2f}, {a['ci high']:+.2f}]" if math.isfinite(a["ci low"]) else "(too few)"
+        rows.append({"rung": r["rung"], "steps": r["steps"], "configurations": r["configurations"],
+                     "audited": r["audited"],
+                     "agreement with the end, over all": f"{a['spearman']:+.2f} {ci}" if math.isfinite(a["spearman"])
+                     else "", "stopped better than the best survivor": f"{r['better']['estimate']:.1f} "
+                     f"[{r['better']['ci low']:.0f}, {r['better']['ci high']:.0f}] of {r['better']['stopped']}"})
+    out += ["Each rung's ranking against the final one over **all** the configurations that entered it (survivors "
+            "weighted 1, audited ones by 1 / their inclusion probability; Fisher's z at the effective sample size):",
+            "", _table(rows), ""]
+    final = sorted(est["final"].items(), key=lambda kv: kv[1])[:5]
+    out += ["The answer is chosen among everything trained to the end (survivors and audited; runs continued by "
+            "hand are shown in the results but never in these estimates): " + ", ".join(
+                f"`{units.get(u, u[:12])}` {v:.4f}" for u, v in final) + ".", ""]
+    return out
+
+
+def _names(rungs: Rungs) -> dict[str, str]:
+    """Unit id -> a configuration's label (units are configuration ids without seed)."""
+    out = {}
+    for frame in rungs.frames:
+        for _, row in frame.drop_duplicates("config id").iterrows() if len(frame) else []:
+            out.setdefault(row["config id"], label(row))
+    return out
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

@@ -225,7 +225,10 @@ def _export_run(client: Any, exp_id: str, run: Any, path: Path, rec: dict[str, A
               f"diverged at step {rec.get('diverged at step')}" if status == "diverged" else None)
     tags = [RunTag("gatedrnn.status", str(status)), RunTag("gatedrnn.label", _label(rec)),
             *([RunTag("gatedrnn.rung", f"{rec['rung']} of {rec.get('rungs')}"
-                      + (" (stopped there)" if rec.get("stopped at rung") else ""))] if rec.get("rung") else []),
+                      + (" (stopped there: paused)" if rec.get("stopped at rung") else
+                         f" (audited from rung {rec.get('audited at rung')})" if rec.get("audited") else
+                         f" (continued by hand from rung {rec.get('continued from rung')})" if rec.get("continued")
+                         else ""))] if rec.get("rung") else []),
             RunTag("gatedrnn.device", str(rec.get("device"))), RunTag("gatedrnn.synced", _stamp(rec))]
     if reason:
         tags.append(RunTag("gatedrnn.reason", str(reason)[:5000]))

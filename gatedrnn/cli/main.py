@@ -22,8 +22,8 @@ from typing import Callable, Sequence
 
 from ..spec.config import INPUT_INITS, TrainSettings
 from .common import _error, _finite_float, _Parser
-from .views import (_export_arguments, _inspect_arguments, _run_export, _run_inspect, _run_sample, _run_status,
-                    _sample_arguments, _status_arguments)
+from .views import (_export_arguments, _inspect_arguments, _prune_arguments, _run_export, _run_inspect, _run_prune,
+                    _run_sample, _run_status, _sample_arguments, _status_arguments)
 
 __all__ = ["main", "build_parser", "train_options"]
 
@@ -132,7 +132,7 @@ def _run_init(args: argparse.Namespace) -> int:
 # launcher given none of them takes the folder's (a rerun remembers); an explicit other value is
 # refused as before
 _REMEMBERED = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams", "data",
-               "split", "input_init", "halving", "rungs")
+               "split", "input_init", "halving", "rungs", "halving_rule", "audit")
 
 
 def _training_arguments(p: argparse.ArgumentParser) -> None:
@@ -158,8 +158,14 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=None, help=f"training seed; a configuration's own seed key wins ({d.seed})")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints (%(default)s)")
     g.add_argument("--halving", type=int, default=None, metavar="ETA", help="successive halving: all train to the "
-                   "first rung, the best 1/ETA (and any that could be best) continue to the next (off)")
+                   "first rung, the best 1/ETA continue to the next, and an audit sample of the rest to the end (off)")
     g.add_argument("--rungs", type=int, default=None, metavar="R", help=f"rungs at steps/ETA^(R-1), ..., steps ({d.rungs})")
+    g.add_argument("--halving-rule", choices=("top", "protect"), default=None,
+                   help="who continues past a rung: top = the best 1/ETA by the mean over seeds; protect = also every "
+                        f"one that could be best at the rung (folders before issue 40) ({d.halving_rule})")
+    g.add_argument("--audit", type=_finite_float, default=None, metavar="SHARE",
+                   help="the share of the configurations stopped at each rung that a seeded random sample continues "
+                        f"to the end, to measure what stopping lost (0: none) ({d.audit})")
     g.add_argument("--val-streams", type=int, default=None, help=f"at most this many validation streams ({d.val_streams})")
     q = p.add_argument_group("queue")
     q.add_argument("--config-file", default="rnn_configs.json", help="the configuration list (%(default)s)")
@@ -180,6 +186,10 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     f = p.add_argument_group("failures and faults")
     f.add_argument("--retry-failed", action="store_true",
                    help="train the failed configurations again (each old record kept as <id>.failed-<n>.json)")
+    f.add_argument("--continue-stopped", nargs="+", default=None, metavar="ID",
+                   help="successive halving: continue configurations stopped at a rung to the full budget, from their "
+                        "checkpoints (a run's id as in the results folder, or all); each stopped result is kept as "
+                        "<id>.stopped-<n>.json; they never enter the audit's estimates")
     f.add_argument("--retry-delay", type=_finite_float, default=30.0,
                    help="seconds before a configuration that raised is tried again, doubling (%(default)s)")
     f.add_argument("--fault-retries", type=int, default=5,
@@ -297,6 +307,8 @@ def _run_train(args: argparse.Namespace) -> int:
             n = queue.reopen_failed(read_configs(options.config_file))
             print(f"--retry-failed: {n} failed configuration(s) pending again; each old record kept as "
                   "<id>.failed-<n>.json", flush=True)
+        if args.continue_stopped:
+            _continue_stopped(options, args.continue_stopped, read_configs(options.config_file))
         params = None
         if args.slurm:
             from ..running.slurm import SlurmParams, parse_extra
@@ -314,6 +326,24 @@ def _run_train(args: argparse.Namespace) -> int:
     if options.threads is None:
         options.threads = max(1, (os.cpu_count() or 1) // args.workers)
     return launch(options, args.workers)
+
+
+def _continue_stopped(options, ids: list[str], configs: list[dict]) -> None:
+    """--continue-stopped ID...|all (ValueError for an id that names no stopped run)."""
+    from ..store.queue import Queue
+
+    if not options.settings.halving:
+        raise ValueError(f"--continue-stopped: {options.results_dir} is not a successive-halving sweep (no --halving)")
+    every = [i.lower() for i in ids] == ["all"]
+    queue = Queue(options.results_dir, lease_seconds=options.lease_seconds, lock=options.lock)
+    out = queue.reopen_stopped(configs, None if every else ids)
+    if out["not stopped"]:
+        raise ValueError(f"--continue-stopped: {out['not stopped'][0]} is not a run stopped at a rung of "
+                         f"{options.results_dir} (see gatedrnn status)")
+    for cid in out["no checkpoint"]:
+        print(f"{cid[:12]}: stopped before stopped runs kept their checkpoints: it trains from the start", flush=True)
+    print(f"--continue-stopped: {len(out['continued'])} stopped configuration(s) continue to {options.settings.steps} "
+          "steps; each stopped record kept as <id>.stopped-<n>.json", flush=True)
 
 
 # ---------------------------------------------------------------------------- examine
@@ -362,6 +392,8 @@ def _run_examine(args: argparse.Namespace) -> int:
         print(f"runs below {args.threshold:g}: {report.below}")
     if report.halving:
         print(report.halving)
+    if report.verdict:
+        print(f"halving: {report.verdict}")
     for task, sub in report.tasks.items():
         level = "" if sub.chance is None else f" ({'persistence' if task.startswith('mackey-glass') else 'chance'} {sub.chance:.4f})"
         print(f"task {task}: {sub.configurations} configurations ranked by mean {sub.metric}{level}; "
@@ -383,6 +415,8 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Calla
     "inspect": ("what a checkpoint, a weights file or a finished run holds", _inspect_arguments, _run_inspect),
     "sample": ("generate bytes with a finished run's model", _sample_arguments, _run_sample),
     "export": ("export the finished runs to an experiment tracker (MLflow)", _export_arguments, _run_export),
+    "prune": ("free the disk that a halving sweep's stopped runs keep (their checkpoints)", _prune_arguments,
+              _run_prune),
 }
 
 

@@ -122,3 +122,24 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+# ---------------------------------------------------------------------------- prune
+def _prune_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results-dir", default="results_01_all", help="results folder (%(default)s)")
+    p.add_argument("--stopped", action="store_true", required=True,
+                   help="remove the checkpoints kept for runs stopped (paused) at a rung of successive halving: they "
+                        "can then only be continued from the start")
+    p.add_argument("--lock", choices=("file", "soft"), default="file", help="the sweep's queue lock (%(default)s)")
+
+
+def _run_prune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..store.queue import Queue
+
+    if not Path(args.results_dir).is_dir():
+        return _error(f"{args.results_dir}: no such results folder")
+    files, freed = Queue(args.results_dir, lock=args.lock).prune_stopped()
+    print(f"{args.results_dir}: removed {files} checkpoint(s) of stopped runs, freeing {freed / 1e6:.1f} MB")
+    return 0

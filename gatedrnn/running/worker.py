@@ -172,8 +172,7 @@ class Worker:
         self.queue.record_settings(recorded_settings(self.settings, sha256))
         self.interval = heartbeat_interval(options.lease_seconds)
         self.runs = self.faults = 0
-        self.halving = (Halving(self.queue.folder, self.settings.halving, self.settings.rung_steps())
-                        if self.settings.halving else None)
+        self.halving = Halving.of(self.queue.folder, self.settings) if self.settings.halving else None
 
     def say(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')} {self.name}] {message}", flush=True)
@@ -225,8 +224,10 @@ class Worker:
         with self.queue.locked():
             for rung in self.halving.advance(configs):
                 decision = self.queue.folder.read_promotion(rung)
+                audited = len(decision.get("audited", []))
                 self.say(f"rung {rung} decided: {len(decision['promoted'])} continue, {len(decision['stopped'])} stop "
-                         f"at step {decision['steps']}")
+                         f"at step {decision['steps']}" + (f" ({audited} of them audited: on to the end)" if audited
+                                                           else ""))
 
     def _wait_for_rung(self, configs: list[dict[str, Any]]) -> bool:
         """Successive halving: with nothing to claim while some configurations are unfinished
@@ -328,7 +329,7 @@ class Worker:
         for claim, result in zip(job.claims, results):
             if rung is not None:
                 reached = self.halving.rung_of(result["training steps"])
-                result = {**result, **self.halving.result_fields(reached, False)}
+                result = {**result, **self.halving.result_fields(reached, False), **self.halving.run_kind(claim.id)}
                 if result["status"] == "done" and rung < self.halving.rungs:
                     done = self._queue_step(lambda: self.queue.complete_rung(claim, result, rung), job)
                     if done is _FAULT:

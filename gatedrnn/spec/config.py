@@ -340,7 +340,9 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 LEGACY_SPLIT = "tail"  # what settings, checkpoints and folders recorded before the split rule used
 # what a record of settings that lacks a key was made with
-LEGACY_SETTINGS = {"split": LEGACY_SPLIT, "input_init": LEGACY_INPUT_INIT, "halving": 0, "rungs": 3}
+LEGACY_SETTINGS = {"split": LEGACY_SPLIT, "input_init": LEGACY_INPUT_INIT, "halving": 0, "rungs": 3,
+                   "halving_rule": "protect", "audit": 0.0}
+HALVING_RULES = ("top", "protect")
 
 
 def input_init_of(config: RNNConfig, settings: "TrainSettings") -> str:
@@ -376,6 +378,12 @@ class TrainSettings:
     ``rungs`` rungs at ``steps / halving ** (rungs - 1)``, ... ``steps`` (:meth:`rung_steps`), and the
     best 1/ETA continue from their checkpoints to the next (gatedrnn/halving.py). A sweep's policy,
     not a run's computation: a run is the same to a given step with or without it.
+    halving_rule: who continues past a rung: ``top`` (the best 1/ETA by the mean over seeds; the
+    default) or ``protect`` (also every configuration that could be best at the rung: the rule
+    of folders made before issue 40, which kept nearly all with replicates).
+    audit: the share of the configurations stopped at each rung that a seeded random sample
+    continues to the full budget anyway, to measure what the stopping lost (0: none; folders
+    made before issue 40 have none).
     """
 
     steps: int = 10_000
@@ -393,6 +401,8 @@ class TrainSettings:
     input_init: str = "linear"
     halving: int = 0
     rungs: int = 3
+    halving_rule: str = "top"
+    audit: float = 0.2
 
     def __post_init__(self) -> None:
         _check_int("steps", self.steps, 1)
@@ -419,6 +429,10 @@ class TrainSettings:
             raise ValueError(f"input_init must be one of {', '.join(INPUT_INITS)}, got {self.input_init!r}")
         _check_int("halving", self.halving, 0)
         _check_int("rungs", self.rungs, 2)
+        if self.halving_rule not in HALVING_RULES:
+            raise ValueError(f"halving_rule must be one of {', '.join(HALVING_RULES)}, got {self.halving_rule!r}")
+        if isinstance(self.audit, bool) or not isinstance(self.audit, (int, float)) or not 0 <= self.audit <= 1:
+            raise ValueError(f"audit must be a share between 0 and 1, got {self.audit!r}")
         if self.halving == 1:
             raise ValueError("halving must be 0 (off) or an ETA of at least 2, got 1")
         if self.halving and self.steps // self.halving ** (self.rungs - 1) < 1:

@@ -3,6 +3,8 @@
 ```
 <results>/<id>.json                   the result of a finished configuration (written once, atomically)
 <results>/<id>.failed-<n>.json        an earlier failed result, kept as history by --retry-failed
+<results>/<id>.stopped-<n>.json       a result stopped at a rung of successive halving, kept as history
+                                    when --continue-stopped took the run to the end
 <results>/checkpoints/<id>.pt         the latest checkpoint of an unfinished run
 <results>/checkpoints/pack-<pack>.pt  the latest checkpoint of a pack: one solo checkpoint per member
 <results>/weights/<id>.safetensors    the final weights of a finished run (.pt before)
@@ -44,9 +46,10 @@ __all__ = ["ResultsFolder", "FolderError", "read_json", "is_config_id", "result_
 STATUSES = ("done", "diverged", "failed")
 # the settings that shape what a run computes: one value each per results folder
 RECORDED_SETTINGS = ("steps", "batch_size", "history", "lr", "log_every", "eval_every", "seed", "val_streams",
-                     "split", "input_init", "halving", "rungs", "dataset sha256")
+                     "split", "input_init", "halving", "rungs", "halving_rule", "audit", "dataset sha256")
 _ID = re.compile(r"^[0-9a-f]{64}$")
-_HISTORY = re.compile(r"^[0-9a-f]{64}\.failed-\d+\.json$")
+_HISTORY = re.compile(r"^[0-9a-f]{64}\.(failed|stopped)-\d+\.json$")
+_STOPPED = re.compile(r"^([0-9a-f]{64})\.stopped-\d+\.json$")
 
 
 class FolderError(RuntimeError):
@@ -63,6 +66,14 @@ def pack_order(rec: Mapping[str, Any]) -> tuple:
 def pack_id_of(ids: list[str]) -> str:
     """A pack's id: the sha256 of its members' ids, sorted, one per line."""
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+
+
+def _listing(path: Path) -> list[str]:
+    """The names in a folder ([] where it is missing or unreadable)."""
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def is_config_id(text: str) -> bool:
@@ -105,12 +116,33 @@ class ResultsFolder:
     def result(self, config_id: str) -> Path:
         return self.root / f"{config_id}.json"
 
+    def old_stopped(self, config_id: str) -> Path:
+        """Where a stopped result continued by hand is kept (``<id>.stopped-<n>.json``, the next n)."""
+        return self._next_history(config_id, "stopped")
+
+    def _next_history(self, config_id: str, kind: str) -> Path:
+        n = 1
+        while (self.root / f"{config_id}.{kind}-{n}.json").exists():
+            n += 1
+        return self.root / f"{config_id}.{kind}-{n}.json"
+
+    def stopped_history_ids(self) -> set[str]:
+        """The configurations whose stopped result was continued by hand (kept aside)."""
+        return {m.group(1) for name in _listing(self.root) if (m := _STOPPED.match(name))}
+
+    def paused_ids(self) -> set[str]:
+        """The runs stopped at a rung of successive halving whose state is kept so that they can
+        continue (not audited, not continued by hand): from the rung decisions."""
+        out: set[str] = set()
+        for name in _listing(self.promotions):
+            rec = self.read_promotion(int(name[:-5])) if name[:-5].isdigit() and name.endswith(".json") else None
+            if rec is not None and isinstance(rec.get("stopped"), list):
+                out |= set(rec["stopped"]) - set(rec.get("audited") or [])
+        return out - self.stopped_history_ids() if out else out
+
     def old_failure(self, config_id: str) -> Path:
         """A free name for an earlier failed result of ``config_id``, kept as history."""
-        n = 1
-        while (self.root / f"{config_id}.failed-{n}.json").exists():
-            n += 1
-        return self.root / f"{config_id}.failed-{n}.json"
+        return self._next_history(config_id, "failed")
 
     def checkpoint(self, config_id: str) -> Path:
         return self.checkpoints / f"{config_id}.pt"
@@ -155,11 +187,7 @@ class ResultsFolder:
     # ------------------------------------------------------------------ listing
     def finished_ids(self) -> set[str]:
         """Ids with a result file (whatever its content)."""
-        try:
-            names = os.listdir(self.root)
-        except OSError:
-            return set()
-        return {n[:-5] for n in names if n.endswith(".json") and _ID.match(n[:-5])}
+        return {n[:-5] for n in _listing(self.root) if n.endswith(".json") and _ID.match(n[:-5])}
 
     def result_files(self) -> Iterator[Path]:
         """Every visible ``*.json`` directly in the folder (ours and the original study's), sorted;
@@ -170,11 +198,7 @@ class ResultsFolder:
 
     def rung_ids(self, rung: int) -> set[str]:
         """Ids with a record at ``rung`` (successive halving)."""
-        try:
-            names = os.listdir(self.rung_dir(rung))
-        except OSError:
-            return set()
-        return {n[:-5] for n in names if n.endswith(".json") and _ID.match(n[:-5])}
+        return {n[:-5] for n in _listing(self.rung_dir(rung)) if n.endswith(".json") and _ID.match(n[:-5])}
 
     def claim_records(self) -> dict[str, Any]:
         """The claim files' contents by id (None for a file that is not readable JSON)."""
@@ -254,11 +278,17 @@ class ResultsFolder:
     def write_attempts(self, config_id: str, record: Mapping[str, Any]) -> None:
         atomic_write_json(self.attempt(config_id), record)
 
-    def drop_run(self, config_id: str) -> None:
+    def remove_checkpoint(self, config_id: str) -> None:
+        remove(self.checkpoint(config_id))
+
+    def drop_run(self, config_id: str, keep_checkpoint: bool = False) -> None:
         """A configuration's claim, checkpoint and attempts: what a finished one no longer needs,
-        with the temp files that a worker killed while writing them left."""
-        for path in (self.claim(config_id), self.checkpoint(config_id), self.attempt(config_id)):
-            remove(path)
+        with the temp files that a worker killed while writing them left. ``keep_checkpoint``: a
+        run paused at a rung of successive halving keeps its checkpoint, to continue later."""
+        for path in (self.claim(config_id), None if keep_checkpoint else self.checkpoint(config_id),
+                     self.attempt(config_id)):
+            if path is not None:
+                remove(path)
 
     def write_pack_record(self, pack_id: str, members: list[str], created: float, resumed_from: str | None,
                           worker: str, seq: int = 0) -> None:

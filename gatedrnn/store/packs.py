@@ -124,16 +124,57 @@ class PackClaims:
         have results, and those that never saved a checkpoint and that no live claim names.
         Call under the lock."""
         finished = self.finished_ids()
+        packs = self.folder.pack_records()
+        kept = self._holding_paused(packs)
         out = {}
-        for pid, rec in self.folder.pack_records().items():
-            done = all(cid in finished for cid in rec["members"])
-            running = any(isinstance(claims.get(cid), dict) and claims[cid].get("pack") == pid
-                          and self.is_live(cid, claims[cid]) for cid in rec["members"])
-            if not running and (done or not self.folder.pack_checkpoint(pid).exists()):
+        for pid, rec in packs.items():
+            done = all(cid in finished for cid in rec["members"]) and pid not in kept
+            if not self._pack_running(pid, rec, claims) and (done or not self.folder.pack_checkpoint(pid).exists()):
                 self.folder.drop_pack(pid)
                 continue
             out[pid] = rec
         return out
+
+    def _pack_running(self, pid: str, rec: Mapping[str, Any], claims: Mapping[str, Any]) -> bool:
+        """Whether a live claim trains a member of pack ``pid`` in it."""
+        return any(isinstance(claims.get(cid), dict) and claims[cid].get("pack") == pid
+                   and self.is_live(cid, claims[cid]) for cid in rec["members"])
+
+    def _holding_paused(self, packs: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        """The packs whose checkpoint holds the newest state of a run paused at a rung of
+        successive halving (kept, so that it can continue; ``gatedrnn prune --stopped`` frees them)."""
+        paused = self.folder.paused_ids()
+        if not paused:
+            return set()
+        newest: dict[str, tuple[tuple, str]] = {}
+        for pid, rec in packs.items():
+            if not self.folder.pack_checkpoint(pid).exists():
+                continue
+            for cid in rec["members"]:
+                if cid in paused and (cid not in newest or pack_order(rec) > newest[cid][0]):
+                    newest[cid] = (pack_order(rec), pid)
+        return {pid for _, pid in newest.values()}
+
+    def prune_stopped(self) -> tuple[int, int]:
+        """``gatedrnn prune --stopped``: remove the checkpoints kept for runs paused at a rung (their
+        own, and the pack checkpoints that hold nothing else of use). Returns (files, bytes) freed."""
+        files = freed = 0
+        with self.locked():
+            paused = self.folder.paused_ids()
+            for cid in sorted(paused):
+                path = self.folder.checkpoint(cid)
+                if path.exists():
+                    freed += path.stat().st_size
+                    self.folder.remove_checkpoint(cid)
+                    files += 1
+            finished, claims = self.finished_ids(), self.folder.claim_records()
+            for pid, rec in self.folder.pack_records().items():
+                path = self.folder.pack_checkpoint(pid)
+                if path.exists() and not self._pack_running(pid, rec, claims) and all(cid in finished for cid in rec["members"]):
+                    freed += path.stat().st_size
+                    self.folder.drop_pack(pid)
+                    files += 1
+        return files, freed
 
     def tidy_packs(self) -> None:
         """Drop the records and checkpoints of packs that are of no further use."""

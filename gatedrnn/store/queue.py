@@ -235,6 +235,32 @@ class Queue(PackClaims):
                     n += 1
         return n
 
+    def reopen_stopped(self, configs: Iterable[Mapping[str, Any]], ids: Iterable[str] | None) -> dict[str, list[str]]:
+        """Continue configurations stopped at a rung of successive halving to the full budget
+        (``ids``; None: every stopped one among ``configs``): each stopped result is kept beside it
+        as ``<id>.stopped-<n>.json`` and the run trains on from its checkpoint. Returns the ids
+        ``continued``, those of them with ``no checkpoint`` (stopped before pauses kept one: they
+        train from the start), and ``not stopped`` (asked for, but with no stopped result)."""
+        known = {c["id"] for c in configs}
+        wanted = known if ids is None else set(ids)
+        out: dict[str, list[str]] = {"continued": [], "no checkpoint": [], "not stopped": []}
+        with self.locked():
+            stopped = []
+            for cid in sorted(wanted):
+                rec = read_json(self.folder.result(cid))
+                if cid in known and isinstance(rec, dict) and rec.get("stopped at rung") is True:
+                    stopped.append(cid)
+                elif ids is not None:
+                    out["not stopped"].append(cid)
+            if out["not stopped"]:
+                return out  # bad input changes nothing
+            for cid in stopped:
+                if not self.folder.checkpoint(cid).exists() and self.folder.newest_pack_checkpoint(cid) is None:
+                    out["no checkpoint"].append(cid)
+                self.folder.result(cid).replace(self.folder.old_stopped(cid))
+                out["continued"].append(cid)
+        return out
+
     def record_config_file(self, path: str | os.PathLike) -> None:
         """Remember the sweep's configuration file (its absolute path), the one whose status the
         analysis reports for this folder; the latest launcher's wins."""

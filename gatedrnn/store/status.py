@@ -281,26 +281,43 @@ def rung_counts(folder: ResultsFolder, ids: Iterable[str]) -> list[dict[str, Any
     rungs = settings.get("rungs", 3)
     ids = set(ids)
     out = []
+    finished, continued = folder.finished_ids(), folder.stopped_history_ids() & ids
+    audited_all: set[str] = set()
     for k in range(1, rungs + 1):
         decision = folder.read_promotion(k) if k < rungs else None
-        out.append({"rung": k, "steps": settings["steps"] // eta ** (rungs - k),
-                    "reached": len(folder.rung_ids(k) & ids), "decided": decision is not None,
-                    "continue": len(decision["promoted"]) if decision else None,
-                    "stopped": len(decision.get("stopped", [])) if decision else None})
+        audited = set(decision.get("audited") or []) & ids if decision else set()
+        audited_all |= audited
+        row = {"rung": k, "steps": settings["steps"] // eta ** (rungs - k),
+               "reached": len(folder.rung_ids(k) & ids), "decided": decision is not None,
+               "continue": len(decision["promoted"]) if decision else None,
+               "stopped": len(decision.get("stopped", [])) if decision else None,
+               "audited": len(audited) if decision else None}
+        if k == rungs:  # the runs stopped earlier that reached the end: pauses kept, samples, by hand
+            row.update({"paused": len(folder.paused_ids() & ids & finished), "audited so far": len(audited_all),
+                        "audited finished": len(audited_all & finished), "continued": len(continued),
+                        "continued finished": len(continued & finished)})
+        out.append(row)
     return out
 
 
 def rung_line(rungs: list[Mapping[str, Any]]) -> str | None:
-    """One line for the rungs of successive halving: ``rung 1 (200 steps): 48 reached, 16 continue``."""
+    """One line for the rungs of successive halving: ``rung 1 (200 steps): 48 reached, 16
+    continue, 7 audited``; then the stopped runs: paused (checkpoint kept), audited, continued."""
     if not rungs:
         return None
     parts = []
     for r in rungs:
         text = f"rung {r['rung']} ({r['steps']} steps): {r['reached']} reached"
         if r["decided"]:
-            text += f", {r['continue']} continue"
+            text += f", {r['continue']} continue" + (f", {r['audited']} audited" if r.get("audited") else "")
         parts.append(text)
-    return "successive halving: " + "; ".join(parts)
+    last = rungs[-1]
+    line = "successive halving: " + "; ".join(parts)
+    if last.get("audited so far") or last.get("paused") or last.get("continued"):
+        line += (f"; stopped runs: {last['paused']} paused (checkpoint kept: --continue-stopped), "
+                 f"{last['audited finished']} of {last['audited so far']} audited at the end, "
+                 f"{last['continued finished']} of {last['continued']} continued by hand at the end")
+    return line
 
 
 def recorded_config_file(results_dir: str | os.PathLike) -> Path | None:
