@@ -6,7 +6,13 @@
 2. A sweep of 48 tiny configurations with ``training_01_all.py --workers 2``: wall time against
    the sum of the runs' own training times (the scheduling overhead, as a ratio).
 
+3. ``--scale``: the queue at scale (issue 41), benchmarks/bench_scale.py: system calls per claim,
+   completion and heartbeat (strace) and claim latency at 500, 5,000, 50,000 and 100,000
+   configurations, ``gatedrnn status``'s time, and contention with 1, 8 and 32 processes for each
+   lock kind (its own options follow ``--scale``).
+
 Usage: python benchmarks/bench_queue.py [--skip-sweep] [--sweep-steps 300]
+       python benchmarks/bench_queue.py --scale [--sizes 500 5000 50000 100000] [--skip-contention]
 """
 
 from __future__ import annotations
@@ -86,6 +92,12 @@ def sweep(steps: int) -> None:
 
 
 def main() -> None:
+    if "--scale" in sys.argv:
+        import bench_scale
+
+        sys.argv.remove("--scale")
+        bench_scale.main()
+        return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--skip-sweep", action="store_true")
     p.add_argument("--sweep-steps", type=int, default=300)

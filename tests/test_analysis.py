@@ -48,7 +48,7 @@ def test_examine_writes_every_output_for_a_full_sweep(tmp_path):
     md = (out / "summary.md").read_text()
     assert best["id"][:12] in md and "R² on the" in md
     # the n-gram reference lines of the built-in corpus, cached beside the results
-    assert "trigram" in md and list(res.glob(".ngram-*.json"))
+    assert "trigram" in md and list(res.glob(".queue/ngram-*.json"))
 
 
 def test_filtered_plot_holds_exactly_the_runs_below_the_threshold(tmp_path):

@@ -28,7 +28,9 @@ def test_listing_sees_results_not_caches_or_temp_files(tmp_path):
     cid = CONFIG["id"]
     f.result(cid).write_text("{}")
     (tmp_path / f".{cid}.json.abc.tmp").write_text("{")
+    f.queue.mkdir()
     f.ngram_cache("ab").write_text("{}")
+    (tmp_path / ".ngram-ab.json").write_text("{}")  # where caches were before the journal
     (tmp_path / "original-study-run.json").write_text("{}")
     assert f.finished_ids() == {cid}
     assert [p.name for p in f.result_files()] == [f"{cid}.json", "original-study-run.json"]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from gatedrnn import RNNConfig, TrainSettings, train
-from gatedrnn.analysis.memorisation import memorisation_lines
+from gatedrnn.analysis.references import memorisation_lines
 from gatedrnn.cli.main import train_options
 from gatedrnn.data.corpus import PYDOC_TOPICS, load_corpus, validation_streams
 from gatedrnn.training.run import Run

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .results import label
-from .memorisation import memorisation_lines
+from .references import memorisation_lines
 from .stats import linear_model, value_means
 
 __all__ = ["Report", "task_section", "summary_document", "md_table", "TASK_METRICS"]

@@ -18,7 +18,7 @@ from scipy import stats as sps
 
 from ..store.folder import ResultsFolder
 from .results import label, load
-from .lost import lost
+from .audit import lost
 from .stats import summarise
 
 __all__ = ["Rungs", "rungs_of", "rank_agreement", "cost", "halving_lines", "saving_line", "halving_table", "verdict",
@@ -241,7 +241,7 @@ def _names(rungs: Rungs) -> dict[str, str]:
     out = {}
     for frame in rungs.frames:
         for _, row in frame.drop_duplicates("config id").iterrows() if len(frame) else []:
-            out.setdefault(row["config id"], label(row))
+            out.setdefault(row["config id"], label({**row, "seed swept": False}))  # a unit has every seed
     return out
 
 

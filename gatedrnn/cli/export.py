@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 from ..spec.config import RNNConfig
 from ..store.folder import ResultsFolder, is_config_id, read_json, result_problem
-from ..store.status import Liveness, sweep_status
+from ..store.status import Liveness, folder_index, journal_of, sweep_status
 from .tools import ToolError, sweep_configs
 
 __all__ = ["export_mlflow", "default_tracking_uri"]
@@ -81,7 +81,7 @@ def export_mlflow(results_dir: str | Path = "results_01_all", tracking_uri: str 
     liveness = Liveness(120.0)  # what this follower has seen of the claims' heartbeats, across passes
     try:
         while True:
-            counts = _sync(client, exp_id, folder, weights, configs, liveness)
+            counts = _sync(client, exp_id, folder, weights, configs, liveness, first=totals["passes"] == 0)
             totals.update(runs=counts["runs"], running=counts["running"], passes=totals["passes"] + 1)
             totals["created"] += counts["created"]
             totals["updated"] += counts["updated"]
@@ -134,7 +134,7 @@ def _known_runs(client: Any, exp_id: str) -> dict[str, Any]:
 
 
 def _sync(client: Any, exp_id: str, folder: ResultsFolder, weights: bool,
-          configs: list[dict[str, Any]] | None, liveness: Liveness | None = None) -> dict[str, int]:
+          configs: list[dict[str, Any]] | None, liveness: Liveness | None = None, first: bool = True) -> dict[str, int]:
     """One pass. Following, the sweep's snapshot is taken *first* and its training
     configurations shown as RUNNING; then every finished result not yet final in the store is
     exported. In this order a pass whose snapshot finds nothing running or pending (the
@@ -143,18 +143,23 @@ def _sync(client: Any, exp_id: str, folder: ResultsFolder, weights: bool,
     counts = {"runs": 0, "created": 0, "updated": 0, "running": 0, "pending": 0}
     if configs is not None:
         known = _known_runs(client, exp_id)
-        snap = sweep_status(folder.root, configs, liveness=liveness)
+        snap = sweep_status(folder, configs, liveness=liveness)
         counts["pending"] = snap["counts"]["pending"]
         by_id = {c["id"]: c for c in configs}
         for claim in snap["running"]:
             _live_run(client, exp_id, known.get(claim["id"]), by_id[claim["id"]], claim)
             counts["running"] += 1
     known = _known_runs(client, exp_id)  # with the runs just made RUNNING
-    for path in folder.result_files():
+    index = folder_index(folder) if configs is None else journal_of(folder).index  # the snapshot just looked
+    # the first pass reads every result file (the original study's too); later passes only those
+    # that the journal says changed since the last look (a follower reads what changed)
+    paths = (list(folder.result_files()) if first else
+             [folder.result(cid) for cid in sorted(index.changed) if cid in index.status])
+    counts["runs"] = len(index.status) + sum(1 for p in paths if not is_config_id(p.stem))
+    for path in paths:
         rec = read_json(path)
         if result_problem(rec, path.stem if is_config_id(path.stem) else None) is not None or "id" not in rec:
             continue
-        counts["runs"] += 1
         run = known.get(rec["id"])
         if run is not None and run.info.status in _TERMINAL and run.data.tags.get("gatedrnn.synced") == _stamp(rec):
             continue  # exported already, as it is now

@@ -368,7 +368,7 @@ def _run_examine(args: argparse.Namespace) -> int:
     from ..analysis.examine import examine
     from ..analysis.results import ResultsError
 
-    from ..analysis.memorisation import RANK_ON
+    from ..analysis.references import RANK_ON
 
     if args.rank_on is not None and args.metric != "auto":
         return _error(ValueError(f"--rank-on {args.rank_on} and --metric {args.metric!r} both choose the ranking: "

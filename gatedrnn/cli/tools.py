@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..spec.config import RNNConfig, TrainSettings
+from ..store.journal import FormatError
 from ..store.folder import ResultsFolder, is_config_id, read_json, result_problem
 from ..spec.grid import ConfigFileError, read_configs
 from ..store.status import format_snapshot, recorded_config_file, snapshot
@@ -68,7 +69,10 @@ def sweep_report(results_dir: str | Path, config_file: str | Path | None = None,
     if not folder.root.is_dir():
         raise ToolError(f"{folder.root}: no such results folder")
     path, configs = sweep_configs(folder, config_file)
-    return {**snapshot(folder.root, configs, lease, watch=watch), "config file": str(path)}
+    try:
+        return {**snapshot(folder.root, configs, lease, watch=watch), "config file": str(path)}
+    except FormatError as e:
+        raise ToolError(str(e)) from None
 
 
 def sweep_configs(folder: ResultsFolder, config_file: str | Path | None) -> tuple[Path, list[dict[str, Any]]]:

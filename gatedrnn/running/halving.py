@@ -90,6 +90,8 @@ class Halving:
         self.folder, self.eta, self.steps = folder, eta, list(rung_steps)
         self.rungs = len(self.steps)
         self.rule, self.audit, self.seed = rule, audit, seed
+        self._decisions: dict[int, dict[str, Any] | None] = {}
+        self._settled: set[int] = set()  # decided rungs whose stopped runs all have their results
 
     @classmethod
     def of(cls, folder: ResultsFolder, settings: Any) -> "Halving":
@@ -98,19 +100,26 @@ class Halving:
                    settings.seed)
 
     def decisions(self) -> dict[int, dict[str, Any] | None]:
-        return {k: self.folder.read_promotion(k) for k in range(1, self.rungs)}
+        """Each rung's decision, or None while undecided; a decision, once written, never changes,
+        so it is read once."""
+        for k in range(1, self.rungs):
+            if self._decisions.get(k) is None:
+                self._decisions[k] = self.folder.read_promotion(k)
+        return dict(self._decisions)
+
+    def _index(self):
+        """The folder's journal index (:mod:`gatedrnn.store.journal`): brought up to date by the
+        queue's lock; looked at here when no lock has been held yet."""
+        journal = self.folder.journal
+        return journal.index if journal.index.generation >= 0 else journal.look()
 
     def states(self, ids: Iterable[str]) -> dict[str, tuple[str, int]]:
         """Each configuration's (state, rung): (TRAIN, k) to train to rung k; (WAIT, k) at rung k
         until it is decided; (STOP, k) stopped at rung k, its result not yet written; (FINISHED, k)
         with a result (k 0 where it ended before a rung: diverged or failed). An audited
         configuration, and a stopped one continued by hand, trains to the last rung."""
-        finished = self.folder.finished_ids()
-        continued = self.folder.stopped_history_ids()
-        reached = {}
-        for k in range(1, self.rungs + 1):
-            for cid in self.folder.rung_ids(k):
-                reached[cid] = k
+        index = self._index()
+        finished, continued, reached = index.status, index.continued, index.rung
         decisions = self.decisions()
         promoted = {k: set(d["promoted"]) for k, d in decisions.items() if d is not None}
         audited = {k: set(d.get("audited", [])) for k, d in decisions.items() if d is not None}
@@ -151,24 +160,29 @@ class Halving:
     def advance(self, configs: Iterable[Mapping[str, Any]]) -> list[int]:
         """Decide every rung that can be decided and write the results of the configurations
         stopped at a decided rung. Call under the queue lock. Returns the rungs decided now."""
+        index = self._index()
+        if index.rebuilt or any(cid not in index.status for cid in index.changed):
+            self._settled = set()  # the folder was read afresh, or a result went: check the stops again
         ids = [c["id"] for c in configs]
-        self._finish_top(ids)
+        self._finish_top(ids, index)
         decided = []
         entrants = set(ids)
+        decisions = self.decisions()
         for k in range(1, self.rungs):
-            decision = self.folder.read_promotion(k)
+            decision = decisions[k]
             if decision is None:
-                at_rung = self.folder.rung_ids(k) & entrants
-                finished = self.folder.finished_ids()
-                if not entrants or any(cid not in at_rung and cid not in finished for cid in entrants):
+                at_rung = {cid for cid in entrants if index.rung.get(cid, 0) >= k}
+                if not entrants or any(cid not in at_rung and cid not in index.status for cid in entrants):
                     break  # some entrant is still on its way to rung k
                 decision = self._decide(k, at_rung)
+                self._decisions[k] = decision
                 decided.append(k)
-            audited = set(decision.get("audited", []))
-            continued = self.folder.stopped_history_ids()
-            for cid in decision["stopped"]:
-                if cid not in audited and cid not in continued:
-                    self._stop(k, cid)
+            if k not in self._settled:
+                audited = set(decision.get("audited", []))
+                for cid in decision["stopped"]:
+                    if cid not in audited and cid not in index.continued and cid not in index.status:
+                        self._stop(k, cid)
+                self._settled.add(k)
             entrants = set(decision["promoted"])
         return decided
 
@@ -180,10 +194,11 @@ class Halving:
         self.folder.write_promotion(k, decision)
         return decision
 
-    def _finish_top(self, ids: list[str]) -> None:
+    def _finish_top(self, ids: list[str], index: Any) -> None:
         """A run with a record at the last rung and no result (its worker was killed between
         writing the two) gets its result from that record, which is the same."""
-        for cid in (self.folder.rung_ids(self.rungs) & set(ids)) - self.folder.finished_ids():
+        fresh = set(index.rung) if index.rebuilt or not self._settled else index.changed
+        for cid in {c for c in fresh if index.rung.get(c) == self.rungs and c not in index.status} & set(ids):
             record = read_json(self.folder.rung_result(self.rungs, cid))
             if isinstance(record, dict) and record.get("id") == cid:
                 self.folder.write_result(record)

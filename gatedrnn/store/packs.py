@@ -46,13 +46,13 @@ class PackClaims:
         no pack holds a state of. Each member's claim record names the pack. ``rungs``: as for
         :meth:`claim`; a pack's members all train to the same rung.
         """
-        configs = list(configs)
-        by_id = {c["id"]: c for c in configs}
         self.watching = False
         with self.locked():
             finished = self.finished_ids()
             claims = self.folder.claim_records()
             now = time.time()
+            configs = self.unfinished(configs, finished)
+            by_id = {c["id"]: c for c in configs}
             if rungs is not None:
                 target = rungs(list(by_id))
                 by_id = {cid: c for cid, c in by_id.items() if cid in target}
@@ -69,7 +69,7 @@ class PackClaims:
 
             def packable(cid: str):
                 config = by_id.get(cid)
-                if config is None or group(config) is None or self.folder.checkpoint(cid).exists():
+                if config is None or cid in finished or group(config) is None or self.folder.checkpoint(cid).exists():
                     return None
                 free = self._free(cid, finished, claims, now)
                 if free is None or free[1] != 1:  # one that raised is retried alone

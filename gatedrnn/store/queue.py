@@ -63,6 +63,10 @@ class Queue(PackClaims):
         self.retry_delay = float(retry_delay)
         self._report = report or (lambda line: print(line, file=sys.stderr, flush=True))
         self._checked: dict[str, tuple] = {}  # result files found sound, by (inode, size, mtime)
+        self._seen_generation: int | None = None  # the journal generation whose results were all checked
+        self.index = None  # the journal's view of the folder, brought up to date under the lock
+        self._unfinished: list[Mapping[str, Any]] = []
+        self._unfinished_key: tuple | None = None
         self.liveness = Liveness(self.lease)  # what this process has seen of other hosts' heartbeats
         self.watching = False  # the last claim found claims not yet watched for a lease (maybe dead)
         self._retries: dict[tuple[str, int], float] = {}  # (id, failures) -> monotonic time first seen
@@ -80,11 +84,24 @@ class Queue(PackClaims):
         with self._lock.held():
             if self._lock.waited > heartbeat_interval(self.lease):
                 self.liveness.stalled()
-            yield
+            self.index = self.folder.journal.look()
+            try:
+                yield
+            finally:
+                self.folder.journal.flush()
 
     # ------------------------------------------------------------------ records
     def finished_ids(self) -> set[str]:
-        return self.folder.finished_ids()
+        """The configurations with a result, as the journal says (call under the lock, which
+        brings it up to date: :mod:`gatedrnn.store.journal`). On this process's first look, and
+        for each result the journal reports new, the result file is checked whole; a damaged
+        one is set aside and no longer counts."""
+        index = self.index
+        fresh = index.changed if self._seen_generation == index.generation else set(index.status)
+        self._seen_generation = index.generation
+        for cid in [c for c in fresh if c in index.status]:
+            self._result_sound(cid)
+        return set(index.status)
 
     def claims(self) -> dict[str, dict[str, Any]]:
         """The readable claim records, by id."""
@@ -132,6 +149,7 @@ class Queue(PackClaims):
             self._checked[config_id] = key
             return True
         self._set_aside(path, "a damaged result", problem)
+        self.folder.journal.add("g", config_id, "corrupt")
         return False
 
     def _owns(self, claim: Claim) -> bool:
@@ -143,8 +161,12 @@ class Queue(PackClaims):
         """Whether ``cid`` may be claimed now: no sound result, no live claim, no pending retry.
         Returns (the stale claim it replaces or None, its attempt number), or None. Damaged
         claim records are set aside. Call under the lock."""
-        if cid in finished and self._result_sound(cid):
+        if cid in finished:
             return None
+        if self.folder.result(cid).exists():  # written behind the journal's back (it is rebuilt at the next look)
+            if self._result_sound(cid):
+                finished.add(cid)
+                return None
         old = claims.get(cid, _NONE)
         if old is not _NONE:
             problem = claim_problem(old, cid)
@@ -191,14 +213,14 @@ class Queue(PackClaims):
         """Take the first configuration with no result and no live claim, or return None.
         ``rungs(ids)`` (successive halving, called under the lock): the configurations that may be
         trained now, with the rung each trains to (recorded in the claim as ``rung``)."""
-        configs = list(configs)
         self.watching = False
         with self.locked():
             finished = self.finished_ids()
             claims = self.folder.claim_records()
             now = time.time()
-            target = rungs([c["id"] for c in configs]) if rungs is not None else None
-            for config in configs:
+            candidates = self.unfinished(configs, finished)
+            target = rungs([c["id"] for c in candidates]) if rungs is not None else None
+            for config in candidates:
                 if target is not None and config["id"] not in target:
                     continue
                 free = self._free(config["id"], finished, claims, now)
@@ -207,11 +229,27 @@ class Queue(PackClaims):
                     return self._write_claim(config, worker, now, *free, **extra)
         return None
 
+    def unfinished(self, configs: Iterable[Mapping[str, Any]], finished: set[str]) -> list[Mapping[str, Any]]:
+        """``configs`` without the finished ones, in their order. Kept between calls for the same
+        configuration list (an object the caller keeps: the worker's, re-read only when the file
+        changes), and brought up to date from what the journal's last look changed, so that a
+        claim does not walk every finished configuration again."""
+        index = self.index
+        key = (id(configs), index.generation if index is not None else None)
+        changed = index.changed if index is not None else set()
+        reopened = any(cid not in finished for cid in changed)
+        if key != self._unfinished_key or reopened or not isinstance(configs, list):
+            self._unfinished = [c for c in configs if c["id"] not in finished]
+            self._unfinished_key = key if isinstance(configs, list) else None
+        elif changed:
+            self._unfinished = [c for c in self._unfinished if c["id"] not in finished]
+        return self._unfinished
+
     def next_retry(self, configs: Iterable[Mapping[str, Any]]) -> float | None:
         """Seconds until the first configuration that raised may be tried again (on this
         process's clock), or None when none waits (read without the lock: a hint for a worker with
         nothing to claim)."""
-        finished = self.finished_ids()
+        finished = set(self.index.status) if self.index is not None else self.folder.finished_ids()
         waits = []
         for config in configs:
             if config["id"] in finished:
@@ -230,7 +268,7 @@ class Queue(PackClaims):
                 path = self.folder.result(config["id"])
                 rec = read_json(path)
                 if isinstance(rec, dict) and rec.get("status") == "failed":
-                    path.replace(self.folder.old_failure(config["id"]))
+                    self.folder.move_result(config["id"], self.folder.old_failure(config["id"]), "failed")
                     self.folder.attempt(config["id"]).unlink(missing_ok=True)
                     n += 1
         return n
@@ -257,7 +295,7 @@ class Queue(PackClaims):
             for cid in stopped:
                 if not self.folder.checkpoint(cid).exists() and self.folder.newest_pack_checkpoint(cid) is None:
                     out["no checkpoint"].append(cid)
-                self.folder.result(cid).replace(self.folder.old_stopped(cid))
+                self.folder.move_result(cid, self.folder.old_stopped(cid), "stopped")
                 out["continued"].append(cid)
         return out
 

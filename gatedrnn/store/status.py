@@ -176,21 +176,22 @@ def claim_is_live(rec: Any, lease: float, now: float | None = None) -> bool:
 
 
 # ---------------------------------------------------------------------- counts
-_STATUS_CACHE: dict[tuple[str, int, int, int], str | None] = {}
+_JOURNALS: dict[str, Any] = {}  # a long-lived observer (the launcher, the MLflow follower) reads what changed
 
 
-def _result_status(path: Path, config_id: str) -> str | None:
-    """A result's status, or None for a damaged one (it does not count as finished); results
-    never change once written, so each file is read once."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
-    if key not in _STATUS_CACHE:
-        rec = read_json(path)
-        _STATUS_CACHE[key] = None if result_problem(rec, config_id) else rec["status"]
-    return _STATUS_CACHE[key]
+def folder_index(folder: ResultsFolder):
+    """The folder's journal index, up to date (:mod:`gatedrnn.store.journal`): this process keeps
+    one journal per folder, so that each look reads what changed since the last; where the
+    journal is older than the folder, the index is read from the folder afresh (``rebuilt``)."""
+    return journal_of(folder).look()
+
+
+def journal_of(folder: ResultsFolder):
+    """This process's journal reader of ``folder`` (one per folder, kept across looks)."""
+    key = str(folder.root.resolve())
+    if key not in _JOURNALS:
+        _JOURNALS[key] = folder.journal
+    return _JOURNALS[key]
 
 
 def sweep_status(results_dir: str | os.PathLike | ResultsFolder, configs: Iterable[Mapping[str, Any]],
@@ -201,12 +202,12 @@ def sweep_status(results_dir: str | os.PathLike | ResultsFolder, configs: Iterab
     folder = results_dir if isinstance(results_dir, ResultsFolder) else ResultsFolder(results_dir)
     liveness = liveness or Liveness(lease)
     ids = [c["id"] for c in configs]
-    finished = folder.finished_ids()
+    index = folder_index(folder)
     claims = folder.claim_records()
     counts = {"done": 0, "diverged": 0, "failed": 0, "running": 0, "pending": 0}
     running = []
     for cid in ids:
-        status = _result_status(folder.result(cid), cid) if cid in finished else None
+        status = index.status.get(cid)
         if status is not None:
             counts[status] += 1
         elif cid in claims and claim_problem(claims[cid], cid) is None and liveness.judge(cid, claims[cid]) != STALE:
@@ -214,7 +215,8 @@ def sweep_status(results_dir: str | os.PathLike | ResultsFolder, configs: Iterab
             running.append(claims[cid])
         else:
             counts["pending"] += 1
-    return {"total": len(ids), "counts": counts, "running": running, "rungs": rung_counts(folder, ids)}
+    return {"total": len(ids), "counts": counts, "running": running, "rungs": rung_counts(folder, ids, index),
+            "index rebuilt": index.rebuilt}
 
 
 def eta_seconds(counts: Mapping[str, int], progress: Iterable[Mapping[str, Any]], steps: int | None) -> float | None:
@@ -260,17 +262,19 @@ def snapshot(results_dir: str | os.PathLike, configs: list[Mapping[str, Any]], l
                  "steps per second": progress.get("steps per second"), "heartbeat age": age, "watched": watched}
         (running if cid in live else stale).append(entry)
     failed = []
-    for cid in sorted(ids & folder.finished_ids()):
+    index = folder_index(folder)
+    for cid in sorted(cid for cid in ids if index.status.get(cid) == "failed"):
         rec = read_json(folder.result(cid))
         if result_problem(rec, cid) is None and rec.get("status") == "failed":
             failed.append({"id": cid, "error": rec.get("error"), "attempts": rec.get("attempts")})
     c = snap["counts"]
     return {"results dir": str(folder.root), "total": snap["total"], "counts": c, "running": running,
-            "stale": stale, "failed": failed, "steps per run": steps, "rungs": rung_counts(folder, ids),
+            "stale": stale, "failed": failed, "steps per run": steps, "rungs": snap["rungs"],
+            "index rebuilt": snap["index rebuilt"],
             "eta seconds": eta_seconds(c, running, steps), "work left": bool(c["pending"] or c["running"])}
 
 
-def rung_counts(folder: ResultsFolder, ids: Iterable[str]) -> list[dict[str, Any]]:
+def rung_counts(folder: ResultsFolder, ids: Iterable[str], index: Any = None) -> list[dict[str, Any]]:
     """Successive halving (gatedrnn/halving.py): per rung, its step, how many configurations have
     reached it, and once it is decided how many continue and how many stopped there ([] when the
     folder's sweep does not halve)."""
@@ -281,14 +285,15 @@ def rung_counts(folder: ResultsFolder, ids: Iterable[str]) -> list[dict[str, Any
     rungs = settings.get("rungs", 3)
     ids = set(ids)
     out = []
-    finished, continued = folder.finished_ids(), folder.stopped_history_ids() & ids
+    index = index if index is not None else folder_index(folder)
+    finished, continued = set(index.status), index.continued & ids
     audited_all: set[str] = set()
     for k in range(1, rungs + 1):
         decision = folder.read_promotion(k) if k < rungs else None
         audited = set(decision.get("audited") or []) & ids if decision else set()
         audited_all |= audited
         row = {"rung": k, "steps": settings["steps"] // eta ** (rungs - k),
-               "reached": len(folder.rung_ids(k) & ids), "decided": decision is not None,
+               "reached": len(index.rungs.get(k, set()) & ids), "decided": decision is not None,
                "continue": len(decision["promoted"]) if decision else None,
                "stopped": len(decision.get("stopped", [])) if decision else None,
                "audited": len(audited) if decision else None}
@@ -405,6 +410,9 @@ def format_snapshot(r: dict[str, Any], config_file: str, labels: dict[str, str] 
     labels = labels or {}
     eta = duration(r["eta seconds"], "? (no running worker reports its speed)")
     lines = [f"{r['results dir']} ({config_file}): {_counts_line(r['counts'], r['total'])} · ETA {eta}"]
+    if r.get("index rebuilt"):
+        lines.append("(journal rebuilt: it was missing or older than the folder, so every result was read; the next "
+                     "worker's claim writes it anew)")
     for title, rows in (("running", r["running"]), ("stale claims (their runs resume from their checkpoints)",
                                                      r["stale"])):
         if rows:

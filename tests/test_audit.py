@@ -1,4 +1,4 @@
-"""What halving's stopping lost (gatedrnn/analysis/lost.py; issue 40), on simulated sweeps whose
+"""What halving's stopping lost (gatedrnn/analysis/audit.py; issue 40), on simulated sweeps whose
 truth is known: every configuration's value at each rung and at the end is drawn, the real
 decision rule (gatedrnn.running.halving.decide, its audit draw included) picks who continues
 and who is audited, only what a real sweep would have trained to the end is shown to the
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from gatedrnn.analysis.lost import count_interval, lost
+from gatedrnn.analysis.audit import count_interval, lost
 from gatedrnn.running.halving import decide
 from gatedrnn.spec.config import config_id
 from gatedrnn.spec.grid import default_grid

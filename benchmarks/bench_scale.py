@@ -1,0 +1,234 @@
+"""The queue at scale (issue 41): what a claim, a completion and a heartbeat cost at 500, 5,000,
+50,000 and 100,000 configurations, of which all but ``--pending`` are finished.
+
+For each size prints:
+  calls/claim, calls/complete, calls/heartbeat   system calls per operation as strace counts them
+                          (the stat family, openat, read, getdents64), from three runs of one
+                          process under ``strace -f -c``: the warm-up alone, then with 10 claims,
+                          then with 10 claims and 10 completions (and 10 heartbeats); their
+                          differences divided by 10
+  first claim             a new worker's first claim (it reads the journal, or rebuilds it from
+                          the folder when it is older than the folder: said so)
+  claim ms                the median and 95th percentile of the claims after it, one process
+  status s                ``gatedrnn status`` on the folder with a current journal (and after a
+                          change behind the journal's back: its rebuild)
+Then the contention table: claim latency (median, p95) with 1, 8 and 32 processes, each lock kind,
+at the smallest and the largest size (each process claims and completes until nothing is left).
+
+Usage: python benchmarks/bench_scale.py [--sizes 500 5000 50000 100000] [--pending 20]
+       [--contention-pending 256] [--skip-contention]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gatedrnn.spec.config import config_id  # noqa: E402
+from gatedrnn.spec.grid import default_grid  # noqa: E402
+from gatedrnn.store.queue import Queue  # noqa: E402
+
+FS_CALLS = ("stat", "lstat", "fstat", "newfstatat", "statx", "openat", "read", "getdents64")
+
+
+def configs_of(n: int) -> list[dict]:
+    """n distinct configurations: the default grid's, with a seed key where more are needed."""
+    grid = [c.to_dict() for c in default_grid()]
+    out = []
+    for i in range(n):
+        d = dict(grid[i % len(grid)], seed=i // len(grid))
+        out.append({**d, "id": config_id(d)})
+    return out
+
+
+def make_folder(root: Path, n: int, pending: int) -> list[dict]:
+    """A results folder with n configurations, all but the last ``pending`` finished (plain
+    writes: this is a fixture, not the queue's path)."""
+    configs = configs_of(n)
+    root.mkdir(parents=True)
+    for c in configs[: n - pending]:
+        (root / f"{c['id']}.json").write_text(json.dumps({**c, "status": "done", "loss": [2.0], "min loss": 2.0}))
+    (root.parent / "configs.json").write_text(json.dumps(configs))
+    return configs
+
+
+_OPS = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+from gatedrnn.store.queue import Queue
+configs = json.load(open({configs!r}))
+q = Queue({folder!r})
+c0 = q.claim(configs, "warm")            # the first claim: the journal read or rebuilt, every result checked
+q.release(c0) if hasattr(q, "release") else None
+claims = [q.claim(configs, "w") for _ in range({claims})]
+for c in claims[:{completes}]:
+    q.complete(c, {{"id": c.id, "status": "done", "loss": [2.0]}})
+for c in claims[{completes}:{completes} + {beats}]:
+    q.heartbeat(c, {{"step": 1}})
+"""
+
+
+def strace_counts(folder: Path, configs: Path, claims: int, completes: int, beats: int) -> int:
+    """Filesystem system calls of one process doing the warm-up and the operations asked."""
+    script = _OPS.format(root=str(ROOT), configs=str(configs), folder=str(folder), claims=claims,
+                         completes=completes, beats=beats)
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
+        subprocess.run(["strace", "-f", "-c", "-o", out.name, "-e", "trace=" + ",".join(FS_CALLS),
+                        sys.executable, "-c", script], check=True, capture_output=True)
+        text = out.read()
+    total = 0
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and parts[-1] in FS_CALLS and len(parts) >= 5:
+            total += int(parts[3])
+    return total
+
+
+def snapshot_folder(folder: Path) -> Path:
+    keep = folder.parent / (folder.name + ".base")
+    if keep.exists():
+        shutil.rmtree(keep)
+    shutil.copytree(folder, keep)
+    return keep
+
+
+def restore(folder: Path, base: Path) -> None:
+    shutil.rmtree(folder)
+    shutil.copytree(base, folder)
+
+
+def per_op(folder: Path, base: Path, configs: Path) -> dict[str, float]:
+    runs = {}
+    for name, args in (("warm", (0, 0, 0)), ("claims", (10, 0, 0)), ("completes", (10, 10, 0)),
+                       ("beats", (10, 0, 10))):
+        restore(folder, base)
+        runs[name] = strace_counts(folder, configs, *args)
+    return {"claim": (runs["claims"] - runs["warm"]) / 10, "complete": (runs["completes"] - runs["claims"]) / 10,
+            "heartbeat": (runs["beats"] - runs["claims"]) / 10}
+
+
+def latency(folder: Path, configs: list[dict]) -> tuple[float, list[float]]:
+    q = Queue(folder)
+    t0 = time.perf_counter()
+    first = q.claim(configs, "first")
+    first_s = time.perf_counter() - t0
+    q.complete(first, {"id": first.id, "status": "done", "loss": [2.0]})
+    times = []
+    while True:
+        t0 = time.perf_counter()
+        c = q.claim(configs, "w")
+        if c is None:
+            break
+        times.append(time.perf_counter() - t0)
+        q.complete(c, {"id": c.id, "status": "done", "loss": [2.0]})
+    return first_s, times
+
+
+def status_seconds(folder: Path, configs: Path) -> tuple[float, float]:
+    """`gatedrnn status` with a current journal, and after a result deleted behind its back."""
+    def run() -> float:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "gatedrnn", "status", "--results-dir", str(folder), "--config-file",
+                        str(configs)], capture_output=True, cwd=ROOT, check=False)
+        return time.perf_counter() - t0
+    current = min(run() for _ in range(2))
+    victim = next(p for p in sorted(folder.glob("*.json")))
+    victim.unlink()
+    rebuilt = run()
+    return current, rebuilt
+
+
+def _contend(folder: str, lock: str, configs: list, out, start) -> None:
+    q = Queue(folder, lock=lock)
+    times, first = [], True
+    start.wait()
+    while True:
+        t0 = time.perf_counter()
+        c = q.claim(configs, f"p{os.getpid()}")
+        if c is None:
+            break
+        if not first:
+            times.append(time.perf_counter() - t0)
+        first = False
+        q.complete(c, {"id": c.id, "status": "done", "loss": [2.0]})
+    out.put(times)
+
+
+def contention(folder: Path, base: Path, configs: list[dict], procs: int, lock: str) -> list[float]:
+    restore(folder, base)
+    Queue(folder).claim([], "journal")  # the journal made current once, before the clock starts
+    ctx = mp.get_context("fork")
+    out, start = ctx.Queue(), ctx.Event()
+    ps = [ctx.Process(target=_contend, args=(str(folder), lock, configs, out, start)) for _ in range(procs)]
+    for p in ps:
+        p.start()
+    start.set()
+    times = [t for _ in ps for t in out.get()]
+    for p in ps:
+        p.join()
+    return times
+
+
+def _ms(xs: list[float]) -> str:
+    if not xs:
+        return "-"
+    xs = sorted(xs)
+    return f"{1e3 * statistics.median(xs):.1f} / {1e3 * xs[int(0.95 * (len(xs) - 1))]:.1f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--sizes", type=int, nargs="+", default=[500, 5000, 50000, 100000])
+    p.add_argument("--pending", type=int, default=20)
+    p.add_argument("--contention-pending", type=int, default=256)
+    p.add_argument("--skip-contention", action="store_true")
+    a = p.parse_args()
+    have_strace = shutil.which("strace") is not None
+    print("| configurations | calls/claim | calls/complete | calls/heartbeat | first claim s | claim ms (median / p95) "
+          "| status s (current / rebuilt) |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as d:
+        for n in a.sizes:
+            folder = Path(d) / f"n{n}" / "results"
+            configs = make_folder(folder, n, a.pending)
+            cfile = folder.parent / "configs.json"
+            base = snapshot_folder(folder)
+            calls = per_op(folder, base, cfile) if have_strace else {}
+            restore(folder, base)
+            first, times = latency(folder, configs)
+            restore(folder, base)
+            Queue(folder).claim([], "journal")
+            st = status_seconds(folder, cfile)
+            fmt = lambda k: f"{calls[k]:.0f}" if k in calls else "(no strace)"  # noqa: E731
+            print(f"| {n} | {fmt('claim')} | {fmt('complete')} | {fmt('heartbeat')} | {first:.2f} | {_ms(times)} | "
+                  f"{st[0]:.2f} / {st[1]:.2f} |", flush=True)
+            shutil.rmtree(folder.parent)
+        if a.skip_contention:
+            return
+        print("\ncontention: claim ms (median / p95), each process claiming and completing until nothing is left")
+        print("| configurations | lock | 1 process | 8 processes | 32 processes |")
+        print("|---|---|---|---|---|")
+        for n in (min(a.sizes), max(a.sizes)):
+            folder = Path(d) / f"c{n}" / "results"
+            configs = make_folder(folder, n, a.contention_pending)
+            base = snapshot_folder(folder)
+            for lock in ("file", "soft"):
+                row = [_ms(contention(folder, base, configs, k, lock)) for k in (1, 8, 32)]
+                print(f"| {n} | {lock} | " + " | ".join(row) + " |", flush=True)
+            shutil.rmtree(folder.parent)
+
+
+if __name__ == "__main__":
+    main()
