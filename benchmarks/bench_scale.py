@@ -166,8 +166,8 @@ def _contend(folder: str, lock: str, configs: list, out, start) -> None:
     out.put(times)
 
 
-def contention(folder: Path, base: Path, configs: list[dict], procs: int, lock: str) -> list[float]:
-    restore(folder, base)
+def contention(folder: Path, configs: list[dict], procs: int, lock: str) -> list[float]:
+    """``configs``: the folder's finished ones and a batch never seen (each run gets its own)."""
     Queue(folder).claim([], "journal")  # the journal made current once, before the clock starts
     ctx = mp.get_context("fork")
     out, start = ctx.Queue(), ctx.Event()
@@ -222,10 +222,13 @@ def main() -> None:
         print("|---|---|---|---|---|")
         for n in (min(a.sizes), max(a.sizes)):
             folder = Path(d) / f"c{n}" / "results"
-            configs = make_folder(folder, n, a.contention_pending)
-            base = snapshot_folder(folder)
-            for lock in ("file", "soft"):
-                row = [_ms(contention(folder, base, configs, k, lock)) for k in (1, 8, 32)]
+            configs = make_folder(folder, n, 0)
+            extra = configs_of(n + 6 * a.contention_pending)[n:]  # a fresh batch of pending ones per run
+            for j, lock in enumerate(("file", "soft")):
+                row = []
+                for i, k in enumerate((1, 8, 32)):
+                    batch = extra[(3 * j + i) * a.contention_pending:(3 * j + i + 1) * a.contention_pending]
+                    row.append(_ms(contention(folder, configs + batch, k, lock)))
                 print(f"| {n} | {lock} | " + " | ".join(row) + " |", flush=True)
             shutil.rmtree(folder.parent)
 

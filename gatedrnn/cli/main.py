@@ -420,12 +420,16 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Calla
 }
 
 
-def build_parser(prog: str = "gatedrnn") -> argparse.ArgumentParser:
+def build_parser(prog: str = "gatedrnn", only: str | None = None) -> argparse.ArgumentParser:
+    """The command line; ``only``: give that command its arguments and the others none (they
+    are not parsed), so that ``gatedrnn status`` does not import what ``examine`` needs."""
     p = _Parser(prog=prog, description="Sweep the switches of a gated RNN layer trained "
                 "without backpropagation through time.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     for name, (summary, add, _) in _COMMANDS.items():
-        add(sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + "."))
+        parser = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+        if only is None or name == only:
+            add(parser)
     return p
 
 
@@ -438,5 +442,5 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         p = _Parser(prog=prog, description=summary[0].upper() + summary[1:] + ".")
         add(p)
         return run(p.parse_args(argv[1:]))
-    args = build_parser(prog or "gatedrnn").parse_args(argv)
+    args = build_parser(prog or "gatedrnn", only=argv[0] if argv and argv[0] in _COMMANDS else None).parse_args(argv)
     return _COMMANDS[args.command][2](args)

@@ -21,11 +21,14 @@ def _status_arguments(p: argparse.ArgumentParser) -> None:
                    help="look twice, SECONDS apart: another host's claims are judged by their heartbeat changing (0)")
 
 
-def _labels(config_file: str) -> dict[str, str]:
+def _labels(report: dict) -> dict[str, str]:
+    """The short labels of the configurations the report lists (running, stale, failed): only
+    those, so that a sweep of 100,000 configurations is not labelled whole."""
     from ..spec.grid import read_configs
     from ..store.status import labels_of
 
-    return labels_of(read_configs(config_file))
+    shown = {r["id"] for key in ("running", "stale", "failed") for r in report.get(key) or []}
+    return labels_of(c for c in read_configs(report["config file"]) if c["id"] in shown)
 
 
 def _run_status(args: argparse.Namespace) -> int:
@@ -37,7 +40,7 @@ def _run_status(args: argparse.Namespace) -> int:
         report = sweep_report(args.results_dir, args.config_file, args.lease_seconds, args.watch)
     except ToolError as e:
         return _error(e)
-    print(json.dumps(report, indent=1) if args.json else format_sweep_report(report, _labels(report["config file"])))
+    print(json.dumps(report, indent=1) if args.json else format_sweep_report(report, _labels(report)))
     return 3 if report["work left"] else 0
 
 

@@ -9,6 +9,7 @@ configuration has the same id on every machine and in every version.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -277,8 +278,9 @@ class RNNConfig:
             d["id"] = config_id(d)
         return d
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
+        """sha256 of the JSON form (computed once: a configuration is frozen)."""
         return config_id(self.to_dict())
 
     @classmethod

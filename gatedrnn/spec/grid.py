@@ -121,11 +121,19 @@ def _task_variants(tasks: Sequence[str], task_keys: dict[str, Sequence[int]]) ->
     return out
 
 
+_READ: dict[str, tuple[tuple, list[dict[str, Any]]]] = {}  # path -> (its stat, its entries) as last read
+
+
 def read_configs(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read and validate a configuration list; raises :class:`ConfigFileError` naming the
     file and the entry at fault. Returns the entries as written (each with its ``id``)."""
     path = Path(path)
     try:
+        st = path.stat()
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = _READ.get(str(path.resolve()))
+        if cached is not None and cached[0] == key:
+            return list(cached[1])  # the same file as last read here (by its stat): already checked
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigFileError(f"{path}: no such configuration file (create it with init_experiments.py)") from None
@@ -140,15 +148,16 @@ def read_configs(path: str | os.PathLike) -> list[dict[str, Any]]:
     seen: dict[str, int] = {}
     for i, entry in enumerate(entries):
         try:
-            config = RNNConfig.from_dict(entry)
+            cid = RNNConfig.from_dict(entry).id
         except (TypeError, ValueError) as e:
             raise ConfigFileError(f"{path}: entry {i}: {e}") from None
         if "id" not in entry:
-            raise ConfigFileError(f"{path}: entry {i}: missing 'id' (expected {config.id})")
-        if config.id in seen:
-            raise ConfigFileError(f"{path}: entry {i} repeats entry {seen[config.id]} (id {config.id})")
-        seen[config.id] = i
-    return entries
+            raise ConfigFileError(f"{path}: entry {i}: missing 'id' (expected {cid})")
+        if cid in seen:
+            raise ConfigFileError(f"{path}: entry {i} repeats entry {seen[cid]} (id {cid})")
+        seen[cid] = i
+    _READ[str(path.resolve())] = (key, entries)
+    return list(entries)
 
 
 def _render(entries: list[dict[str, Any]]) -> bytes:
