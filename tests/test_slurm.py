@@ -121,11 +121,13 @@ def test_successive_halving_under_slurm_stops_and_promotes_as_locally(tmp_path):
     done, expected = results(tmp_path), results(local)
     assert {cid: (r["rung"], r["training steps"]) for cid, r in done.items()} == \
         {cid: (r["rung"], r["training steps"]) for cid, r in expected.items()}
-    assert sorted(r["rung"] for r in done.values()) == [1] * 6 + [2] * 2 + [3]
+    # rung 1: 3 promoted, 4 of the 6 stopped audited (two per stratum); rung 2: 1 promoted, both
+    # stopped audited: 2 end paused at rung 1, the other 7 at the end
+    assert sorted(r["rung"] for r in done.values()) == [1] * 2 + [3] * 7
     for k in (1, 2):
         ours = json.loads((tmp_path / f"results_01_all/.queue/promotions/{k}.json").read_text())
         theirs = json.loads((local / f"results_01_all/.queue/promotions/{k}.json").read_text())
-        assert ours["promoted"] == theirs["promoted"]
+        assert ours["promoted"] == theirs["promoted"] and ours["audited"] == theirs["audited"]
 
 
 def start_uninterrupted(tmp_path):
