@@ -36,21 +36,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gatedrnn.spec.config import config_id  # noqa: E402
-from gatedrnn.spec.grid import default_grid  # noqa: E402
+from gatedrnn.spec.grid import numbered_configs  # noqa: E402
 from gatedrnn.store.queue import Queue  # noqa: E402
 
 FS_CALLS = ("stat", "lstat", "fstat", "newfstatat", "statx", "openat", "read", "getdents64")
 
 
-def configs_of(n: int) -> list[dict]:
-    """n distinct configurations: the default grid's, with a seed key where more are needed."""
-    grid = [c.to_dict() for c in default_grid()]
-    out = []
-    for i in range(n):
-        d = dict(grid[i % len(grid)], seed=i // len(grid))
-        out.append({**d, "id": config_id(d)})
-    return out
+configs_of = numbered_configs
 
 
 def make_folder(root: Path, n: int, pending: int) -> list[dict]:

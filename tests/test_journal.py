@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gatedrnn.spec.config import config_id
-from gatedrnn.spec.grid import default_grid
+from gatedrnn.spec.grid import numbered_configs
 from gatedrnn.store.folder import ResultsFolder
 from gatedrnn.store.journal import FORMAT, FormatError, Journal
 from gatedrnn.store.queue import Queue
@@ -23,13 +22,7 @@ from helpers import ROOT, gatedrnn
 FS_CALLS = ("stat", "lstat", "fstat", "newfstatat", "statx", "openat", "read", "getdents64")
 
 
-def configs_of(n):
-    grid = [c.to_dict() for c in default_grid()]
-    out = []
-    for i in range(n):
-        d = dict(grid[i % len(grid)], seed=i // len(grid))
-        out.append({**d, "id": config_id(d)})
-    return out
+configs_of = numbered_configs
 
 
 def folder_with(tmp_path, n, pending=12):

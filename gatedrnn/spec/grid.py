@@ -16,11 +16,12 @@ from typing import Any, Iterable, Sequence
 import filelock
 
 from .atomic import atomic_write_bytes
-from .config import CELLS, READOUTS, SWITCHES, TASK_KEYS, TASKS, RNNConfig
+from .config import CELLS, READOUTS, SWITCHES, TASK_KEYS, TASKS, RNNConfig, config_id
 
 __all__ = [
     "ConfigFileError",
     "default_grid",
+    "numbered_configs",
     "read_configs",
     "merge_configs",
     "DEFAULT_STATE_SIZES",
@@ -118,6 +119,17 @@ def _task_variants(tasks: Sequence[str], task_keys: dict[str, Sequence[int]]) ->
                 given = ", ".join(f"{key}={value}" for key, value in zip(own, values)) or "its defaults"
                 raise ValueError(f"task {task} with {given}: {e}") from None
             out.append(variant)
+    return out
+
+
+def numbered_configs(n: int) -> list[dict[str, Any]]:
+    """``n`` distinct configurations (each with its id): the default grid's in order, then again
+    with a ``seed`` key 1, 2, ... (for measuring the queue at sizes beyond the grid)."""
+    grid = [c.to_dict() for c in default_grid()]
+    out = []
+    for i in range(n):
+        d = dict(grid[i % len(grid)], seed=i // len(grid))
+        out.append({**d, "id": config_id(d)})
     return out
 
 
