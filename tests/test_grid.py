@@ -100,3 +100,70 @@ def test_merge_skips_known_ids(tmp_path):
     grid = default_grid(layers=[1])
     assert merge_configs(f, grid[:5]) == (5, 5)
     assert merge_configs(f, grid[3:8]) == (3, 8)
+
+
+def _count_checks(monkeypatch):
+    """How many entries read_configs checks one by one (RNNConfig.from_dict calls), with the
+    per-process cache emptied, as in a new process."""
+    import gatedrnn.spec.grid as grid
+
+    calls = []
+    real = grid.RNNConfig.from_dict
+    monkeypatch.setattr(grid.RNNConfig, "from_dict", staticmethod(lambda d: calls.append(1) or real(d)))
+    grid._READ.clear()
+    return calls
+
+
+def test_a_config_file_is_checked_entry_by_entry_once_per_content(tmp_path, monkeypatch):
+    """The digest of checked bytes is kept beside the file (``<name>.checked``): a new reader of
+    the same bytes does not check each entry again (status at 100,000 configurations, issue 41);
+    an edit, a damaged or foreign record means the whole check, and a broken entry is still caught."""
+    import gatedrnn.spec.grid as grid
+
+    f = tmp_path / "rnn_configs.json"
+    merge_configs(f, default_grid(state_sizes=[32], layers=[1]))
+    side = grid.checked_path(f)
+    assert json.loads(side.read_text())["sha256"] == __import__("hashlib").sha256(f.read_bytes()).hexdigest()
+    calls = _count_checks(monkeypatch)
+    assert len(read_configs(f)) == 48 and calls == []  # written by merge_configs: known good
+    side.unlink()
+    grid._READ.clear()
+    assert len(read_configs(f)) == 48 and len(calls) == 48 and side.exists()  # checked whole, then remembered
+    calls.clear()
+    grid._READ.clear()
+    assert len(read_configs(f)) == 48 and calls == []
+    for damage in ("{not json", json.dumps({"format": 1, "sha256": "0" * 64, "gatedrnn": grid.__version__}),
+                   json.dumps({**json.loads(side.read_text()), "gatedrnn": "0.0.0-other"})):
+        good = side.read_text()
+        side.write_text(damage)
+        calls.clear()
+        grid._READ.clear()
+        assert len(read_configs(f)) == 48 and len(calls) == 48, damage
+        assert side.read_text() == good  # rewritten with the digest it checked
+    entries = json.loads(f.read_text())
+    entries[5]["state_size"] = -3  # a hand edit; the record beside it still names the old bytes
+    f.write_text(json.dumps(entries))
+    grid._READ.clear()
+    with pytest.raises(ConfigFileError, match="entry 5"):
+        read_configs(f)
+    entries[5]["state_size"] = 32
+    entries[7] = dict(entries[6])  # a repeat is caught by the whole check too
+    f.write_text(json.dumps(entries))
+    grid._READ.clear()
+    with pytest.raises(ConfigFileError, match="entry 7 repeats entry 6"):
+        read_configs(f)
+
+
+def test_a_config_file_in_a_folder_one_cannot_write_is_still_read(tmp_path, monkeypatch):
+    import gatedrnn.spec.grid as grid
+
+    f = tmp_path / "ro" / "rnn_configs.json"
+    merge_configs(f, default_grid(state_sizes=[32], layers=[1]))
+    grid.checked_path(f).unlink()
+    f.parent.chmod(0o555)
+    try:
+        calls = _count_checks(monkeypatch)
+        assert len(read_configs(f)) == 48 and len(calls) == 48
+        assert not grid.checked_path(f).exists() or __import__("os").geteuid() == 0
+    finally:
+        f.parent.chmod(0o755)

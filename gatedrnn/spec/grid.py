@@ -7,6 +7,7 @@ The default grid (DESIGN.md): every combination of the seven switches except tho
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -15,7 +16,8 @@ from typing import Any, Iterable, Sequence
 
 import filelock
 
-from .atomic import atomic_write_bytes
+from .._version import __version__
+from .atomic import atomic_write_bytes, atomic_write_json
 from .config import CELLS, READOUTS, SWITCHES, TASK_KEYS, TASKS, RNNConfig, config_id
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "default_grid",
     "numbered_configs",
     "read_configs",
+    "checked_path",
     "merge_configs",
     "DEFAULT_STATE_SIZES",
     "DEFAULT_LAYERS",
@@ -134,29 +137,36 @@ def numbered_configs(n: int) -> list[dict[str, Any]]:
 
 
 _READ: dict[str, tuple[tuple, list[dict[str, Any]]]] = {}  # path -> (its stat, its entries) as last read
+_CHECKED_FORMAT = 1
 
 
-def read_configs(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read and validate a configuration list; raises :class:`ConfigFileError` naming the
-    file and the entry at fault. Returns the entries as written (each with its ``id``)."""
+def checked_path(path: str | os.PathLike) -> Path:
+    """Where the digest of ``path``'s last fully checked contents is kept: beside it,
+    ``<name>.checked``. A later reader whose bytes have that digest (under the same gatedrnn
+    version) skips checking every entry again: at 100,000 configurations the check is most of
+    ``gatedrnn status``'s time (issue 41). It is a cache: missing, damaged or stale, the file is
+    checked whole, as before."""
     path = Path(path)
+    return path.with_name(path.name + ".checked")
+
+
+def _was_checked(path: Path, digest: str) -> bool:
     try:
-        st = path.stat()
-        key = (st.st_ino, st.st_size, st.st_mtime_ns)
-        cached = _READ.get(str(path.resolve()))
-        if cached is not None and cached[0] == key:
-            return list(cached[1])  # the same file as last read here (by its stat): already checked
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigFileError(f"{path}: no such configuration file (create it with init_experiments.py)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigFileError(f"{path}: cannot read ({e})") from None
+        rec = json.loads(checked_path(path).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(rec, dict) and rec.get("format") == _CHECKED_FORMAT and rec.get("sha256") == digest
+            and rec.get("gatedrnn") == __version__)
+
+
+def _remember_checked(path: Path, digest: str) -> None:
     try:
-        entries = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigFileError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    if not isinstance(entries, list):
-        raise ConfigFileError(f"{path}: expected a JSON list of configurations, got {type(entries).__name__}")
+        atomic_write_json(checked_path(path), {"format": _CHECKED_FORMAT, "sha256": digest, "gatedrnn": __version__})
+    except OSError:
+        pass  # a folder this user cannot write: the next reader checks the file again
+
+
+def _check_entries(path: Path, entries: list[Any]) -> None:
     seen: dict[str, int] = {}
     for i, entry in enumerate(entries):
         try:
@@ -168,6 +178,38 @@ def read_configs(path: str | os.PathLike) -> list[dict[str, Any]]:
         if cid in seen:
             raise ConfigFileError(f"{path}: entry {i} repeats entry {seen[cid]} (id {cid})")
         seen[cid] = i
+
+
+def read_configs(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read and validate a configuration list; raises :class:`ConfigFileError` naming the
+    file and the entry at fault. Returns the entries as written (each with its ``id``).
+
+    Each entry is checked once per content: the same file as last read in this process (by its
+    stat) is not read again, and bytes whose digest :func:`checked_path` holds were checked by an
+    earlier reader (this one records it after a full check)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = _READ.get(str(path.resolve()))
+        if cached is not None and cached[0] == key:
+            return list(cached[1])  # the same file as last read here (by its stat): already checked
+        data = path.read_bytes()
+        text = data.decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigFileError(f"{path}: no such configuration file (create it with init_experiments.py)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigFileError(f"{path}: cannot read ({e})") from None
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigFileError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    if not isinstance(entries, list):
+        raise ConfigFileError(f"{path}: expected a JSON list of configurations, got {type(entries).__name__}")
+    digest = hashlib.sha256(data).hexdigest()
+    if not _was_checked(path, digest):
+        _check_entries(path, entries)
+        _remember_checked(path, digest)
     _READ[str(path.resolve())] = (key, entries)
     return list(entries)
 
@@ -195,5 +237,7 @@ def merge_configs(path: str | os.PathLike, configs: Iterable[RNNConfig], lock_ti
                 known.add(d["id"])
                 added += 1
         if added or not path.exists():
-            atomic_write_bytes(path, _render(entries))
+            data = _render(entries)
+            atomic_write_bytes(path, data)
+            _remember_checked(path, hashlib.sha256(data).hexdigest())  # its old entries checked, the new made here
     return added, len(entries)
