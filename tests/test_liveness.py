@@ -61,7 +61,7 @@ def test_skewed_clocks_neither_steal_live_claims_nor_keep_dead_ones(tmp_path, lo
     kill(fast)
     # killed holding a soft lock (a heartbeat takes it every 2.5 s): the others clear its marker
     # after watching it unchanged for the soft lock's lifetime (gatedrnn.store.lock), then the claims
-    marker = tmp_path / "results_01_all" / ".queue" / "lock"
+    marker = tmp_path / "results_01_all" / ".queue" / "lock.soft"
     left = lock == "soft" and marker.exists() and "host=fast-host" in marker.read_text(errors="replace")
     rerun = start_worker(*args, cwd=tmp_path, name="rerun")
     # the slow host, done with its own, or the rerun: whoever has watched the dead claims for a lease

@@ -160,6 +160,36 @@ def test_lock_timeout_names_the_holder(tmp_path):
 
 
 
+def test_a_folder_that_used_the_file_lock_takes_the_soft_lock_and_back(tmp_path):
+    """The file lock's file stays after it is released (removing a flock file races); the soft
+    lock uses another file, so a folder moved to NFS (``--lock soft``) does not wait for ever on
+    the file kind's empty leftover, and a soft marker left by a killed holder is no obstacle to
+    the file kind."""
+    (tmp_path / "res").mkdir()
+    q = Queue(tmp_path / "res", lock="file", lock_timeout=2)
+    assert q.claim(CONFIGS[:1], "w") is not None
+    assert (tmp_path / "res" / ".queue" / "lock").exists()
+    soft = Queue(tmp_path / "res", lock="soft", lock_timeout=2)
+    assert soft.claim(CONFIGS[1:2], "w") is not None
+    assert not (tmp_path / "res" / ".queue" / "lock.soft").exists()  # released: the marker removed
+    (tmp_path / "res" / ".queue" / "lock.soft").write_text("pid=1\nhost=elsewhere\n")
+    assert Queue(tmp_path / "res", lock="file", lock_timeout=2).claim(CONFIGS[2:3], "w") is not None
+
+
+def test_an_older_versions_soft_marker_is_refused_in_one_line(tmp_path):
+    """gatedrnn before the journal put the soft marker at ``.queue/lock``: a soft lock at the
+    new path would not exclude its holder, so a worker refuses to start, naming the file."""
+    (tmp_path / "res" / ".queue").mkdir(parents=True)
+    old = tmp_path / "res" / ".queue" / "lock"
+    old.write_text("pid=4242\nhost=elsewhere\ntoken=abc\n")
+    with pytest.raises(QueueError, match=r"\.queue/lock: a soft queue lock taken by an older gatedrnn") as e:
+        Queue(tmp_path / "res", lock="soft", lock_timeout=1)
+    assert "\n" not in str(e.value) and old.exists()
+    assert Queue(tmp_path / "res", lock="file", lock_timeout=1).claim(CONFIGS[:1], "w") is not None
+    old.unlink()
+    assert Queue(tmp_path / "res", lock="soft", lock_timeout=1).claim(CONFIGS[1:2], "w") is not None
+
+
 def test_a_soft_lock_left_by_another_hosts_dead_holder_is_cleared_after_its_lifetime(tmp_path):
     """Killed holding the soft lock on another host (its name, its clock an hour ahead): no one
     here can ask that host whether the holder lives, so the marker is cleared only after being
@@ -180,7 +210,7 @@ def test_a_soft_lock_left_by_another_hosts_dead_holder_is_cleared_after_its_life
     finally:
         holder.kill()
         holder.wait()
-    assert "host=elsewhere" in (tmp_path / "res" / ".queue" / "lock").read_text()
+    assert "host=elsewhere" in (tmp_path / "res" / ".queue" / "lock.soft").read_text()
     q = Queue(tmp_path / "res", lock="soft", lock_timeout=0.5, lock_lifetime=lifetime)
     start = time.monotonic()
     with pytest.raises(QueueError, match="elsewhere"):  # not cleared at once: the holder may live

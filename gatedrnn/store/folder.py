@@ -102,7 +102,8 @@ class ResultsFolder:
         self.packs = self.queue / "packs"
         self.logs = self.queue / "logs"
         self.slurm = self.queue / "slurm"
-        self.lock = self.queue / "lock"
+        self.lock = self.queue / "lock"  # --lock file: flock on it (the empty file stays)
+        self.soft_lock = self.queue / "lock.soft"  # --lock soft: the marker, there while held
         self.lock_holder = self.queue / "lock.holder"
         self.settings_file = self.queue / "settings.json"
         self.configs_file = self.queue / "configs.json"
