@@ -155,7 +155,8 @@ def test_a_halving_sweep_ends_every_configuration_at_its_rung_and_survivors_equa
     assert {done[c]["audited at rung"] for c in d1["audited"]} == {1}
     folder = ResultsFolder(straight / "results_01_all")
     # a stopped run is paused: its checkpoint stays (to continue); nothing else is left behind
-    assert {p.stem for p in folder.checkpoints.glob("*.pt")} == paused and not list(folder.claims.glob("*.json"))
+    assert {p.stem for p in folder.kept_checkpoints.glob("*.pt")} == paused and not list(folder.claims.glob("*.json"))
+    assert not list(folder.checkpoints.glob("*.pt"))  # set aside: checkpoints/ holds the runs in flight alone
     # the survivor and an audited run, resumed from their checkpoints, are their uninterrupted runs
     for cid in (d2["promoted"][0], d1["audited"][0]):
         straight_run = alone(done[cid])
@@ -245,6 +246,59 @@ def test_packs_halve_too_and_the_cost_of_a_quick_study(tmp_path):
     assert "successive halving: rung 1 (20 steps): 48 reached, 16 continue, 7 audited; rung 2 (60 steps): 16 " \
            "reached, 6 continue, 4 audited; rung 3 (180 steps): 17 reached; stopped runs: 31 paused (checkpoint " \
            "kept: --continue-stopped), 11 of 11 audited at the end, 0 of 0 continued by hand at the end" in status.stdout
+    # the packs kept only for paused runs are set aside: a claim reads the live records alone (issue 41)
+    folder = ResultsFolder(tmp_path / "results_01_all")
+    assert folder.pack_records() == {}
+    kept = folder.pack_records(kept=True)
+    paused = sorted(folder.paused_ids())
+    assert len(paused) == 31 and kept and all(folder.pack_checkpoint(pid, kept=True).exists() for pid in kept)
+    assert not list(folder.checkpoints.glob("*.pt"))
+    assert set(paused) <= {cid for rec in kept.values() for cid in rec["members"]}
+    assert folder.kept_max_seq() == max(rec["seq"] for rec in kept.values())
+    chosen = paused[0]
+    assert folder.newest_pack_checkpoint(chosen) is None and folder.newest_pack_checkpoint(chosen, kept=True)
+    proc = script("training_01_all.py", "--workers", "1", *ARGS[:-2], "--halving", "3", "--pack", "48",
+                  "--continue-stopped", chosen, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 stopped configuration(s) continue" in proc.stdout and "trains from the start" not in proc.stdout
+    r = results(tmp_path)[chosen]
+    assert r["continued"] is True and r["rung"] == 3 and r["resumes"] >= 1  # from its pack's state, brought back
+    assert folder.pack_records() == {}  # set aside again once it finished
+    pruned = gatedrnn("prune", "--stopped", cwd=tmp_path)
+    assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+    assert folder.pack_records(kept=True) == {} and not list(folder.checkpoints.rglob("*.pt"))
+
+
+def test_a_worker_killed_while_setting_a_paused_pack_aside_loses_no_state(tmp_path):
+    """keep_pack moves a paused pack's checkpoint to checkpoints/kept/, then its record: killed
+    between the two, the next look finishes the move instead of taking the record for one that
+    never saved a state (which would delete the kept checkpoint), and the run can continue."""
+    from gatedrnn.store.folder import pack_id_of
+    from gatedrnn.store.queue import Queue
+
+    configs = [c.to_dict(with_id=True) for c in default_grid(state_sizes=[8], layers=[1])[:3]]
+    ids = [c["id"] for c in configs]
+    folder = ResultsFolder(tmp_path)
+    folder.prepare()
+    pid = pack_id_of(ids[:2])
+    folder.write_pack_record(pid, ids[:2], time.time(), None, "w", seq=4)
+    folder.rung_dir(1).mkdir(parents=True)
+    for cid, config in zip(ids[:2], configs):
+        record = {**config, "status": "done", "loss": [2.0], "training steps": 20, "rung": 1}
+        folder.rung_result(1, cid).write_text(json.dumps(record))
+        folder.write_result({**record, "stopped at rung": True})
+    folder.write_promotion(1, {"rung": 1, "steps": 20, "eta": 3, "promoted": ids[2:], "stopped": ids[:2]})
+    state = b"the pack's state"
+    kept = folder.pack_checkpoint(pid, kept=True)
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(state)  # moved; the record not yet: killed here
+    q = Queue(tmp_path)
+    q.tidy_packs()
+    assert kept.read_bytes() == state and folder.pack_records() == {}
+    assert list(folder.pack_records(kept=True)) == [pid] and folder.kept_max_seq() == 4
+    out = q.reopen_stopped(configs, [ids[0]])
+    assert out["no checkpoint"] == [] and folder.newest_pack_checkpoint(ids[0]) == folder.pack_checkpoint(pid)
+    assert folder.pack_checkpoint(pid).read_bytes() == state
 
 
 def test_the_states_follow_the_records(tmp_path):
@@ -331,17 +385,17 @@ def test_a_stopped_run_continues_to_the_end_as_if_it_had_been_promoted_and_prune
     assert line(out.stdout).split(";", 1)[1] == line(theirs.stdout).split(";", 1)[1]  # its cost counts, not its result
     # a run stopped before pauses kept checkpoints trains from the start, saying so
     other = paused[1]
-    folder.checkpoint(other).unlink()
+    folder.kept_checkpoint(other).unlink()
     proc = script("training_01_all.py", "--workers", "1", *ARGS, "--pack", "1", "--continue-stopped", other, cwd=cwd,
                   timeout=300)
     assert f"{other[:12]}: stopped before stopped runs kept their checkpoints: it trains from the start" in proc.stdout
     assert results(cwd)[other]["final weights sha256"] == alone(results(cwd)[other])["final weights sha256"]
     # prune: the other paused runs' checkpoints go, saying what it frees
-    left = {p.stem for p in folder.checkpoints.glob("*.pt")}
+    left = {p.stem for p in folder.kept_checkpoints.glob("*.pt")}
     assert left == set(paused[2:])
     pruned = gatedrnn("prune", "--stopped", cwd=cwd)
     assert pruned.returncode == 0 and f"removed {len(left)} checkpoint(s) of stopped runs, freeing" in pruned.stdout
-    assert not list(folder.checkpoints.glob("*.pt"))
+    assert not list(folder.checkpoints.rglob("*.pt"))
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ past, or older than the folder, so that a result deleted by hand is trained agai
 one is set aside at the next worker start; a folder of a newer format is refused in one line."""
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gatedrnn.spec.grid import numbered_configs
-from gatedrnn.store.folder import ResultsFolder
+from gatedrnn.store.folder import ResultsFolder, pack_id_of
 from gatedrnn.store.journal import FORMAT, FormatError, Journal
 from gatedrnn.store.queue import Queue
 from helpers import ROOT, gatedrnn
@@ -36,15 +37,28 @@ def folder_with(tmp_path, n, pending=12):
     return root, configs
 
 
-def fs_calls(root, configs_file, claims, completes=0):
+def fs_calls(root, configs_file, claims, completes=0, halving=False):
+    """System calls of a process that claims ``claims`` configurations and completes the first
+    ``completes`` (after a warm claim that reads the folder once); with ``halving``, each claim
+    as a packed halving worker makes it: the rungs advanced under the lock, then a pack of two of
+    what may train."""
     script = textwrap.dedent(f"""
         import json, sys
         sys.path.insert(0, {str(ROOT)!r})
         from gatedrnn.store.queue import Queue
         configs = json.load(open({str(configs_file)!r}))
         q = Queue({str(root)!r})
-        q.release(q.claim(configs, "warm"))
-        cs = [q.claim(configs, "w") for _ in range({claims})]
+        if {halving!r}:
+            from gatedrnn.running.halving import Halving
+            h = Halving(q.folder, 3, [10, 30])
+            def claim(worker):
+                with q.locked():
+                    h.advance(configs)
+                return q.claim_pack(configs, worker, 2, lambda c: 0, h.trainable)
+        else:
+            claim = lambda worker: q.claim(configs, worker)
+        q.release(claim("warm"))
+        cs = [claim("w") for _ in range({claims})]
         for c in cs[:{completes}]:
             q.complete(c, {{"id": c.id, "status": "done", "loss": [2.0]}})
     """)
@@ -77,6 +91,62 @@ def test_a_claim_and_a_completion_cost_the_same_system_calls_at_300_and_at_3000_
     (claim300, complete300), (claim3000, complete3000) = per[300], per[3000]
     assert claim3000 <= 2 * claim300 and complete3000 <= 2 * complete300, per
     assert claim3000 < 150 and complete3000 < 150, per  # a few dozen, not thousands
+
+
+def halving_folder_with(tmp_path, n, pending=12):
+    """n configurations after rung 1 of halving with ETA 3 (rungs at 10 and 30 steps): a third
+    promoted, all but ``pending`` of them finished at rung 2; the rest stopped at rung 1 (paused,
+    their results written, their state in the checkpoints of packs of eight), as a packed halving
+    sweep of gatedrnn before issue 41 left them."""
+    root = tmp_path / f"h{n}"
+    configs = numbered_configs(n)
+    folder = ResultsFolder(root)
+    folder.rungs_dir.mkdir(parents=True)
+    ids = [c["id"] for c in configs]
+    promoted, stopped = ids[: n // 3], ids[n // 3:]
+    for k in (1, 2):
+        folder.rung_dir(k).mkdir()
+    for c in configs:
+        record = {**c, "status": "done", "loss": [2.0], "training steps": 10}
+        folder.rung_result(1, c["id"]).write_text(json.dumps(record))
+        if c["id"] in stopped:
+            folder.result(c["id"]).write_text(json.dumps({**record, "stopped at rung": True}))
+        elif c["id"] in promoted[: len(promoted) - pending]:
+            record = {**record, "training steps": 30}
+            folder.rung_result(2, c["id"]).write_text(json.dumps(record))
+            folder.result(c["id"]).write_text(json.dumps(record))
+    folder.write_promotion(1, {"rung": 1, "steps": 10, "eta": 3, "promoted": promoted, "stopped": stopped})
+    folder.prepare()
+    for seq, at in enumerate(range(0, len(stopped), 8), 1):
+        members = stopped[at: at + 8]
+        pid = pack_id_of(members)
+        folder.write_pack_record(pid, members, 0.0, None, "w", seq)
+        folder.pack_checkpoint(pid).write_bytes(b"state")
+    (tmp_path / f"configs{n}.json").write_text(json.dumps(configs))
+    return root, configs
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (.ci/run installs it)")
+def test_a_halving_claim_costs_the_same_system_calls_at_300_and_at_3000_configurations(tmp_path):
+    """Successive halving's part of a claim (its rung decisions, the paused runs, the states of
+    every configuration) reads what changed, not every stopped configuration's files."""
+    per = {}
+    for n in (300, 3000):
+        root, configs = halving_folder_with(tmp_path, n)
+        cfile = tmp_path / f"configs{n}.json"
+        base = tmp_path / f"hbase{n}"
+        shutil.copytree(root, base)
+        counts = []
+        for claims in (0, 6):
+            shutil.rmtree(root)
+            shutil.copytree(base, root)
+            counts.append(fs_calls(root, cfile, claims, halving=True))
+        per[n] = (counts[1] - counts[0]) / 6
+        claimed = [rec["rung"] for rec in ResultsFolder(root).claim_records().values()]
+        assert claimed == [2] * 12  # the promoted ones, each to rung 2 (the stopped ones stay paused)
+        assert len(ResultsFolder(root).pack_records()) == 6  # the claimed; the paused ones' set aside, kept
+        assert len(ResultsFolder(root).pack_records(kept=True)) == math.ceil((n - n // 3) / 8)
+    assert per[3000] <= 2 * per[300] and per[3000] < 500, per  # before: 628 and 3 598 (every paused pack read)
 
 
 def test_the_journal_is_rebuilt_from_the_folder_when_it_is_missing_damaged_or_older(tmp_path):

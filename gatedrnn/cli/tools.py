@@ -137,8 +137,8 @@ def inspect(target: str, results_dir: str | Path = "results_01_all") -> dict[str
         cid = resolve_id(results_dir, target)
         folder = ResultsFolder(results_dir)
         result = read_json(folder.result(cid)) if folder.result(cid).exists() else None
-        in_pack = folder.newest_pack_checkpoint(cid)
-        for candidate in (folder.checkpoint(cid), in_pack, folder.existing_weights(cid)):
+        in_pack = folder.newest_pack_checkpoint(cid, kept=True)
+        for candidate in (folder.checkpoint(cid), folder.kept_checkpoint(cid), in_pack, folder.existing_weights(cid)):
             if candidate is not None and candidate.exists():
                 path = candidate
                 member = cid if candidate == in_pack else None

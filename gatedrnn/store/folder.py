@@ -35,7 +35,7 @@ import os
 import re
 from pathlib import Path
 
-from ..spec.atomic import atomic_write_json, remove
+from ..spec.atomic import atomic_write_json, fsync_dir, remove
 from .records import (STATUSES, Claim, _is_number, attempts_problem, claim_problem, claim_record, failed_record,
                       finished_record, result_problem, result_record, set_aside)
 from ..spec.config import LEGACY_SETTINGS
@@ -77,6 +77,20 @@ def _listing(path: Path) -> list[str]:
         return []
 
 
+def _move(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` (its folder made), durably; nothing when ``src`` is gone."""
+    if not src.exists():
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dst)
+    except FileNotFoundError:  # moved meanwhile by another (under the lock: never)
+        return
+    fsync_dir(dst.parent)
+    if src.parent != dst.parent:
+        fsync_dir(src.parent)
+
+
 def is_config_id(text: str) -> bool:
     return bool(_ID.match(text))
 
@@ -95,11 +109,13 @@ class ResultsFolder:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self.checkpoints = self.root / "checkpoints"
+        self.kept_checkpoints = self.checkpoints / "kept"  # the states of runs paused at a rung
         self.weights_dir = self.root / "weights"
         self.queue = self.root / ".queue"
         self.claims = self.queue / "claims"
         self.attempts = self.queue / "attempts"
         self.packs = self.queue / "packs"
+        self.kept_packs = self.packs / "kept"  # records of packs kept only for runs paused at a rung
         self.logs = self.queue / "logs"
         self.slurm = self.queue / "slurm"
         self.lock = self.queue / "lock"  # --lock file: flock on it (the empty file stays)
@@ -112,6 +128,7 @@ class ResultsFolder:
         self.promotions = self.queue / "promotions"
         self.journal_dir = self.queue / "journal"  # its files: gatedrnn.store.journal
         self._journal = None
+        self._stopped_at: dict[str, tuple[tuple, set[str]]] = {}  # promotion file -> (its stat, who paused there)
 
     def __repr__(self) -> str:
         return f"ResultsFolder({str(self.root)!r})"
@@ -134,15 +151,30 @@ class ResultsFolder:
         """The configurations whose stopped result was continued by hand (kept aside)."""
         return {m.group(1) for name in _listing(self.root) if (m := _STOPPED.match(name))}
 
-    def paused_ids(self) -> set[str]:
+    def paused_ids(self, continued: set[str] | None = None) -> set[str]:
         """The runs stopped at a rung of successive halving whose state is kept so that they can
-        continue (not audited, not continued by hand): from the rung decisions."""
+        continue (not audited, not continued by hand): from the rung decisions (each read again
+        only when its file changed, by its stat). ``continued``: the ones continued by hand, as
+        the journal knows them (else the folder is listed for them)."""
         out: set[str] = set()
         for name in _listing(self.promotions):
-            rec = self.read_promotion(int(name[:-5])) if name[:-5].isdigit() and name.endswith(".json") else None
-            if rec is not None and isinstance(rec.get("stopped"), list):
-                out |= set(rec["stopped"]) - set(rec.get("audited") or [])
-        return out - self.stopped_history_ids() if out else out
+            if not (name[:-5].isdigit() and name.endswith(".json")):
+                continue
+            try:
+                st = os.stat(self.promotions / name)
+            except OSError:
+                continue
+            key = (st.st_ino, st.st_size, st.st_mtime_ns)
+            cached = self._stopped_at.get(name)
+            if cached is None or cached[0] != key:
+                rec = self.read_promotion(int(name[:-5]))
+                stopped = (set(rec["stopped"]) - set(rec.get("audited") or [])
+                           if rec is not None and isinstance(rec.get("stopped"), list) else set())
+                cached = self._stopped_at[name] = (key, stopped)
+            out |= cached[1]
+        if not out:
+            return out
+        return out - (self.stopped_history_ids() if continued is None else continued)
 
     def old_failure(self, config_id: str) -> Path:
         """A free name for an earlier failed result of ``config_id``, kept as history."""
@@ -151,8 +183,14 @@ class ResultsFolder:
     def checkpoint(self, config_id: str) -> Path:
         return self.checkpoints / f"{config_id}.pt"
 
-    def pack_checkpoint(self, pack_id: str) -> Path:
-        return self.checkpoints / f"pack-{pack_id}.pt"
+    def pack_checkpoint(self, pack_id: str, kept: bool = False) -> Path:
+        return (self.kept_checkpoints if kept else self.checkpoints) / f"pack-{pack_id}.pt"
+
+    def kept_checkpoint(self, config_id: str) -> Path:
+        """Where the checkpoint of a run paused at a rung is kept: out of ``checkpoints/``, whose
+        listing a finished run's clean-up reads (its temp files), so that it stays as short as
+        the runs in flight (issue 41). Folders paused before keep it at :meth:`checkpoint`."""
+        return self.kept_checkpoints / f"{config_id}.pt"
 
     def pack_record(self, pack_id: str) -> Path:
         return self.packs / f"{pack_id}.json"
@@ -221,29 +259,61 @@ class ResultsFolder:
                 out[name[:-5]] = read_json(self.claims / name)
         return out
 
-    def pack_records(self) -> dict[str, dict[str, Any]]:
+    def pack_records(self, kept: bool = False) -> dict[str, dict[str, Any]]:
         """The pack records of a sound shape (id, member ids, creation time), by pack id; others
-        are ignored (a pack whose record is damaged is simply not resumed as a pack)."""
+        are ignored (a pack whose record is damaged is simply not resumed as a pack). ``kept``:
+        those set aside (:meth:`keep_pack`) instead of the live ones."""
         out: dict[str, dict[str, Any]] = {}
+        where = self.kept_packs if kept else self.packs
         try:
-            names = os.listdir(self.packs)
+            names = os.listdir(where)
         except OSError:
             return out
         for name in names:
             if not (name.endswith(".json") and _ID.match(name[:-5])):
                 continue
-            rec = read_json(self.packs / name)
+            rec = read_json(where / name)
             if (isinstance(rec, dict) and rec.get("id") == name[:-5] and isinstance(rec.get("members"), list)
                     and all(isinstance(m, str) and _ID.match(m) for m in rec["members"])
                     and _is_number(rec.get("created"))):
                 out[name[:-5]] = rec
         return out
 
-    def newest_pack_checkpoint(self, config_id: str) -> Path | None:
-        """The checkpoint of the newest pack holding a saved state of ``config_id``, or None."""
+    def keep_pack(self, pack_id: str, seq: int) -> None:
+        """Set aside the record of a pack whose members all have results but whose checkpoint
+        holds the state of runs paused at a rung: a claim reads only the live records, so that it
+        costs the same however many packs successive halving paused (issue 41). ``seq``: the
+        record's, remembered so that a new pack is still numbered after every one."""
+        self.kept_packs.mkdir(parents=True, exist_ok=True)
+        if seq > self.kept_max_seq():
+            atomic_write_json(self.kept_packs / "max-seq.json", {"seq": seq})
+        _move(self.pack_checkpoint(pack_id), self.pack_checkpoint(pack_id, kept=True))
+        _move(self.pack_record(pack_id), self.kept_packs / f"{pack_id}.json")
+
+    def kept_max_seq(self) -> int:
+        rec = read_json(self.kept_packs / "max-seq.json")
+        seq = rec.get("seq") if isinstance(rec, dict) else None
+        return seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+
+    def restore_kept_packs(self, ids: set[str]) -> int:
+        """Put back among the live records the kept packs holding a state of any of ``ids`` (runs
+        continued after a pause: ``--continue-stopped``). Returns how many."""
+        n = 0
+        for pid, rec in self.pack_records(kept=True).items():
+            if ids.intersection(rec["members"]):
+                _move(self.pack_checkpoint(pid, kept=True), self.pack_checkpoint(pid))
+                _move(self.kept_packs / f"{pid}.json", self.pack_record(pid))
+                n += 1
+        return n
+
+    def newest_pack_checkpoint(self, config_id: str, kept: bool = False) -> Path | None:
+        """The checkpoint of the newest pack holding a saved state of ``config_id``, or None;
+        ``kept``: the kept packs' too (a paused run's state, for ``gatedrnn inspect``)."""
         best = None
-        for pid, rec in self.pack_records().items():
-            path = self.pack_checkpoint(pid)
+        records = [(pid, rec, False) for pid, rec in self.pack_records().items()]
+        records += [(pid, rec, True) for pid, rec in self.pack_records(kept=True).items()] if kept else []
+        for pid, rec, aside in records:
+            path = self.pack_checkpoint(pid, kept=aside)
             if config_id in rec["members"] and path.exists() and (best is None or pack_order(rec) > best[0]):
                 best = (pack_order(rec), path)
         return None if best is None else best[1]
@@ -309,17 +379,22 @@ class ResultsFolder:
     def write_attempts(self, config_id: str, record: Mapping[str, Any]) -> None:
         atomic_write_json(self.attempt(config_id), record)
 
-    def remove_checkpoint(self, config_id: str) -> None:
-        remove(self.checkpoint(config_id))
-
     def drop_run(self, config_id: str, keep_checkpoint: bool = False) -> None:
         """A configuration's claim, checkpoint and attempts: what a finished one no longer needs,
         with the temp files that a worker killed while writing them left. ``keep_checkpoint``: a
-        run paused at a rung of successive halving keeps its checkpoint, to continue later."""
+        run paused at a rung of successive halving keeps its checkpoint (set aside, at
+        :meth:`kept_checkpoint`), to continue later."""
         for path in (self.claim(config_id), None if keep_checkpoint else self.checkpoint(config_id),
                      self.attempt(config_id)):
             if path is not None:
                 remove(path)
+        if keep_checkpoint:
+            _move(self.checkpoint(config_id), self.kept_checkpoint(config_id))
+
+    def restore_checkpoint(self, config_id: str) -> None:
+        """A paused run's kept checkpoint back where its worker resumes from (it continues)."""
+        if not self.checkpoint(config_id).exists():
+            _move(self.kept_checkpoint(config_id), self.checkpoint(config_id))
 
     def write_pack_record(self, pack_id: str, members: list[str], created: float, resumed_from: str | None,
                           worker: str, seq: int = 0) -> None:
@@ -333,6 +408,8 @@ class ResultsFolder:
         """A pack's checkpoint and record, with the temp files that a killed write of them left."""
         remove(self.pack_checkpoint(pack_id))
         remove(self.pack_record(pack_id))
+        (self.kept_packs / f"{pack_id}.json").unlink(missing_ok=True)
+        self.pack_checkpoint(pack_id, kept=True).unlink(missing_ok=True)
 
     def read_lock_holder(self) -> Any | None:
         return read_json(self.lock_holder)

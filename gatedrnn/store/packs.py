@@ -112,7 +112,7 @@ class PackClaims:
                     rung: int | None = None) -> "PackClaim":
         ids = [config["id"] for config, _ in members]
         pid = pack_id_of(ids)
-        seq = 1 + max((pack_order(r)[0] for r in self.folder.pack_records().values()), default=0)
+        seq = 1 + max([pack_order(r)[0] for r in self.folder.pack_records().values()] + [self.folder.kept_max_seq()])
         self.folder.write_pack_record(pid, ids, now, resume_from, worker, seq)
         extra = {} if rung is None else {"rung": rung}
         claims = [self._write_claim(config, worker, now, old, attempt, pack=pid, **extra)
@@ -121,18 +121,28 @@ class PackClaims:
 
     def _live_pack_records(self, claims: dict[str, Any], now: float) -> dict[str, dict[str, Any]]:
         """The pack records still of use; drops (with their checkpoints) those whose members all
-        have results, and those that never saved a checkpoint and that no live claim names.
-        Call under the lock."""
+        have results, and those that never saved a checkpoint and that no live claim names; sets
+        aside (:meth:`ResultsFolder.keep_pack`) those kept only for runs paused at a rung, so that
+        the next claims read only the live ones. Call under the lock."""
         finished = self.finished_ids()
         packs = self.folder.pack_records()
         kept = self._holding_paused(packs)
         out = {}
         for pid, rec in packs.items():
-            done = all(cid in finished for cid in rec["members"]) and pid not in kept
-            if not self._pack_running(pid, rec, claims) and (done or not self.folder.pack_checkpoint(pid).exists()):
-                self.folder.drop_pack(pid)
-                continue
-            out[pid] = rec
+            if self._pack_running(pid, rec, claims):
+                out[pid] = rec
+            elif not self.folder.pack_checkpoint(pid).exists():
+                if self.folder.pack_checkpoint(pid, kept=True).exists():  # set aside, killed before its record
+                    self.folder.keep_pack(pid, pack_order(rec)[0])
+                else:
+                    self.folder.drop_pack(pid)
+            elif all(cid in finished for cid in rec["members"]):
+                if pid in kept:
+                    self.folder.keep_pack(pid, pack_order(rec)[0])
+                else:
+                    self.folder.drop_pack(pid)
+            else:
+                out[pid] = rec
         return out
 
     def _pack_running(self, pid: str, rec: Mapping[str, Any], claims: Mapping[str, Any]) -> bool:
@@ -143,7 +153,7 @@ class PackClaims:
     def _holding_paused(self, packs: Mapping[str, Mapping[str, Any]]) -> set[str]:
         """The packs whose checkpoint holds the newest state of a run paused at a rung of
         successive halving (kept, so that it can continue; ``gatedrnn prune --stopped`` frees them)."""
-        paused = self.folder.paused_ids()
+        paused = self.folder.paused_ids(self.index.continued if self.index is not None else None)
         if not paused:
             return set()
         newest: dict[str, tuple[tuple, str]] = {}
@@ -160,16 +170,18 @@ class PackClaims:
         own, and the pack checkpoints that hold nothing else of use). Returns (files, bytes) freed."""
         files = freed = 0
         with self.locked():
-            paused = self.folder.paused_ids()
+            paused = self.folder.paused_ids(self.index.continued if self.index is not None else None)
             for cid in sorted(paused):
-                path = self.folder.checkpoint(cid)
-                if path.exists():
-                    freed += path.stat().st_size
-                    self.folder.remove_checkpoint(cid)
-                    files += 1
+                for path in (self.folder.kept_checkpoint(cid), self.folder.checkpoint(cid)):  # the latter: older folders
+                    if path.exists():
+                        freed += path.stat().st_size
+                        path.unlink()
+                        files += 1
             finished, claims = self.finished_ids(), self.folder.claim_records()
-            for pid, rec in self.folder.pack_records().items():
-                path = self.folder.pack_checkpoint(pid)
+            records = [(pid, rec, False) for pid, rec in self.folder.pack_records().items()]
+            records += [(pid, rec, True) for pid, rec in self.folder.pack_records(kept=True).items()]
+            for pid, rec, kept in records:
+                path = self.folder.pack_checkpoint(pid, kept=kept)
                 if path.exists() and not self._pack_running(pid, rec, claims) and all(cid in finished for cid in rec["members"]):
                     freed += path.stat().st_size
                     self.folder.drop_pack(pid)

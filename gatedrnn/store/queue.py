@@ -292,7 +292,9 @@ class Queue(PackClaims):
                     out["not stopped"].append(cid)
             if out["not stopped"]:
                 return out  # bad input changes nothing
+            self.folder.restore_kept_packs(set(stopped))  # their pack's state, among the live records again
             for cid in stopped:
+                self.folder.restore_checkpoint(cid)
                 if not self.folder.checkpoint(cid).exists() and self.folder.newest_pack_checkpoint(cid) is None:
                     out["no checkpoint"].append(cid)
                 self.folder.move_result(cid, self.folder.old_stopped(cid), "stopped")

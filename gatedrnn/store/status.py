@@ -298,7 +298,7 @@ def rung_counts(folder: ResultsFolder, ids: Iterable[str], index: Any = None) ->
                "stopped": len(decision.get("stopped", [])) if decision else None,
                "audited": len(audited) if decision else None}
         if k == rungs:  # the runs stopped earlier that reached the end: pauses kept, samples, by hand
-            row.update({"paused": len(folder.paused_ids() & ids & finished), "audited so far": len(audited_all),
+            row.update({"paused": len(folder.paused_ids(index.continued) & ids & finished), "audited so far": len(audited_all),
                         "audited finished": len(audited_all & finished), "continued": len(continued),
                         "continued finished": len(continued & finished)})
         out.append(row)
