@@ -193,6 +193,52 @@ def test_a_damaged_result_is_set_aside_at_the_next_worker_start(tmp_path):
     assert (root / f"{victim}.json.corrupt").exists()
 
 
+def test_a_new_worker_checks_every_result_before_it_takes_the_lock(tmp_path, monkeypatch):
+    """A new worker's first look reads every result once (in time proportional to the folder),
+    before it takes the queue lock: under the lock it reads only what changed since, and what it
+    found damaged, which it then sets aside (at 100,000 configurations the check is seconds, and
+    32 workers starting together would each hold the others back that long)."""
+    import contextlib
+
+    import gatedrnn.store.queue as queue_module
+
+    root, configs = folder_with(tmp_path, 200, pending=2)
+    Queue(root).claim([], "w")  # the journal current
+    victim = configs[7]["id"]
+    path = ResultsFolder(root).result(victim)
+    path.write_text('{"id": "' + victim + '", "status": "do')  # damaged in place: the journal still current
+    reads = {"unlocked": 0, "locked": 0}
+    state = {"locked": False}
+    plain = queue_module.read_json
+
+    def counting(p):
+        if Path(p).parent == root and Path(p).name.endswith(".json"):
+            reads["locked" if state["locked"] else "unlocked"] += 1
+        return plain(p)
+
+    monkeypatch.setattr(queue_module, "read_json", counting)
+    lines = []
+    q = Queue(root, report=lines.append)
+    held = q._lock.held
+
+    @contextlib.contextmanager
+    def watched():
+        with held():
+            state["locked"] = True
+            try:
+                yield
+            finally:
+                state["locked"] = False
+
+    q._lock.held = watched
+    first = q.claim(configs, "w")
+    assert reads["unlocked"] >= 198 and reads["locked"] <= 2, reads
+    assert (root / f"{victim}.json.corrupt").exists() and any("a damaged result" in line for line in lines)
+    taken = {first.id} | {q.claim(configs, "w").id for _ in range(2)}
+    assert victim in taken  # set aside, and so trained again
+    assert reads["locked"] <= 4, reads
+
+
 def test_a_folder_of_a_newer_format_is_refused_in_one_line(tmp_path):
     root, configs = folder_with(tmp_path, 10, pending=2)
     Queue(root).claim([], "w")
