@@ -12,7 +12,8 @@
 <results>/.queue/ngram-<sha256>.json  cached n-gram entropies of a corpus (analysis)
 <results>/.queue/journal/             what changed in the folder, for claims that cost the same at any
                                     size (gatedrnn.store.journal; derived, rebuilt from the folder)
-<results>/.queue/lock                 the queue lock (filelock); lock.holder: who took it last
+<results>/.queue/lock                 the queue lock (--lock file: flock); lock.soft: --lock soft's marker,
+                                    there while held; lock.holder: who took it last
 <results>/.queue/claims/<id>.json     who trains <id>: worker, host, pid, token, heartbeat, progress
 <results>/.queue/attempts/<id>.json   failed attempts so far, with their tracebacks
 <results>/.queue/packs/<pack>.json    a pack: its members, when it was formed, the pack it resumed
