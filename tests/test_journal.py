@@ -73,20 +73,26 @@ def fs_calls(root, configs_file, claims, completes=0, halving=False):
     return total
 
 
+def counted_from_the_same_folder(tmp_path, root, n, runs, halving=False):
+    """:func:`fs_calls` for each (claims, completes) of ``runs``, each from the same copy of the
+    folder, its journal made current first (a worker's start is not what is counted)."""
+    Queue(root).claim([], "make the journal")
+    base = tmp_path / f"base-{root.name}"
+    shutil.copytree(root, base)
+    counts = []
+    for claims, completes in runs:
+        shutil.rmtree(root)
+        shutil.copytree(base, root)
+        counts.append(fs_calls(root, tmp_path / f"configs{n}.json", claims, completes, halving=halving))
+    return counts
+
+
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (.ci/run installs it)")
 def test_a_claim_and_a_completion_cost_the_same_system_calls_at_300_and_at_3000_configurations(tmp_path):
     per = {}
     for n in (300, 3000):
         root, _ = folder_with(tmp_path, n)
-        cfile = tmp_path / f"configs{n}.json"
-        Queue(root).claim([], "make the journal")  # current before counting
-        base = tmp_path / f"base{n}"
-        shutil.copytree(root, base)
-        counts = []
-        for claims, completes in ((0, 0), (5, 0), (5, 5)):
-            shutil.rmtree(root)
-            shutil.copytree(base, root)
-            counts.append(fs_calls(root, cfile, claims, completes))
+        counts = counted_from_the_same_folder(tmp_path, root, n, [(0, 0), (5, 0), (5, 5)])
         per[n] = ((counts[1] - counts[0]) / 5, (counts[2] - counts[1]) / 5)
     (claim300, complete300), (claim3000, complete3000) = per[300], per[3000]
     assert claim3000 <= 2 * claim300 and complete3000 <= 2 * complete300, per
@@ -133,15 +139,7 @@ def test_a_halving_claim_costs_the_same_system_calls_at_200_and_at_2000_configur
     per = {}
     for n in (200, 2000):
         root, configs = halving_folder_with(tmp_path, n)
-        cfile = tmp_path / f"configs{n}.json"
-        Queue(root).claim([], "make the journal")  # current before counting
-        base = tmp_path / f"hbase{n}"
-        shutil.copytree(root, base)
-        counts = []
-        for claims in (0, 6):
-            shutil.rmtree(root)
-            shutil.copytree(base, root)
-            counts.append(fs_calls(root, cfile, claims, halving=True))
+        counts = counted_from_the_same_folder(tmp_path, root, n, [(0, 0), (6, 0)], halving=True)
         per[n] = (counts[1] - counts[0]) / 6
         claimed = [rec["rung"] for rec in ResultsFolder(root).claim_records().values()]
         assert claimed == [2] * 12  # the promoted ones, each to rung 2 (the stopped ones stay paused)
